@@ -1,0 +1,31 @@
+# Two entry points for a fresh clone: `make run` and `make test`. Both set up .venv themselves.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench-overhead check clean
+
+$(BIN)/python:
+	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m backends.stack -c config/balancer.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check balancer backends tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/python -m balancer check -c config/balancer.yaml
+
+bench-overhead: $(STAMP)
+	bash bench/overhead/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
