@@ -1,0 +1,64 @@
+"""The admin listener: `/healthz`, `/status` (JSON) and `POST /reload`.
+
+I/O shell. It is bound only to the `admin` address, never to a public listener.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from balancer.server import Balancer
+
+BALANCER = web.AppKey("balancer", "Balancer")
+
+
+def build_admin_app(balancer: "Balancer") -> web.Application:
+    app = web.Application()
+    app[BALANCER] = balancer
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    app.router.add_post("/reload", reload)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def status_document(balancer: "Balancer") -> dict[str, Any]:
+    runtime = balancer.runtime
+    connections = balancer.upstreams.pools()
+    pools = []
+    for pool in runtime.pools.values():
+        backends = []
+        for address in pool.backends:
+            upstream = connections.get(address)
+            backends.append({
+                "address": address.url,
+                "open_connections": upstream.open_count if upstream else 0,
+                "idle_connections": upstream.idle_count if upstream else 0,
+            })
+        pools.append({"name": pool.name, "kind": pool.config.kind, "backends": backends})
+    return {
+        "generation": runtime.generation,
+        "digest": runtime.config.digest,
+        "config": runtime.config.source,
+        "listen": balancer.public_addresses,
+        "pools": pools,
+        "reloads": [
+            {"ok": r.ok, "generation": r.generation, "errors": list(r.errors)}
+            for r in balancer.reloads
+        ],
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_document(request.app[BALANCER]))
+
+
+async def reload(request: web.Request) -> web.Response:
+    outcome = request.app[BALANCER].reload()
+    body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
+            "errors": list(outcome.errors)}
+    return web.json_response(body, status=200 if outcome.ok else 422)

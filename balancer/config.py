@@ -1,0 +1,243 @@
+"""The balancer's YAML config as frozen dataclasses.
+
+Pure: `parse_config(text, file)` returns a `Config` or raises `ConfigError` listing every
+problem found, each as `file:line:col: key.path: message`. Unknown keys are errors (with a
+did-you-mean hint). Durations read as `250ms`/`2s`/`1m`, sizes as `16KiB`/`10MiB`.
+"""
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+import yaml
+
+from balancer.addresses import Address, parse_backend, parse_listen
+from balancer.units import parse_duration, parse_size
+from balancer.yamltree import (
+    ConfigError,
+    Problem,
+    Reader,
+    as_choice,
+    as_int,
+    compose,
+    join,
+)
+
+PoolKind = Literal["async", "threaded", "multiprocess"]
+POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 2.0
+    backend_response: float = 30.0
+    upstream_idle: float = 30.0
+    client_idle: float = 75.0
+    client_header: float = 10.0
+    drain: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_size: int = 100 * 1024**2
+    max_header_size: int = 16 * 1024
+    max_uri_size: int = 8 * 1024
+    max_headers: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    name: str
+    backends: tuple[Address, ...]
+    kind: PoolKind | None = None
+    max_connections: int = 256
+    max_idle: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    listen: tuple[Address, ...]
+    pools: tuple[PoolConfig, ...]
+    admin: Address | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    digest: str = ""
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    @property
+    def default_pool(self) -> PoolConfig:
+        """The pool requests go to until routing picks one: `default`, else the first."""
+        for pool in self.pools:
+            if pool.name == "default":
+                return pool
+        return self.pools[0]
+
+
+TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies")
+POOL_KEYS = ("backends", "kind", "max_connections", "max_idle")
+
+
+def load_config(path: str) -> Config:
+    """Read and parse a config file; an unreadable file is a located ConfigError too."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    root = compose(text, file)
+    reader = Reader(file)
+    if root is None:
+        raise ConfigError([_empty_problem(file)])
+    entries = reader.mapping(root, "", TOP_KEYS, required=("listen", "pools"))
+    if entries is None:
+        raise ConfigError(reader.problems)
+
+    listen = _listen(reader, entries.get("listen"))
+    admin = None
+    if "admin" in entries and not _is_null(entries["admin"]):
+        admin = reader.convert(entries["admin"], "admin", parse_listen)
+    pools = _pools(reader, entries.get("pools"))
+    timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, parse_duration)
+    limits = _section(reader, entries.get("limits"), "limits", Limits, _limit_value)
+    trusted = _trusted(reader, entries.get("trusted_proxies"))
+
+    if admin is not None and admin in listen:
+        reader.fail(entries["admin"], "admin", f"{admin} is also a public listener")
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        source=file,
+        listen=listen,
+        pools=pools,
+        admin=admin,
+        timeouts=timeouts,
+        limits=limits,
+        trusted_proxies=trusted,
+        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+    )
+
+
+def _empty_problem(file: str) -> Problem:
+    return Problem(file, 1, 1, "", "the file is empty (expected at least 'listen' and 'pools')")
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
+    if node is None:
+        return ()
+    seen: dict[Address, int] = {}
+    items = reader.sequence(node, "listen", allow_scalar=True)
+    if not items:
+        reader.fail(node, "listen", "at least one listen address is required")
+    for index, item in enumerate(items):
+        path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
+        address = reader.convert(item, path, parse_listen)
+        if address is None:
+            continue
+        if address in seen and not (address.kind == "tcp" and address.port == 0):
+            reader.fail(item, path, f"{address} is listed twice")
+        seen[address] = index
+    return tuple(seen)
+
+
+def _pools(reader: Reader, node: yaml.Node | None) -> tuple[PoolConfig, ...]:
+    if node is None:
+        return ()
+    entries = reader.mapping(node, "pools")
+    if entries is None:
+        return ()
+    if not entries:
+        reader.fail(node, "pools", "at least one pool is required")
+    pools = []
+    for name, pool_node in entries.items():
+        pool = _pool(reader, name, pool_node)
+        if pool is not None:
+            pools.append(pool)
+    return tuple(pools)
+
+
+def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
+    path = join("pools", name)
+    entries = reader.mapping(node, path, POOL_KEYS, required=("backends",))
+    if entries is None:
+        return None
+    backends: list[Address] = []
+    if "backends" in entries:
+        items = reader.sequence(entries["backends"], join(path, "backends"))
+        if not items and isinstance(entries["backends"], yaml.SequenceNode):
+            reader.fail(entries["backends"], join(path, "backends"), "a pool needs a backend")
+        for index, item in enumerate(items):
+            item_path = join(join(path, "backends"), index)
+            address = reader.convert(item, item_path, parse_backend)
+            if address is None:
+                continue
+            if address in backends:
+                reader.fail(item, item_path, f"{address} is listed twice in this pool")
+                continue
+            backends.append(address)
+    kind = None
+    if "kind" in entries:
+        kind = reader.convert(entries["kind"], join(path, "kind"), as_choice(POOL_KINDS))
+    options = {}
+    for key in ("max_connections", "max_idle"):
+        if key in entries:
+            value = reader.convert(entries[key], join(path, key), as_int(minimum=1))
+            if value is not None:
+                options[key] = value
+    return PoolConfig(name=name, backends=tuple(backends), kind=kind, **options)  # type: ignore[arg-type]
+
+
+def _limit_value(raw: object) -> int:
+    return parse_size(raw)
+
+
+def _section[S](reader: Reader, node: yaml.Node | None, path: str, cls: type[S], parse: object) -> S:
+    """A flat section whose keys are the dataclass fields and whose values share one parser."""
+    if node is None:
+        return cls()
+    names = [f for f in cls.__dataclass_fields__]  # type: ignore[attr-defined]
+    entries = reader.mapping(node, path, names)
+    values = {}
+    for key, value_node in (entries or {}).items():
+        if path == "limits" and key == "max_headers":
+            value = reader.convert(value_node, join(path, key), as_int(minimum=1))
+        else:
+            value = reader.convert(value_node, join(path, key), parse)  # type: ignore[arg-type]
+        if value is not None:
+            values[key] = value
+    return cls(**values)
+
+
+def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
+    if node is None:
+        return ()
+    networks = []
+    for index, item in enumerate(reader.sequence(node, "trusted_proxies", allow_scalar=True)):
+        network = reader.convert(item, join("trusted_proxies", index), _network)
+        if network is not None:
+            networks.append(network)
+    return tuple(networks)
+
+
+def _network(raw: object) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(str(raw), strict=False)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None

@@ -1,0 +1,73 @@
+"""Connection pools to every backend, keyed by backend address, shared across reloads.
+
+I/O shell: owns the `ConnectionPool`s and a periodic sweep that closes idle connections past
+their expiry. A reload calls `retain` with the new set of addresses; pools of removed
+backends are closed, pools of kept ones carry over with their warm connections.
+"""
+
+import asyncio
+import contextlib
+
+from balancer.addresses import Address
+from balancer.config import PoolConfig, Timeouts
+from balancer.upstream import ConnectionPool
+
+
+class Upstreams:
+    """One ConnectionPool per backend address."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pools: dict[Address, ConnectionPool] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Upstreams {len(self._pools)} backends>"
+
+    def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
+        upstream = self._pools.get(address)
+        if upstream is None:
+            upstream = self._pools[address] = ConnectionPool(
+                self.loop,
+                address,
+                max_connections=pool.max_connections,
+                max_idle=pool.max_idle,
+                idle_timeout=timeouts.upstream_idle,
+                connect_timeout=timeouts.connect,
+            )
+        return upstream
+
+    def configure(self, pools: tuple[PoolConfig, ...], timeouts: Timeouts) -> None:
+        """Apply new limits to kept pools and close the pools of backends no longer listed."""
+        wanted = {address: pool for pool in pools for address in pool.backends}
+        for address in list(self._pools):
+            upstream = self._pools[address]
+            if address not in wanted:
+                del self._pools[address]
+                upstream.close()
+                continue
+            upstream.max_connections = wanted[address].max_connections
+            upstream.max_idle = wanted[address].max_idle
+            upstream.idle_timeout = timeouts.upstream_idle
+            upstream.connect_timeout = timeouts.connect
+
+    def pools(self) -> dict[Address, ConnectionPool]:
+        return dict(self._pools)
+
+    def start(self, interval: float = 5.0) -> None:
+        self._sweeper = self.loop.create_task(self._sweep(interval))
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for upstream in self._pools.values():
+            upstream.close()
+        self._pools.clear()
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for upstream in list(self._pools.values()):
+                upstream.sweep()

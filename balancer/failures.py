@@ -1,0 +1,74 @@
+"""What can go wrong while forwarding a request, and the one status each maps to.
+
+Pure. The proxy raises these; `balancer.proxy.error_response` is the one place that turns
+them into a response (status, a one-line plain-text body naming the reason, request id).
+"""
+
+
+class ProxyError(Exception):
+    """A request the balancer could not complete; `status` is what the client gets."""
+
+    status = 502
+    reason = "bad gateway"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason
+
+
+class ConnectFailed(ProxyError):
+    """The backend refused or could not be reached; nothing was sent, so retrying is safe."""
+
+    status = 502
+    reason = "backend refused the connection"
+
+
+class ConnectTimeout(ProxyError):
+    status = 504
+    reason = "backend connect timed out"
+
+
+class BackendClosed(ProxyError):
+    """The connection closed or reset before a whole response arrived."""
+
+    status = 502
+    reason = "backend closed the connection"
+
+    def __init__(self, detail: str = "", *, before_response: bool = False) -> None:
+        super().__init__(detail)
+        self.before_response = before_response
+
+
+class BadResponse(ProxyError):
+    status = 502
+    reason = "backend sent an invalid response"
+
+
+class ResponseTimeout(ProxyError):
+    status = 504
+    reason = "backend response timed out"
+
+
+class NoBackend(ProxyError):
+    status = 503
+    reason = "no backend available"
+
+
+class PoolExhausted(ProxyError):
+    status = 503
+    reason = "backend connection limit reached"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    reason = "request body too large"
+
+
+class BadRequest(ProxyError):
+    status = 400
+    reason = "bad request"
+
+
+class InternalError(ProxyError):
+    status = 500
+    reason = "balancer internal error"

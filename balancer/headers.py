@@ -1,0 +1,169 @@
+"""Header rewriting for a reverse proxy (RFC 9110 section 7.6), on raw header bytes.
+
+Pure. `forward_request` turns the client's request head into the one sent upstream, and
+`forward_response` turns the backend's response head into the one sent to the client:
+hop-by-hop headers (Connection and the headers it names, Keep-Alive, TE, Trailer,
+Transfer-Encoding, Upgrade unless upgrading, Proxy-*) are dropped; X-Forwarded-For is
+appended (from trusted proxies) or replaced; X-Forwarded-Proto/Host set; Via added;
+X-Request-Id passed through when well-formed, or replaced by a new one, and returned.
+"""
+
+import re
+from collections.abc import Iterable
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+})
+LOAD_REPORT_HEADER = b"endpoint-load-metrics"
+VIA = b"1.1 echonext-balancer"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+Headers = Iterable[tuple[bytes, bytes]]
+
+
+class ForwardedRequest:
+    """The upstream request head and what the proxy must know to send the body."""
+
+    __slots__ = ("chunked", "content_length", "expect_continue", "head", "host",
+                 "request_id", "upgrade")
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.request_id = ""
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def forward_request(
+    method: str,
+    target: bytes,
+    headers: Headers,
+    *,
+    client_ip: str,
+    trusted_client: bool,
+    new_request_id: str,
+    proto: bytes = b"http",
+) -> ForwardedRequest:
+    """Build the upstream head; raises ValueError for a request a backend could misread."""
+    out = ForwardedRequest()
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    named: set[bytes] = set()
+    forwarded_for: list[bytes] = []
+    forwarded_proto = forwarded_host = None
+    via: list[bytes] = []
+    request_id: bytes | None = None
+    upgrade_value: bytes | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named |= _tokens(value)
+            elif lname == b"transfer-encoding":
+                codings = [c.strip().lower() for c in value.split(b",")]
+                if codings[-1] != b"chunked" or out.chunked:
+                    raise ValueError("unsupported Transfer-Encoding")
+                out.chunked = True
+            elif lname == b"upgrade":
+                upgrade_value = value
+            continue
+        if lname == b"content-length":
+            if out.content_length is not None or not value.strip().isdigit():
+                raise ValueError("invalid or repeated Content-Length")
+            out.content_length = int(value)
+        elif lname == b"host":
+            if out.host is not None:
+                raise ValueError("repeated Host header")
+            out.host = value
+        elif lname == b"x-forwarded-for":
+            if trusted_client:
+                forwarded_for.append(value)
+            continue
+        elif lname == b"x-forwarded-proto":
+            forwarded_proto = value if trusted_client else None
+            continue
+        elif lname == b"x-forwarded-host":
+            forwarded_host = value if trusted_client else None
+            continue
+        elif lname == b"via":
+            via.append(value)
+            continue
+        elif lname == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value):
+                request_id = value
+            continue
+        elif lname == b"expect":
+            out.expect_continue = value.strip().lower() == b"100-continue"
+            continue
+        kept.append((lname, name, value))
+    if out.chunked and out.content_length is not None:
+        raise ValueError("both Content-Length and Transfer-Encoding")
+    if upgrade_value is not None and b"upgrade" in named:
+        out.upgrade = upgrade_value
+
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for lname, name, value in kept:
+        if lname not in named:
+            parts += (name, b": ", value, b"\r\n")
+    out.request_id = (request_id or new_request_id.encode()).decode("ascii")
+    forwarded_for.append(client_ip.encode("ascii"))
+    parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n",
+              b"X-Forwarded-Proto: ", forwarded_proto or proto, b"\r\n")
+    host = forwarded_host or out.host
+    if host is not None:
+        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+    via.append(VIA)
+    parts += (b"Via: ", b", ".join(via), b"\r\n",
+              b"X-Request-Id: ", out.request_id.encode("ascii"), b"\r\n")
+    if out.upgrade is not None:
+        parts += (b"Connection: upgrade\r\nUpgrade: ", out.upgrade, b"\r\n")
+    if out.chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    out.head = b"".join(parts)
+    return out
+
+
+def forward_response(
+    headers: Headers, request_id: str, *, upgrade: bool = False
+) -> tuple[list[tuple[str, str]], bytes | None]:
+    """Client-side response headers (str, for aiohttp) and the load report taken out of them.
+
+    Content-Length is dropped too: the caller gives aiohttp the length (or the body) itself.
+    """
+    named: set[bytes] = set()
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    report = None
+    via: list[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named |= _tokens(value)
+            elif upgrade and lname == b"upgrade":
+                kept.append((lname, name, value))
+            continue
+        if lname == b"content-length" or lname == b"x-request-id":
+            continue
+        if lname == LOAD_REPORT_HEADER:
+            report = value
+            continue
+        if lname == b"via":
+            via.append(value)
+            continue
+        kept.append((lname, name, value))
+    out = [(name.decode("latin-1"), value.decode("latin-1"))
+           for lname, name, value in kept if lname not in named or lname == b"upgrade"]
+    via.append(VIA)
+    out.append(("Via", b", ".join(via).decode("latin-1")))
+    out.append(("X-Request-Id", request_id))
+    if upgrade:
+        out.append(("Connection", "upgrade"))
+    return out, report

@@ -1,0 +1,281 @@
+"""The request handler: pick a backend, forward the request, stream the response back.
+
+Rules this module keeps:
+- A client never hangs: every failure becomes a response from `error_response` (one line
+  of text naming the reason and the request id), or, once the response has started, a
+  closed connection (so a truncated body is never mistaken for a whole one).
+- Bodies stream in both directions with back-pressure; only small request bodies (up to
+  REPLAY_LIMIT) are held, so that the stale keep-alive race can be retried on a fresh
+  connection. Larger bodies always go on a fresh connection.
+- The snapshot (`Runtime`) is read once per request; a reload never changes it midway.
+"""
+
+import asyncio
+import itertools
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from balancer.config import Limits, Timeouts
+from balancer.connections import Upstreams
+from balancer.failures import (
+    BackendClosed,
+    BadRequest,
+    BodyTooLarge,
+    InternalError,
+    NoBackend,
+    ProxyError,
+)
+from balancer.headers import ForwardedRequest, forward_request, forward_response
+from balancer.runtime import Runtime
+from balancer.upstream import ConnectionPool, Response, UpstreamConnection
+
+log = logging.getLogger("balancer.proxy")
+
+REPLAY_LIMIT = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class RequestIds:
+    """Short unique request ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+def error_response(error: ProxyError, request_id: str) -> web.Response:
+    """The one place that turns a failure into what the client sees."""
+    detail = "" if error.detail == error.reason else f": {error.detail}"
+    text = f"{error.status} {error.reason}{detail} (request id {request_id})\n"
+    headers = {"X-Request-Id": request_id}
+    if error.status == 503:
+        headers["Retry-After"] = "1"
+    return web.Response(status=error.status, text=text, headers=headers)
+
+
+class Proxy:
+    """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
+
+    def __init__(self, runtime: Runtime, upstreams: Upstreams) -> None:
+        self.runtime = runtime
+        self.upstreams = upstreams
+        self.ids = RequestIds()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        runtime = self.runtime
+        client_ip = _client_ip(request)
+        try:
+            forwarded = forward_request(
+                request.method,
+                request.raw_path.encode("utf-8", "surrogateescape"),
+                request.raw_headers,
+                client_ip=client_ip,
+                trusted_client=runtime.is_trusted(client_ip),
+                new_request_id=self.ids.new(),
+            )
+        except ValueError as exc:
+            return error_response(BadRequest(str(exc)), self.ids.new())
+        try:
+            return await self._forward(request, runtime, forwarded)
+        except ProxyError as error:
+            return error_response(error, forwarded.request_id)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away: there is nobody to answer
+        except Exception:
+            log.exception("%s: internal error", forwarded.request_id)
+            return error_response(InternalError(), forwarded.request_id)
+
+    async def _forward(
+        self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest
+    ) -> web.StreamResponse:
+        limits = runtime.config.limits
+        timeouts = runtime.config.timeouts
+        length = forwarded.content_length
+        if length is not None and length > limits.max_body_size:
+            raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
+        streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
+        payload = forwarded.head
+        if length and not streamed:
+            if forwarded.expect_continue:
+                await request.writer.write(CONTINUE)
+            payload += await request.content.readexactly(length)
+
+        pool = runtime.default_pool
+        if not pool.backends:
+            raise NoBackend(f"pool {pool.name} has no backends")
+        address = pool.selector.select(pool.backends)
+        upstream = self.upstreams.get(address, pool.config, timeouts)
+        conn, response = await self._exchange(
+            request, upstream, payload, forwarded, streamed, limits, timeouts
+        )
+        try:
+            if response.status == 101 and forwarded.upgrade is not None:
+                return await _tunnel(request, conn, response, forwarded.request_id)
+            return await self._respond(request, upstream, conn, response, forwarded, timeouts)
+        finally:
+            if not conn.is_reusable() or not conn.is_complete():
+                conn.abort()
+
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        upstream: ConnectionPool,
+        payload: bytes,
+        forwarded: ForwardedRequest,
+        streamed: bool,
+        limits: Limits,
+        timeouts: Timeouts,
+    ) -> tuple[UpstreamConnection, Response]:
+        """Send the request and read the response head, retrying the stale keep-alive race."""
+        expect_body = request.method != "HEAD"
+        for attempt in (1, 2):
+            conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
+            try:
+                conn.send(payload, expect_body=expect_body)
+                if streamed:
+                    await _send_body(request, conn, forwarded, limits, timeouts)
+                return conn, await conn.read_head(timeouts.backend_response)
+            except BackendClosed as exc:
+                conn.abort()
+                if attempt == 1 and reused and exc.before_response and not streamed:
+                    log.debug("stale keep-alive connection to %s; retrying", upstream.address)
+                    continue
+                raise
+            except BaseException:
+                conn.abort()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _respond(
+        self,
+        request: web.BaseRequest,
+        upstream: ConnectionPool,
+        conn: UpstreamConnection,
+        response: Response,
+        forwarded: ForwardedRequest,
+        timeouts: Timeouts,
+    ) -> web.StreamResponse:
+        headers, _report = forward_response(response.headers, forwarded.request_id)
+        reason = response.reason.decode("latin-1") or None
+        if conn.is_complete():
+            body = conn.take_body()
+            upstream.release(conn)
+            if body or not response.content_length:
+                return web.Response(status=response.status, reason=reason, headers=headers,
+                                    body=body or None)
+            # HEAD (or 304): no body, but the backend's Content-Length is kept as it said
+            reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
+            reply.content_length = response.content_length
+            await reply.prepare(request)
+            await reply.write_eof()
+            return reply
+
+        reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
+        if response.content_length is not None:
+            reply.content_length = response.content_length
+        await reply.prepare(request)
+        try:
+            while chunk := await conn.read_chunk(timeouts.backend_response):
+                await reply.write(chunk)
+        except ProxyError as exc:
+            log.warning("%s: response from %s cut off: %s", forwarded.request_id,
+                        upstream.address, exc.detail)
+            _drop_client(request)
+            return reply
+        except (ConnectionError, asyncio.CancelledError):
+            conn.abort()
+            raise
+        await reply.write_eof()
+        upstream.release(conn)
+        return reply
+
+
+async def _send_body(
+    request: web.BaseRequest,
+    conn: UpstreamConnection,
+    forwarded: ForwardedRequest,
+    limits: Limits,
+    timeouts: Timeouts,
+) -> None:
+    if forwarded.expect_continue:
+        await request.writer.write(CONTINUE)
+    total = 0
+    chunked = forwarded.chunked
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > limits.max_body_size:
+            raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")
+        if chunked:
+            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk), timeouts.backend_response)
+        else:
+            await conn.write(chunk, timeouts.backend_response)
+    if forwarded.content_length is not None and total < forwarded.content_length:
+        raise BadRequest("client closed before sending the whole body")
+    if chunked:
+        await conn.write(b"0\r\n\r\n", timeouts.backend_response)
+
+
+class _TunnelFeed:
+    """Takes the client's bytes after a 101 (aiohttp's payload-parser slot) to the backend."""
+
+    def __init__(self, conn: UpstreamConnection, done: "asyncio.Future[None]") -> None:
+        self.conn = conn
+        self.done = done
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        transport = self.conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _tunnel(
+    request: web.BaseRequest, conn: UpstreamConnection, response: Response, request_id: str
+) -> web.StreamResponse:
+    """Relay bytes both ways after 101 Switching Protocols, until either side closes."""
+    headers, _ = forward_response(response.headers, request_id, upgrade=True)
+    reply = web.StreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
+                               headers=headers)
+    await reply.prepare(request)
+    client = request.transport
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def to_client(data: bytes) -> None:
+        if data and client is not None and not client.is_closing():
+            client.write(data)
+        elif not done.done():
+            done.set_result(None)
+
+    conn.open_tunnel(to_client)
+    request.protocol.set_parser(_TunnelFeed(conn, done))  # type: ignore[arg-type]
+    try:
+        await done
+    finally:
+        conn.close()
+        _drop_client(request)
+    return reply
+
+
+def _drop_client(request: web.BaseRequest) -> None:
+    request.protocol.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _client_ip(request: web.BaseRequest) -> str:
+    transport = request.transport
+    peer: Any = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unix"

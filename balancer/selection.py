@@ -1,0 +1,28 @@
+"""Choosing a backend within a pool.
+
+Pure: selectors hold only their own counters and take the candidate list as an argument.
+"""
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class RoundRobin:
+    """Each backend in turn."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"<RoundRobin next={self._next}>"
+
+    def select(self, candidates: Sequence[T]) -> T:
+        if not candidates:
+            raise LookupError("no candidates")
+        index = self._next % len(candidates)
+        self._next = index + 1
+        return candidates[index]

@@ -1,0 +1,177 @@
+"""Read a composed YAML node tree into Python values, collecting located problems.
+
+Pure. Every problem carries the file, the 1-based line and column of the offending node and
+the dotted key path (`pools.heavy.backends[1]`), so an operator can jump straight to it.
+A `Reader` never raises on bad input: it records a `Problem` and returns None, so that one
+pass reports every error in the file, not only the first.
+"""
+
+import difflib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}:{self.col}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` lists every located error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def compose(text: str, file: str) -> yaml.Node | None:
+    """Parse YAML text into a node tree; invalid YAML raises ConfigError located at the fault."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        raise ConfigError([Problem(file, line, col, "", message)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class Reader:
+    """Converts nodes to values, recording a located Problem for each thing that is wrong."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: str, message: str) -> None:
+        mark = node.start_mark
+        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, path, message))
+
+    def mapping(
+        self,
+        node: yaml.Node,
+        path: str,
+        known: Collection[str] | None = None,
+        required: Collection[str] = (),
+    ) -> dict[str, yaml.Node] | None:
+        """A mapping's entries by key; unknown keys (when `known` is given) are problems."""
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, path, f"expected a mapping, got {_describe(node)}")
+            return None
+        entries: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = self._constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                self.fail(key_node, path, f"keys must be strings, got {key!r}")
+                continue
+            if key in entries:
+                self.fail(key_node, join(path, key), "duplicate key")
+                continue
+            if known is not None and key not in known:
+                self.fail(key_node, join(path, key), _unknown_key(key, known))
+                continue
+            entries[key] = value_node
+        for key in required:
+            if key not in entries:
+                self.fail(node, join(path, key), "missing required key")
+        return entries
+
+    def sequence(self, node: yaml.Node, path: str, *, allow_scalar: bool = False) -> list[yaml.Node]:
+        """A sequence's items; with allow_scalar a single scalar counts as a one-item list."""
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if allow_scalar and isinstance(node, yaml.ScalarNode):
+            return [node]
+        self.fail(node, path, f"expected a list, got {_describe(node)}")
+        return []
+
+    def value(self, node: yaml.Node, path: str) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(node, path, f"expected a single value, got {_describe(node)}")
+            return None
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.fail(node, path, f"invalid value: {exc}")
+            return None
+
+    def convert(self, node: yaml.Node, path: str, parse: Callable[[object], T]) -> T | None:
+        """Apply a parser that raises ValueError with a message; record the message as a problem."""
+        raw = self.value(node, path)
+        if raw is None and isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            self.fail(node, path, "a value is required here")
+            return None
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
+            return None
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return f"{node.value!r}" if node.value else "nothing"
+
+
+def _unknown_key(key: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key '{key}' ({hint}expected one of: {', '.join(sorted(known))})"
+
+
+# Converters shared by config sections; each raises ValueError with the accepted form.
+
+def as_int(minimum: int = 0) -> Callable[[object], int]:
+    def parse(raw: object) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError(f"{raw!r} is not a whole number")
+        if raw < minimum:
+            raise ValueError(f"{raw} is too small (minimum {minimum})")
+        return raw
+    return parse
+
+
+def as_bool(raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"{raw!r} is not true or false")
+    return raw
+
+
+def as_str(raw: object) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(f"{raw!r} is not a non-empty string")
+    return raw
+
+
+def as_choice(choices: Collection[str]) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        if raw not in choices:
+            raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
+        return str(raw)
+    return parse
