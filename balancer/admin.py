@@ -10,7 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from balancer.server import Balancer
 
-BALANCER = web.AppKey("balancer", "Balancer")
+BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer")
 
 
 def build_admin_app(balancer: "Balancer") -> web.Application:

@@ -7,6 +7,7 @@ did-you-mean hint). Durations read as `250ms`/`2s`/`1m`, sizes as `16KiB`/`10MiB
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -111,11 +112,11 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     if "admin" in entries and not _is_null(entries["admin"]):
         admin = reader.convert(entries["admin"], "admin", parse_listen)
     pools = _pools(reader, entries.get("pools"))
-    timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, parse_duration)
-    limits = _section(reader, entries.get("limits"), "limits", Limits, _limit_value)
+    timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
+    limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
 
-    if admin is not None and admin in listen:
+    if admin is not None and admin in listen and not (admin.kind == "tcp" and admin.port == 0):
         reader.fail(entries["admin"], "admin", f"{admin} is also a public listener")
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -204,25 +205,30 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
     return PoolConfig(name=name, backends=tuple(backends), kind=kind, **options)  # type: ignore[arg-type]
 
 
-def _limit_value(raw: object) -> int:
-    return parse_size(raw)
-
-
-def _section[S](reader: Reader, node: yaml.Node | None, path: str, cls: type[S], parse: object) -> S:
-    """A flat section whose keys are the dataclass fields and whose values share one parser."""
+def _section[S](
+    reader: Reader, node: yaml.Node | None, path: str, cls: type[S],
+    parsers: dict[str, Callable[[object], object]],
+) -> S:
+    """A flat section: each key is a dataclass field, read with its own parser."""
     if node is None:
         return cls()
-    names = [f for f in cls.__dataclass_fields__]  # type: ignore[attr-defined]
-    entries = reader.mapping(node, path, names)
     values = {}
-    for key, value_node in (entries or {}).items():
-        if path == "limits" and key == "max_headers":
-            value = reader.convert(value_node, join(path, key), as_int(minimum=1))
-        else:
-            value = reader.convert(value_node, join(path, key), parse)  # type: ignore[arg-type]
+    for key, value_node in (reader.mapping(node, path, parsers) or {}).items():
+        value = reader.convert(value_node, join(path, key), parsers[key])
         if value is not None:
             values[key] = value
     return cls(**values)
+
+
+TIMEOUT_PARSERS: dict[str, Callable[[object], object]] = {
+    name: parse_duration for name in Timeouts.__dataclass_fields__
+}
+LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
+    "max_body_size": parse_size,
+    "max_header_size": parse_size,
+    "max_uri_size": parse_size,
+    "max_headers": as_int(minimum=1),
+}
 
 
 def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:

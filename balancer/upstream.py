@@ -196,7 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     async def write(self, data: bytes, timeout: float) -> None:
-        """Write part of a request body, waiting (up to `timeout`) while the backend is not reading."""
+        """Write part of a request body; wait (up to `timeout`) while the backend is not reading."""
         if self._error is not None:
             raise self._error
         if self._closed or self.transport is None:

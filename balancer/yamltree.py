@@ -97,7 +97,9 @@ class Reader:
                 self.fail(node, join(path, key), "missing required key")
         return entries
 
-    def sequence(self, node: yaml.Node, path: str, *, allow_scalar: bool = False) -> list[yaml.Node]:
+    def sequence(
+        self, node: yaml.Node, path: str, *, allow_scalar: bool = False
+    ) -> list[yaml.Node]:
         """A sequence's items; with allow_scalar a single scalar counts as a one-item list."""
         if isinstance(node, yaml.SequenceNode):
             return list(node.value)

@@ -1,0 +1,1 @@
+"""Hosting EchoNext apps as async, threaded and multiprocess backends, with load reports."""

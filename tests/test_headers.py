@@ -1,0 +1,123 @@
+"""Proxy header duties (RFC 9110 section 7.6) on raw header bytes."""
+
+import pytest
+
+from balancer.headers import forward_request, forward_response
+
+
+def head_lines(head: bytes) -> list[bytes]:
+    return head.split(b"\r\n")[1:-2]
+
+
+def fwd(headers: list[tuple[bytes, bytes]], *, trusted: bool = False, method: str = "GET"):  # type: ignore[no-untyped-def]
+    return forward_request(method, b"/a?b=1", headers, client_ip="10.1.2.3",
+                           trusted_client=trusted, new_request_id="new-1")
+
+
+def test_request_line_and_plain_headers_pass_through() -> None:
+    out = fwd([(b"Host", b"example.com"), (b"Accept", b"*/*"), (b"X-Custom", b"v")])
+    assert out.head.startswith(b"GET /a?b=1 HTTP/1.1\r\n")
+    lines = head_lines(out.head)
+    assert lines[:3] == [b"Host: example.com", b"Accept: */*", b"X-Custom: v"]
+    assert b"X-Forwarded-For: 10.1.2.3" in lines
+    assert b"X-Forwarded-Proto: http" in lines
+    assert b"X-Forwarded-Host: example.com" in lines
+    assert b"Via: 1.1 echonext-balancer" in lines
+    assert b"X-Request-Id: new-1" in lines
+    assert out.head.endswith(b"\r\n\r\n")
+
+
+def test_hop_by_hop_headers_and_those_connection_names_are_removed() -> None:
+    out = fwd([(b"Host", b"h"), (b"Connection", b"keep-alive, X-Secret"), (b"Keep-Alive", b"5"),
+               (b"TE", b"trailers"), (b"Trailer", b"X"), (b"Upgrade", b"h2c"),
+               (b"Proxy-Authorization", b"Basic x"), (b"Proxy-Connection", b"close"),
+               (b"X-Secret", b"s"), (b"X-Kept", b"k")])
+    lines = head_lines(out.head)
+    names = {line.split(b":")[0].lower() for line in lines}
+    for dropped in (b"connection", b"keep-alive", b"te", b"trailer", b"upgrade",
+                    b"proxy-authorization", b"proxy-connection", b"x-secret"):
+        assert dropped not in names
+    assert b"X-Kept: k" in lines
+    assert out.upgrade is None  # Upgrade without Connection: upgrade is not an upgrade
+
+
+def test_untrusted_client_forwarded_headers_are_replaced() -> None:
+    out = fwd([(b"X-Forwarded-For", b"6.6.6.6"), (b"X-Forwarded-Proto", b"https"),
+               (b"X-Forwarded-Host", b"evil"), (b"Host", b"h")])
+    lines = head_lines(out.head)
+    assert b"X-Forwarded-For: 10.1.2.3" in lines
+    assert b"X-Forwarded-Proto: http" in lines
+    assert b"X-Forwarded-Host: h" in lines
+    assert not any(b"6.6.6.6" in line or b"evil" in line for line in lines)
+
+
+def test_trusted_client_forwarded_for_is_appended() -> None:
+    out = fwd([(b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2"), (b"X-Forwarded-Proto", b"https"),
+               (b"Via", b"1.0 edge")], trusted=True)
+    lines = head_lines(out.head)
+    assert b"X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3" in lines
+    assert b"X-Forwarded-Proto: https" in lines
+    assert b"Via: 1.0 edge, 1.1 echonext-balancer" in lines
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    (b"abc-123", True), (b"x" * 128, True), (b"x" * 129, False), (b"bad id", False),
+    (b"a\xffb", False),
+])
+def test_request_id_passes_through_only_when_well_formed(given: bytes, kept: bool) -> None:
+    out = fwd([(b"X-Request-Id", given)])
+    assert out.request_id == (given.decode("latin-1") if kept else "new-1")
+    assert head_lines(out.head).count(b"X-Request-Id: " + out.request_id.encode()) == 1
+
+
+def test_upgrade_is_forwarded_when_connection_names_it() -> None:
+    out = fwd([(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"),
+               (b"Sec-WebSocket-Key", b"k")])
+    lines = head_lines(out.head)
+    assert out.upgrade == b"websocket"
+    assert b"Connection: upgrade" in lines and b"Upgrade: websocket" in lines
+    assert b"Sec-WebSocket-Key: k" in lines
+
+
+def test_body_framing_facts() -> None:
+    out = fwd([(b"Content-Length", b"12")], method="POST")
+    assert out.content_length == 12 and not out.chunked
+    assert b"Content-Length: 12" in head_lines(out.head)
+    out = fwd([(b"Transfer-Encoding", b"chunked"), (b"Expect", b"100-continue")], method="POST")
+    assert out.chunked and out.expect_continue
+    lines = head_lines(out.head)
+    assert lines.count(b"Transfer-Encoding: chunked") == 1
+    assert not any(line.lower().startswith(b"expect") for line in lines)
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")],
+    [(b"Content-Length", b"5"), (b"Content-Length", b"6")],
+    [(b"Content-Length", b"-5")],
+    [(b"Transfer-Encoding", b"chunked, identity")],
+    [(b"Transfer-Encoding", b"gzip")],
+    [(b"Host", b"a"), (b"Host", b"b")],
+])
+def test_ambiguous_framing_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(ValueError):
+        fwd(headers, method="POST")
+
+
+def test_response_headers_drop_hop_by_hop_and_take_the_load_report() -> None:
+    headers, report = forward_response([
+        (b"Content-Type", b"text/plain"), (b"Connection", b"keep-alive, X-Internal"),
+        (b"Keep-Alive", b"timeout=5"), (b"Transfer-Encoding", b"chunked"),
+        (b"X-Internal", b"1"), (b"Content-Length", b"3"), (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"), (b"endpoint-load-metrics", b"TEXT cpu_utilization=0.5"),
+    ], "rid-7")
+    assert headers == [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"),
+                       ("Set-Cookie", "b=2"), ("Via", "1.1 echonext-balancer"),
+                       ("X-Request-Id", "rid-7")]
+    assert report == b"TEXT cpu_utilization=0.5"
+
+
+def test_upgrade_response_keeps_upgrade_headers() -> None:
+    headers, _ = forward_response([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+                                   (b"Sec-WebSocket-Accept", b"x")], "r", upgrade=True)
+    assert ("Upgrade", "websocket") in headers and ("Connection", "upgrade") in headers
+    assert ("Sec-WebSocket-Accept", "x") in headers
