@@ -33,7 +33,7 @@ class ConfigError(Exception):
     """A config file that cannot be used; `problems` lists every located error found."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
+        self.problems = tuple(sorted(problems, key=lambda p: (p.file, p.line, p.col)))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

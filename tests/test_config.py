@@ -93,15 +93,9 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
             backends: []
         """)
     assert found == [
+        "config/balancer.yaml:1:9: listen: '127.0.0.1:80800': port 80800 is out of range (0-65535)",
         "config/balancer.yaml:2:1: admn: unknown key 'admn' (did you mean 'admin'? expected one "
         "of: admin, limits, listen, pools, timeouts, trusted_proxies)",
-        "config/balancer.yaml:1:9: listen: '127.0.0.1:80800': port 80800 is out of range (0-65535)",
-        "config/balancer.yaml:10:36: pools.web.backends[1]: 127.0.0.1:1 is listed twice "
-        "in this pool",
-        "config/balancer.yaml:11:11: pools.web.kind: unknown value 'fastest' "
-        "(expected one of: async, threaded, multiprocess)",
-        "config/balancer.yaml:12:22: pools.web.max_connections: -1 is too small (minimum 1)",
-        "config/balancer.yaml:14:15: pools.empty.backends: a pool needs a backend",
         "config/balancer.yaml:4:3: timeouts.conect: unknown key 'conect' (did you mean 'connect'? "
         "expected one of: backend_response, client_header, client_idle, connect, drain, "
         "upstream_idle)",
@@ -109,6 +103,12 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
         "(expected e.g. 250ms, 2s, 1m)",
         "config/balancer.yaml:7:18: limits.max_body_size: 'lots' is not a size "
         "(expected e.g. 16KiB, 10MiB)",
+        "config/balancer.yaml:10:36: pools.web.backends[1]: 127.0.0.1:1 is listed twice "
+        "in this pool",
+        "config/balancer.yaml:11:11: pools.web.kind: unknown value 'fastest' "
+        "(expected one of: async, threaded, multiprocess)",
+        "config/balancer.yaml:12:22: pools.web.max_connections: -1 is too small (minimum 1)",
+        "config/balancer.yaml:14:15: pools.empty.backends: a pool needs a backend",
     ]
 
 

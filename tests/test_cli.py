@@ -1,0 +1,55 @@
+"""`balancer check` and `balancer run` as the operator sees them: exit codes and messages."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+def test_check_accepts_a_valid_file_with_a_one_line_summary(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("listen: 127.0.0.1:8080\npools:\n  default:\n"
+                    "    backends: [http://127.0.0.1:8101, unix:/tmp/x.sock]\n")
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1
+    assert result.stdout.startswith(f"{path}: ok (1 listener(s), 1 pool(s), 2 backend(s)")
+
+
+def test_check_reports_every_error_located_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("listen: 127.0.0.1:8080\npools:\n  heavy:\n    backends:\n"
+                    "      - http//x\n    polcy: fastest\n")
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (f"{path}:5:9: pools.heavy.backends[0]: 'http//x' is not a backend "
+                        "address (expected http://host:port or unix:/path)")
+    assert lines[1].startswith(f"{path}:6:5: pools.heavy.polcy: unknown key 'polcy'")
+    assert lines[2] == f"{path}: 2 problem(s); config not valid"
+    assert result.stdout == ""
+
+
+def test_check_on_a_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli("check", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml:1:1: cannot read file: No such file or directory" in result.stderr
+
+
+def test_run_refuses_an_invalid_file_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("listen: nowhere\npools: {}\n")
+    result = run_cli("run", "-c", str(path))
+    assert result.returncode == 2
+    assert f"{path}:1:9: listen: 'nowhere' is not a listen address" in result.stderr
+
+
+def test_the_shipped_config_is_valid() -> None:
+    result = run_cli("check", "-c", "config/balancer.yaml")
+    assert result.returncode == 0, result.stderr
