@@ -10,6 +10,7 @@ X-Request-Id passed through when well-formed, or replaced by a new one, and retu
 
 import re
 from collections.abc import Iterable
+from http import HTTPStatus
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
@@ -131,17 +132,14 @@ def forward_request(
     return out
 
 
-def forward_response(
-    headers: Headers, request_id: str, *, upgrade: bool = False
-) -> tuple[list[tuple[str, str]], bytes | None]:
-    """Client-side response headers (str, for aiohttp) and the load report taken out of them.
-
-    Content-Length is dropped too: the caller gives aiohttp the length (or the body) itself.
-    """
+def _response_headers(
+    headers: Headers, *, upgrade: bool
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, bytes]:
+    """The end-to-end response headers, the load report taken out, and the Via value."""
     named: set[bytes] = set()
     kept: list[tuple[bytes, bytes, bytes]] = []
     report = None
-    via: list[bytes] = []
+    via = b""
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
@@ -156,14 +154,61 @@ def forward_response(
             report = value
             continue
         if lname == b"via":
-            via.append(value)
+            via += value + b", "
             continue
         kept.append((lname, name, value))
-    out = [(name.decode("latin-1"), value.decode("latin-1"))
-           for lname, name, value in kept if lname not in named or lname == b"upgrade"]
-    via.append(VIA)
-    out.append(("Via", b", ".join(via).decode("latin-1")))
+    out = [(name, value) for lname, name, value in kept
+           if lname not in named or (upgrade and lname == b"upgrade")]
+    return out, report, via + VIA
+
+
+def forward_response(
+    headers: Headers, request_id: str, *, upgrade: bool = False
+) -> tuple[list[tuple[str, str]], bytes | None]:
+    """Client-side response headers (str, for aiohttp) and the load report taken out of them.
+
+    Content-Length is dropped too: the caller gives aiohttp the length (or the body) itself.
+    """
+    kept, report, via = _response_headers(headers, upgrade=upgrade)
+    out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept]
+    out.append(("Via", via.decode("latin-1")))
     out.append(("X-Request-Id", request_id))
     if upgrade:
         out.append(("Connection", "upgrade"))
     return out, report
+
+
+_NO_LENGTH = frozenset({204, *range(100, 200)})
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: Headers,
+    request_id: str,
+    *,
+    content_length: int | None,
+    keep_alive: bool,
+    http10: bool = False,
+) -> tuple[bytes, bytes | None]:
+    """The serialised head of a response whose length is known, and the load report."""
+    kept, report, via = _response_headers(headers, upgrade=False)
+    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _reason(status))]
+    for name, value in kept:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"Via: ", via, b"\r\nX-Request-Id: ", request_id.encode("ascii"), b"\r\n")
+    if content_length is not None and status not in _NO_LENGTH:
+        parts.append(b"Content-Length: %d\r\n" % content_length)
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif http10:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), report
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"

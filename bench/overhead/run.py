@@ -10,6 +10,7 @@ usage: python bench/overhead/run.py [--rounds 3] [--duration 5] [--connections 6
 """
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -236,10 +237,8 @@ def main() -> int:
         Path(args.output).write_text(report)
     finally:
         for proc in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in procs:
             try:
                 proc.wait(10)
