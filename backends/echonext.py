@@ -1,0 +1,170 @@
+"""Import pyechonext 0.7.17 without its side effects, and fix its per-request defects.
+
+`import_echonext()` is the only way the backends import the framework. It neutralises, at
+run time and without touching site-packages:
+
+at import
+- the update check (an HTTP GET to the package index with no timeout): `requests.get`
+  raises RequestException while the package imports, so no request leaves the process;
+- the banner printed to stdout: stdout is captured while it imports;
+- `rich.traceback.install(show_locals=True)`: sys.excepthook and threading.excepthook are
+  put back, so a crash never prints locals (secrets included);
+- the `pyechonext` logger at DEBUG to stdout and to ./pyechonext.log: the file handler is
+  never opened (no file is written), the handlers are removed and the level set to CRITICAL (it logs each 404 at ERROR)
+  (records propagate to the host's logging).
+
+per request (class-level patches, so every app in the process is fixed)
+- the router's `print()` on every request: the router module's `print` is a no-op;
+- every request and response kept forever in `app.history`: see `bounded(app)`;
+- each view result cached under its body (`get_and_save_cache_item`): results pass through;
+- a view that raises answered 200 with `{}`: the exception propagates to `WSGIHost`,
+  which answers 500;
+- binary bodies encoded as their repr (`b'...'`): bytes pass through unchanged;
+- a binary request body (an image upload) makes `Request()` raise UnicodeDecodeError while
+  it builds `request.POST`: such a body gives an empty POST (the raw bytes are in
+  `request.environ["echonext.body"]`, set by the hosts);
+- `async def` views (which EchoNext would call and never await): run to completion on a
+  per-thread event loop under WSGI, awaited natively by the ASGI adapter.
+The header and status defects (request headers echoed into the response, None values,
+bare `404` status lines, `start_response` called by keyword) are fixed in `backends.wsgi`.
+"""
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import io
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_lock = threading.Lock()
+_done = False
+original_check_handler: Callable[..., Any] | None = None
+
+
+class _NullFileHandler(logging.NullHandler):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__()
+
+
+class _NoHistory(list[Any]):
+    """Stands in for `app.history`: remembers nothing."""
+
+    def append(self, item: Any) -> None:
+        return None
+
+
+def import_echonext() -> Any:
+    """The pyechonext module, imported once with every fix above applied."""
+    global _done
+    with _lock:
+        if not _done:
+            _import_quietly()
+            _patch()
+            _done = True
+    return sys.modules["pyechonext"]
+
+
+def _import_quietly() -> None:
+    import requests
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise requests.RequestException("update check disabled by backends.echonext")
+
+    hooks = (sys.excepthook, threading.excepthook)
+    real_get, real_file_handler = requests.get, logging.FileHandler
+    requests.get = no_network  # type: ignore[assignment]
+    logging.FileHandler = _NullFileHandler  # type: ignore[misc,assignment]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            importlib.import_module("pyechonext")
+            importlib.import_module("pyechonext.app")
+    finally:
+        requests.get = real_get
+        logging.FileHandler = real_file_handler  # type: ignore[misc]
+        sys.excepthook, threading.excepthook = hooks
+    logger = logging.getLogger("pyechonext")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.CRITICAL)  # it logs every 404 and 405 at ERROR
+    logger.propagate = True
+
+
+def _patch() -> None:
+    global original_check_handler
+    app_module = importlib.import_module("pyechonext.app")
+    routes_module = importlib.import_module("pyechonext.mvc.routes")
+    response_module = importlib.import_module("pyechonext.response")
+    echonext_cls = app_module.EchoNext
+
+    routes_module.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+
+    def pass_through(self: Any, key: Any, value: Any) -> Any:
+        return value
+
+    echonext_cls.get_and_save_cache_item = pass_through
+
+    def reraise(self: Any, exception: Exception) -> None:
+        for middleware in self.middlewares:
+            middleware().process_exception(exception)
+        raise exception
+
+    echonext_cls._process_exceptions_from_middlewares = reraise
+
+    request_module = importlib.import_module("pyechonext.request")
+    original_post = request_module._build_post_params_dict
+
+    def tolerant_post(raw: bytes) -> Any:
+        try:
+            return original_post(raw)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+
+    request_module._build_post_params_dict = tolerant_post
+
+    response_cls = response_module.Response
+    original_encode = response_cls._encode_body
+
+    def encode_body(self: Any) -> None:
+        if isinstance(self.body, bytes | bytearray):
+            self.body = bytes(self.body)
+            return
+        original_encode(self)
+
+    response_cls._encode_body = encode_body
+
+    original_check_handler = app_module._check_handler
+
+    def check_handler(request: Any, route: Any) -> Any:
+        assert original_check_handler is not None
+        handler = original_check_handler(request, route)
+        if inspect.iscoroutinefunction(handler):
+            return _run_to_completion(handler)
+        return handler
+
+    app_module._check_handler = check_handler
+
+
+_loops = threading.local()
+
+
+def _run_to_completion(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync callable running an `async def` view on this thread's own event loop."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        loop = getattr(_loops, "loop", None)
+        if loop is None:
+            loop = _loops.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(view(*args, **kwargs))
+
+    return run
+
+
+def bounded(app: Any) -> Any:
+    """The app with its history replaced by one that keeps nothing; returns the app."""
+    app.history = _NoHistory()
+    return app

@@ -1,0 +1,186 @@
+"""Load reports: what one backend instance tells the balancer about itself.
+
+Every response carries `endpoint-load-metrics` in the ORCA text format that Envoy reads:
+
+    TEXT cpu_utilization=0.42, rps_fractional=118.0, eps=0.0, named_metrics.inflight=3,
+    named_metrics.queue=0, named_metrics.workers=4, request_cost.cpu_ms=12.5,
+    request_cost.wall_ms=40.1
+
+Rules:
+- Instance-wide, not per worker: counters live in shared memory created before a prefork
+  server forks, and utilisation sums the CPU of the whole process tree (psutil), divided by
+  the machine's cores (1.0 = every core busy). It is sampled in a background thread, never
+  on the request path.
+- In-flight counts requests in the app plus those waiting in the server's queue (waitress's
+  task queue, or the kernel's accept backlog for a prefork server), because a counter inside
+  the app saturates at the worker count while the rest waits unseen.
+- Request cost is this request's own CPU time (the thread's CPU clock) and wall time.
+"""
+
+import ctypes
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+HEADER = "endpoint-load-metrics"
+SAMPLE_INTERVAL = 0.5
+
+
+class Counters:
+    """In-flight, completed and failed requests; shared across forks when `shared` is set."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        if shared:
+            self._values: Any = multiprocessing.RawArray(ctypes.c_longlong, 3)
+            self._lock: Any = multiprocessing.Lock()
+        else:
+            self._values = [0, 0, 0]
+            self._lock = threading.Lock()
+
+    def begin(self) -> int:
+        with self._lock:
+            self._values[0] += 1
+            return int(self._values[0])
+
+    def end(self, failed: bool) -> None:
+        with self._lock:
+            self._values[0] -= 1
+            self._values[1] += 1
+            if failed:
+                self._values[2] += 1
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self._lock:
+            return int(self._values[0]), int(self._values[1]), int(self._values[2])
+
+
+def accept_backlog(port: int) -> int:
+    """Connections waiting in the kernel's accept queue of a listening TCP port (Linux)."""
+    total = 0
+    hex_port = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[1].endswith(hex_port):  # LISTEN
+                        total += int(fields[4].split(":")[1], 16)  # rx_queue = backlog
+        except OSError:
+            continue
+    return total
+
+
+class LoadMeter:
+    """Measures requests and formats the load report; one per backend instance."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        workers: int,
+        queue_depth: Callable[[], int] | None = None,
+        root_pid: int | None = None,
+    ) -> None:
+        self.counters = counters
+        self.workers = workers
+        self.queue_depth = queue_depth
+        self.root_pid = root_pid or os.getpid()
+        self.cpu_utilization = 0.0
+        self.rps = 0.0
+        self.eps = 0.0
+        self._sampler_pid = 0
+        self._cores = os.cpu_count() or 1
+
+    def begin(self) -> tuple[float, float]:
+        """Start timing a request (on the thread that will run it)."""
+        if self._sampler_pid != os.getpid():
+            self._start_sampler()
+        self.counters.begin()
+        return time.perf_counter(), time.thread_time()
+
+    def end(self, started: tuple[float, float], status: int, cpu_s: float | None = None) -> str:
+        """Finish a request; returns its header value. `cpu_s` overrides the thread clock."""
+        wall_ms = (time.perf_counter() - started[0]) * 1000
+        cpu_ms = (time.thread_time() - started[1] if cpu_s is None else cpu_s) * 1000
+        inflight, _, _ = self.counters.snapshot()
+        queue = self._queue()
+        value = (
+            f"TEXT cpu_utilization={self.cpu_utilization:.3f}, rps_fractional={self.rps:.1f}, "
+            f"eps={self.eps:.1f}, named_metrics.inflight={inflight + queue}, "
+            f"named_metrics.queue={queue}, named_metrics.workers={self.workers}, "
+            f"request_cost.cpu_ms={cpu_ms:.2f}, request_cost.wall_ms={wall_ms:.2f}"
+        )
+        self.counters.end(failed=status >= 500)
+        return value
+
+    def document(self) -> dict[str, float | int]:
+        """The same figures as JSON, for `GET /__load`."""
+        if self._sampler_pid != os.getpid():
+            self._start_sampler()
+        inflight, completed, failed = self.counters.snapshot()
+        queue = self._queue()
+        return {
+            "cpu_utilization": round(self.cpu_utilization, 3),
+            "rps_fractional": round(self.rps, 1),
+            "eps": round(self.eps, 1),
+            "named_metrics.inflight": inflight + queue,
+            "named_metrics.queue": queue,
+            "named_metrics.workers": self.workers,
+            "requests_total": completed,
+            "errors_total": failed,
+        }
+
+    def _queue(self) -> int:
+        if self.queue_depth is None:
+            return 0
+        try:
+            return max(0, int(self.queue_depth()))
+        except Exception:  # a queue probe must never fail a request
+            return 0
+
+    def _start_sampler(self) -> None:
+        self._sampler_pid = os.getpid()
+        thread = threading.Thread(target=self._sample_forever, name="load-sampler", daemon=True)
+        thread.start()
+
+    def _sample_forever(self) -> None:
+        pid = os.getpid()
+        known: dict[int, psutil.Process] = {}
+        last_cpu = self._tree_cpu(known)
+        last_time = time.monotonic()
+        _, last_done, last_failed = self.counters.snapshot()
+        while self._sampler_pid == pid:
+            time.sleep(SAMPLE_INTERVAL)
+            now = time.monotonic()
+            cpu = self._tree_cpu(known)
+            _, done, failed = self.counters.snapshot()
+            elapsed = max(now - last_time, 1e-6)
+            self.cpu_utilization = max(0.0, (cpu - last_cpu) / elapsed / self._cores)
+            self.rps = (done - last_done) / elapsed
+            self.eps = (failed - last_failed) / elapsed
+            last_cpu, last_time, last_done, last_failed = cpu, now, done, failed
+
+    def _tree_cpu(self, known: dict[int, psutil.Process]) -> float:
+        """CPU seconds of the instance's process tree (processes are cached so that the
+        CPU of a process is read from the same handle each time)."""
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            proc = known.setdefault(proc.pid, proc)
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                known.pop(proc.pid, None)
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
