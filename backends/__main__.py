@@ -1,4 +1,7 @@
-"""`python -m backends serve --kind {async,threaded,multiprocess} --app MODULE:ATTR --listen ADDR`."""
+"""`python -m backends serve --kind KIND --app MODULE:ATTR --listen ADDR`: host one backend.
+
+KIND is async, threaded or multiprocess (see backends/runners).
+"""
 
 import argparse
 import logging

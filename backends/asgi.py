@@ -108,10 +108,10 @@ class EchoNextASGI:
         environ = environ_for(scope, body)
         started = self.meter.begin()
         if self._view_is_async(scope["method"], path):
-            cpu, (status, code, headers, payload) = await self._run_async(environ)
+            cpu, (_, code, headers, payload) = await self._run_async(environ)
         else:
             loop = asyncio.get_running_loop()
-            cpu, (status, code, headers, payload) = await loop.run_in_executor(
+            cpu, (_, code, headers, payload) = await loop.run_in_executor(
                 self.executor, _timed_call, self.app, environ)
         headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
         report = self.meter.end(started, code, cpu)

@@ -117,11 +117,14 @@ def render_page(request: Any, response: Any) -> Any:
     started = time.thread_time()
     name = request.GET.get("name", ["Garden"])[0]
     rng = random.Random(name)
-    products = [{"id": i, "name": f"{rng.choice(['red', 'blue', 'tiny', 'grand'])} widget {i}",
-                 "category": rng.choice(CATEGORIES), "price": rng.uniform(1, 300),
-                 "rating": rng.randrange(6), "in_stock": rng.random() > 0.2,
-                 "tags": rng.sample(["new", "sale", "eco", "gift", "<b>hot</b>"], 2)}
-                for i in range(120)]
+    adjectives = ["red", "blue", "tiny", "grand"]
+    products: list[dict[str, Any]] = [
+        {"id": i, "name": f"{rng.choice(adjectives)} widget {i}",
+         "category": rng.choice(CATEGORIES), "price": rng.uniform(1, 300),
+         "rating": rng.randrange(6), "in_stock": rng.random() > 0.2,
+         "tags": rng.sample(["new", "sale", "eco", "gift", "<b>hot</b>"], 2)}
+        for i in range(120)
+    ]
     html = TEMPLATES.get_template("page.html").render(
         title=f"{name} department", name=name, sections=CATEGORIES, products=products,
         in_stock=sum(p["in_stock"] for p in products),
@@ -198,7 +201,8 @@ def process_image(request: Any, response: Any) -> Any:
     for _ in range(max(1, round(SLOWDOWN))):
         out_w, out_h, out = blur_and_halve(width, height, channels, pixels)
     magic = b"P5" if channels == 1 else b"P6"
-    response.content_type = "image/x-portable-graymap" if channels == 1 else "image/x-portable-pixmap"
+    response.content_type = ("image/x-portable-graymap" if channels == 1
+                             else "image/x-portable-pixmap")
     response.body = b"%s\n%d %d\n255\n" % (magic, out_w, out_h) + out
     return response
 

@@ -10,8 +10,8 @@ at import
 - `rich.traceback.install(show_locals=True)`: sys.excepthook and threading.excepthook are
   put back, so a crash never prints locals (secrets included);
 - the `pyechonext` logger at DEBUG to stdout and to ./pyechonext.log: the file handler is
-  never opened (no file is written), the handlers are removed and the level set to CRITICAL (it logs each 404 at ERROR)
-  (records propagate to the host's logging).
+  never opened (no file is written), the handlers are removed, and the level is CRITICAL
+  (it logs every 404 at ERROR; view errors are logged by backends.wsgi instead).
 
 per request (class-level patches, so every app in the process is fixed)
 - the router's `print()` on every request: the router module's `print` is a no-op;
@@ -101,7 +101,7 @@ def _patch() -> None:
     response_module = importlib.import_module("pyechonext.response")
     echonext_cls = app_module.EchoNext
 
-    routes_module.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    setattr(routes_module, "print", lambda *args, **kwargs: None)  # noqa: B010
 
     def pass_through(self: Any, key: Any, value: Any) -> Any:
         return value
@@ -124,7 +124,7 @@ def _patch() -> None:
         except (UnicodeDecodeError, ValueError):
             return {}
 
-    request_module._build_post_params_dict = tolerant_post
+    setattr(request_module, "_build_post_params_dict", tolerant_post)  # noqa: B010
 
     response_cls = response_module.Response
     original_encode = response_cls._encode_body
@@ -146,7 +146,7 @@ def _patch() -> None:
             return _run_to_completion(handler)
         return handler
 
-    app_module._check_handler = check_handler
+    setattr(app_module, "_check_handler", check_handler)  # noqa: B010
 
 
 _loops = threading.local()

@@ -8,6 +8,7 @@ kind's server package is not needed to run another kind.
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 KINDS = {
     "async": "backends.runners.async_runner",
@@ -51,7 +52,7 @@ def runner(kind: str) -> Callable[[ServeOptions], None]:
     return serve
 
 
-def load_app(ref: str) -> object:
+def load_app(ref: str) -> Any:
     """`module:attr` → the EchoNext app, imported with the side effects neutralised."""
     from backends.echonext import bounded, import_echonext
 

@@ -25,7 +25,7 @@ def serve(options: ServeOptions) -> None:
     where = {"unix_socket": listen.path, "unix_socket_perms": "660"} if listen.path else {
         "host": listen.host, "port": listen.port}
     server = waitress.create_server(
-        WSGIHost(app, meter),  # type: ignore[arg-type]
+        WSGIHost(app, meter),
         threads=options.threads,
         backlog=2048,
         connection_limit=2000,
@@ -33,7 +33,7 @@ def serve(options: ServeOptions) -> None:
         ident="echonext-threaded",
         **where,
     )
-    dispatcher = server.task_dispatcher  # type: ignore[union-attr]
+    dispatcher = server.task_dispatcher
     meter.queue_depth = lambda: len(dispatcher.queue)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
