@@ -163,7 +163,7 @@ def parse_pnm(data: bytes) -> tuple[int, int, int, bytes]:
     return width, height, channels, pixels
 
 
-def test_image(size: int = 128) -> bytes:
+def sample_image(size: int = 128) -> bytes:
     pixels = bytes((x * 7 + y * 3 + (x * y) % 17) % 256 for y in range(size) for x in range(size))
     return b"P5\n%d %d\n255\n" % (size, size) + pixels
 
@@ -196,7 +196,7 @@ def blur_and_halve(width: int, height: int, channels: int, pixels: bytes) -> tup
 
 @app.route_page("/process/image", methods=["POST"])
 def process_image(request: Any, response: Any) -> Any:
-    data = request.environ.get("echonext.body") or test_image()
+    data = request.environ.get("echonext.body") or sample_image()
     width, height, channels, pixels = parse_pnm(data)
     for _ in range(max(1, round(SLOWDOWN))):
         out_w, out_h, out = blur_and_halve(width, height, channels, pixels)

@@ -13,10 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from backends.probe import is_healthy
 from balancer.config import Config, load_config
 from balancer.yamltree import ConfigError
 
@@ -36,29 +36,6 @@ def backend_commands(config: Config, app: str) -> list[tuple[str, list[str]]]:
                                     "--app", app, "--listen", listen, *DEFAULTS[kind],
                                     "--log-file", str(LOGS / f"{name}.log")]))
     return commands
-
-
-def _healthy(address_url: str) -> bool:
-    if address_url.startswith("unix:"):
-        import http.client
-        import socket
-
-        class UnixConnection(http.client.HTTPConnection):
-            def connect(self) -> None:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(address_url[len("unix:"):])
-
-        try:
-            conn = UnixConnection("localhost", timeout=1)
-            conn.request("GET", "/__health")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-    try:
-        with urllib.request.urlopen(f"{address_url}/__health", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]], grace: float = 12.0) -> None:
@@ -100,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(subprocess.Popen(command, start_new_session=True))
         urls = [a.url for pool in config.pools for a in pool.backends]
         deadline = time.monotonic() + 60
-        while not stopping and not all(_healthy(url) for url in urls):
+        while not stopping and not all(is_healthy(url) for url in urls):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 print("stack: a backend did not start; see .run/logs/", file=sys.stderr)
                 return 1

@@ -4,6 +4,9 @@ uvicorn rather than aiohttp: it is the reference ASGI server, so the adapter is 
 ASGI app any ASGI server can host, which is the migration path EchoNext's roadmap asks for.
 """
 
+import signal
+from types import FrameType
+
 import uvicorn
 
 from backends.asgi import EchoNextASGI
@@ -30,4 +33,12 @@ def serve(options: ServeOptions) -> None:
         timeout_graceful_shutdown=10,
         timeout_keep_alive=75,
     )
+    # uvicorn shuts down gracefully, then re-raises the signal under the handler it found:
+    # make that handler exit 0, as the other runners do after a graceful stop.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
