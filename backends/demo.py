@@ -2,7 +2,7 @@
 
 - GET  /api/items?id=N          small JSON (an API call; almost no work)
 - GET  /db/query?user=N         a database query that waits on I/O (see below)
-- GET  /render/page?name=...    a Jinja2 page: 120 product rows (light CPU, ~1-5 ms)
+- GET  /render/page?name=...    a Jinja2 page: 60 product rows (light CPU, ~3 ms)
 - POST /process/image           blur + 2x downscale of an uploaded PGM/PPM in pure Python,
                                 holding the GIL (~50-200 ms); answers the processed image
 - GET  /io/sleep?ms=N           waits N ms (async view)
@@ -123,7 +123,7 @@ def render_page(request: Any, response: Any) -> Any:
          "category": rng.choice(CATEGORIES), "price": rng.uniform(1, 300),
          "rating": rng.randrange(6), "in_stock": rng.random() > 0.2,
          "tags": rng.sample(["new", "sale", "eco", "gift", "<b>hot</b>"], 2)}
-        for i in range(120)
+        for i in range(60)
     ]
     html = TEMPLATES.get_template("page.html").render(
         title=f"{name} department", name=name, sections=CATEGORIES, products=products,

@@ -52,6 +52,7 @@ def forward_request(
     trusted_client: bool,
     new_request_id: str,
     proto: bytes = b"http",
+    http10: bool = False,
 ) -> ForwardedRequest:
     """Build the upstream head; raises ValueError for a request a backend could misread."""
     out = ForwardedRequest()
@@ -106,6 +107,10 @@ def forward_request(
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:
         raise ValueError("both Content-Length and Transfer-Encoding")
+    if out.host is None:
+        if not http10:
+            raise ValueError("missing Host header")  # RFC 9112 section 3.2
+        kept.append((b"host", b"Host", b"localhost"))  # upstream requests are HTTP/1.1
     if upgrade_value is not None and b"upgrade" in named:
         out.upgrade = upgrade_value
 

@@ -108,6 +108,7 @@ class Proxy:
                 client_ip=client_ip,
                 trusted_client=runtime.is_trusted(client_ip),
                 new_request_id=self.ids.new(),
+                http10=request.version < HTTP11,
             )
         except ValueError as exc:
             return error_response(BadRequest(str(exc)), self.ids.new())
@@ -134,7 +135,10 @@ class Proxy:
         if length and not streamed:
             if forwarded.expect_continue:
                 await request.writer.write(CONTINUE)
-            payload += await request.content.readexactly(length)
+            try:
+                payload += await request.content.readexactly(length)
+            except asyncio.IncompleteReadError:
+                raise BadRequest("client closed before sending the whole body") from None
 
         pool = runtime.default_pool
         if not pool.backends:

@@ -2,14 +2,18 @@
 
 import pytest
 
-from balancer.headers import forward_request, forward_response
+from balancer.headers import ForwardedRequest, forward_request, forward_response
 
 
 def head_lines(head: bytes) -> list[bytes]:
     return head.split(b"\r\n")[1:-2]
 
 
-def fwd(headers: list[tuple[bytes, bytes]], *, trusted: bool = False, method: str = "GET"):  # type: ignore[no-untyped-def]
+def fwd(
+    headers: list[tuple[bytes, bytes]], *, trusted: bool = False, method: str = "GET"
+) -> ForwardedRequest:
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers = [*headers, (b"Host", b"h")]
     return forward_request(method, b"/a?b=1", headers, client_ip="10.1.2.3",
                            trusted_client=trusted, new_request_id="new-1")
 
@@ -121,3 +125,12 @@ def test_upgrade_response_keeps_upgrade_headers() -> None:
                                    (b"Sec-WebSocket-Accept", b"x")], "r", upgrade=True)
     assert ("Upgrade", "websocket") in headers and ("Connection", "upgrade") in headers
     assert ("Sec-WebSocket-Accept", "x") in headers
+
+
+def test_missing_host_is_refused_on_http11_and_supplied_on_http10() -> None:
+    with pytest.raises(ValueError, match="missing Host"):
+        forward_request("GET", b"/", [], client_ip="1.2.3.4", trusted_client=False,
+                        new_request_id="r")
+    out = forward_request("GET", b"/", [], client_ip="1.2.3.4", trusted_client=False,
+                          new_request_id="r", http10=True)
+    assert b"\r\nHost: localhost\r\n" in out.head
