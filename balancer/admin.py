@@ -36,16 +36,25 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
             upstream = connections.get(address)
             backends.append({
                 "address": address.url,
+                "inflight": upstream.inflight if upstream else 0,
                 "open_connections": upstream.open_count if upstream else 0,
                 "idle_connections": upstream.idle_count if upstream else 0,
             })
         pools.append({"name": pool.name, "kind": pool.config.kind, "backends": backends})
+    costs = balancer.costs
+    routes = [
+        {"route": r.template, "class": r.learned_class, "cpu_ms": round(r.cpu_ms, 3),
+         "io_share": round(r.io_share, 3), "samples": r.samples,
+         "confidence": round(costs.confidence(r), 3), "confident": costs.is_confident(r)}
+        for r in sorted(costs.routes(), key=lambda r: -r.samples)
+    ]
     return {
         "generation": runtime.generation,
         "digest": runtime.config.digest,
         "config": runtime.config.source,
         "listen": balancer.public_addresses,
         "pools": pools,
+        "routes": routes,
         "reloads": [
             {"ok": r.ok, "generation": r.generation, "errors": list(r.errors)}
             for r in balancer.reloads

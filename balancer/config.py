@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 
 from balancer.addresses import Address, parse_backend, parse_listen
+from balancer.routing_config import RoutingConfig, read_routing
 from balancer.units import parse_duration, parse_size
 from balancer.yamltree import (
     ConfigError,
@@ -21,6 +22,7 @@ from balancer.yamltree import (
     Reader,
     as_choice,
     as_int,
+    as_str,
     compose,
     join,
 )
@@ -49,6 +51,14 @@ class Limits:
     max_headers: int = 100
 
 
+DEFAULT_INFLIGHT: dict[PoolKind | None, int] = {
+    "async": 256,        # an event loop takes hundreds of waiting requests
+    "threaded": 8,       # its thread count (the runner's default)
+    "multiprocess": 2,   # its worker count (the runner's default)
+    None: 64,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     name: str
@@ -56,6 +66,13 @@ class PoolConfig:
     kind: PoolKind | None = None
     max_connections: int = 256
     max_idle: int = 64
+    max_inflight: int | None = None
+    spill_to: tuple[str, ...] = ()
+
+    @property
+    def inflight_cap(self) -> int:
+        """Requests in flight per backend at which the backend counts as saturated."""
+        return self.max_inflight or DEFAULT_INFLIGHT[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    routing: RoutingConfig | None = None
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -84,8 +102,8 @@ class Config:
         return self.pools[0]
 
 
-TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies")
-POOL_KEYS = ("backends", "kind", "max_connections", "max_idle")
+TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing")
+POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to")
 
 
 def load_config(path: str) -> Config:
@@ -115,6 +133,11 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
+    names = {pool.name for pool in pools}
+    _check_spill(reader, entries.get("pools"), pools, names)
+    routing = None
+    if "routing" in entries:
+        routing = read_routing(reader, entries["routing"], names)
 
     if admin is not None and admin in listen and not (admin.kind == "tcp" and admin.port == 0):
         reader.fail(entries["admin"], "admin", f"{admin} is also a public listener")
@@ -128,6 +151,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         timeouts=timeouts,
         limits=limits,
         trusted_proxies=trusted,
+        routing=routing,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -196,8 +220,14 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
     kind = None
     if "kind" in entries:
         kind = reader.convert(entries["kind"], join(path, "kind"), as_choice(POOL_KINDS))
-    options = {}
-    for key in ("max_connections", "max_idle"):
+    options: dict[str, object] = {}
+    if "spill_to" in entries:
+        spill_path = join(path, "spill_to")
+        items = reader.sequence(entries["spill_to"], spill_path, allow_scalar=True)
+        targets = [reader.convert(item, join(spill_path, i), as_str)
+                   for i, item in enumerate(items)]
+        options["spill_to"] = tuple(t for t in targets if t is not None)
+    for key in ("max_connections", "max_idle", "max_inflight"):
         if key in entries:
             value = reader.convert(entries[key], join(path, key), as_int(minimum=1))
             if value is not None:
@@ -240,6 +270,30 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
         if network is not None:
             networks.append(network)
     return tuple(networks)
+
+
+def _check_spill(
+    reader: Reader, node: yaml.Node | None, pools: tuple[PoolConfig, ...], names: set[str]
+) -> None:
+    """Every spill_to names another defined pool (located at the offending item)."""
+    if node is None or not isinstance(node, yaml.MappingNode):
+        return
+    nodes = {key.value: value for key, value in node.value}
+    for pool in pools:
+        pool_node = nodes.get(pool.name)
+        if not isinstance(pool_node, yaml.MappingNode):
+            continue
+        spill_node = next((v for k, v in pool_node.value if k.value == "spill_to"), None)
+        if spill_node is None:
+            continue
+        items = spill_node.value if isinstance(spill_node, yaml.SequenceNode) else [spill_node]
+        for index, target in enumerate(pool.spill_to):
+            path = join(join(join("pools", pool.name), "spill_to"), index)
+            if target == pool.name:
+                reader.fail(items[index], path, "a pool cannot spill to itself")
+            elif target not in names:
+                reader.fail(items[index], path, f"no pool named '{target}' "
+                                                f"(defined: {', '.join(sorted(names))})")
 
 
 def _network(raw: object) -> IPNetwork:

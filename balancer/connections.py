@@ -51,6 +51,10 @@ class Upstreams:
             upstream.idle_timeout = timeouts.upstream_idle
             upstream.connect_timeout = timeouts.connect
 
+    def inflight(self, address: Address) -> int:
+        upstream = self._pools.get(address)
+        return upstream.inflight if upstream is not None else 0
+
     def pools(self) -> dict[Address, ConnectionPool]:
         return dict(self._pools)
 

@@ -168,7 +168,7 @@ def _response_headers(
 
 
 def forward_response(
-    headers: Headers, request_id: str, *, upgrade: bool = False
+    headers: Headers, request_id: str, *, upgrade: bool = False, extra: Headers = ()
 ) -> tuple[list[tuple[str, str]], bytes | None]:
     """Client-side response headers (str, for aiohttp) and the load report taken out of them.
 
@@ -178,6 +178,7 @@ def forward_response(
     out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept]
     out.append(("Via", via.decode("latin-1")))
     out.append(("X-Request-Id", request_id))
+    out += [(name.decode("latin-1"), value.decode("latin-1")) for name, value in extra]
     if upgrade:
         out.append(("Connection", "upgrade"))
     return out, report
@@ -195,6 +196,7 @@ def response_head(
     content_length: int | None,
     keep_alive: bool,
     http10: bool = False,
+    extra: Headers = (),
 ) -> tuple[bytes, bytes | None]:
     """The serialised head of a response whose length is known, and the load report."""
     kept, report, via = _response_headers(headers, upgrade=False)
@@ -202,6 +204,8 @@ def response_head(
     for name, value in kept:
         parts += (name, b": ", value, b"\r\n")
     parts += (b"Via: ", via, b"\r\nX-Request-Id: ", request_id.encode("ascii"), b"\r\n")
+    for name, value in extra:
+        parts += (name, b": ", value, b"\r\n")
     if content_length is not None and status not in _NO_LENGTH:
         parts.append(b"Content-Length: %d\r\n" % content_length)
     if not keep_alive:

@@ -14,13 +14,16 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from typing import Any, cast
 
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
+from balancer.classify import Decision
 from balancer.config import Limits, Timeouts
 from balancer.connections import Upstreams
+from balancer.costs import CostModel
 from balancer.failures import (
     BackendClosed,
     BadRequest,
@@ -29,6 +32,7 @@ from balancer.failures import (
     NoBackend,
     ProxyError,
 )
+from balancer.feedback import parse_load_report
 from balancer.headers import (
     ForwardedRequest,
     forward_request,
@@ -65,6 +69,51 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
     return web.Response(status=error.status, text=text, headers=headers)
 
 
+class Outcome:
+    """Where a request went and why: for the explain header and for learning its cost."""
+
+    __slots__ = ("backend", "decision", "explain", "pool", "spilled")
+
+    def __init__(self, decision: Decision | None, pool: str, backend: str, spilled: bool,
+                 explain: bool) -> None:
+        self.decision = decision
+        self.pool = pool
+        self.backend = backend
+        self.spilled = spilled
+        self.explain = explain
+
+    def header(self) -> tuple[tuple[bytes, bytes]]:
+        decision = self.decision
+        assert decision is not None
+        source = "spill" if self.spilled else decision.source
+        value = (f"class={decision.request_class}; pool={self.pool}; backend={self.backend}; "
+                 f"score={decision.score:.2f}; source={source}")
+        return ((b"X-Balancer-Decision", value.encode("latin-1")),)
+
+
+class _Facts:
+    """The request as the classifier reads it (balancer.classify.RequestFacts)."""
+
+    __slots__ = ("_forwarded", "_request", "content_length", "method", "path", "query")
+
+    def __init__(self, request: web.BaseRequest, forwarded: ForwardedRequest) -> None:
+        self._request = request
+        self._forwarded = forwarded
+        self.method = request.method
+        self.path, _, self.query = request.raw_path.partition("?")
+        self.content_length = forwarded.content_length
+
+    def host(self) -> str:
+        host = self._forwarded.host
+        return host.decode("latin-1") if host else ""
+
+    def content_type(self) -> str:
+        return self._request.headers.get("Content-Type", "")
+
+    def header(self, name: str) -> str | None:
+        return self._request.headers.get(name)
+
+
 class SentResponse:
     """A response the proxy serialised itself (head and whole body in one write).
 
@@ -92,9 +141,10 @@ class SentResponse:
 class Proxy:
     """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
 
-    def __init__(self, runtime: Runtime, upstreams: Upstreams) -> None:
+    def __init__(self, runtime: Runtime, upstreams: Upstreams, costs: CostModel) -> None:
         self.runtime = runtime
         self.upstreams = upstreams
+        self.costs = costs
         self.ids = RequestIds()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -140,18 +190,24 @@ class Proxy:
             except asyncio.IncompleteReadError:
                 raise BadRequest("client closed before sending the whole body") from None
 
-        pool = runtime.default_pool
+        decision = None
+        if runtime.classifier is not None:
+            decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+        pool = runtime.pool_for(decision.request_class if decision else None)
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")
-        address = pool.selector.select(pool.backends)
+        pool, address, spilled = runtime.choose(pool, self.upstreams.inflight)
         upstream = self.upstreams.get(address, pool.config, timeouts)
+        outcome = Outcome(decision, pool.name, address.key, spilled,
+                          runtime.explain and decision is not None)
         conn, response = await self._exchange(
             request, upstream, payload, forwarded, streamed, limits, timeouts
         )
         try:
             if response.status == 101 and forwarded.upgrade is not None:
                 return await _tunnel(request, conn, response, forwarded.request_id)
-            return await self._respond(request, upstream, conn, response, forwarded, timeouts)
+            return await self._respond(request, upstream, conn, response, forwarded, timeouts,
+                                       outcome)
         finally:
             if not conn.is_reusable() or not conn.is_complete():
                 conn.abort()
@@ -194,7 +250,9 @@ class Proxy:
         response: Response,
         forwarded: ForwardedRequest,
         timeouts: Timeouts,
+        outcome: "Outcome",
     ) -> web.StreamResponse:
+        extra = outcome.header() if outcome.explain else ()
         if conn.is_complete():
             body = conn.take_body()
             upstream.release(conn)
@@ -202,14 +260,16 @@ class Proxy:
             if length is None and request.method != "HEAD" and response.status != 304:
                 length = 0  # an empty chunked or close-delimited body
             keep_alive = request.keep_alive
-            head, _report = response_head(
+            head, report = response_head(
                 response.status, response.reason, response.headers, forwarded.request_id,
                 content_length=length, keep_alive=keep_alive,
-                http10=request.version < HTTP11,
+                http10=request.version < HTTP11, extra=extra,
             )
+            self._learn(report, outcome)
             return cast(web.StreamResponse, SentResponse(head + body, keep_alive))
 
-        headers, _report = forward_response(response.headers, forwarded.request_id)
+        headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
+        self._learn(report, outcome)
         reason = response.reason.decode("latin-1") or None
         reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
         if response.content_length is not None:
@@ -229,6 +289,15 @@ class Proxy:
         await reply.write_eof()
         upstream.release(conn)
         return reply
+
+    def _learn(self, report: bytes | None, outcome: Outcome) -> None:
+        """Fold the backend's report of what this request cost into the route's cost."""
+        if report is None or outcome.decision is None:
+            return
+        parsed = parse_load_report(report)
+        if parsed is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
+            self.costs.observe(outcome.decision.template, parsed.cpu_ms, parsed.wall_ms,
+                               time.monotonic())
 
 
 async def _send_body(

@@ -6,10 +6,13 @@ health and learned costs) is keyed by backend address outside the snapshot.
 """
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from balancer.addresses import Address
+from balancer.classify import Classifier
 from balancer.config import Config, PoolConfig
+from balancer.routing_config import RequestClass
 from balancer.selection import RoundRobin
 
 
@@ -40,6 +43,9 @@ class Runtime:
         self.generation = generation
         self.pools = {pool.name: Pool(pool) for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
+        self.routing = config.routing
+        self.classifier = Classifier(config.routing) if config.routing is not None else None
+        self.explain = bool(config.routing and config.routing.explain)
         self._trusted = config.trusted_proxies
         self._trust_cache: dict[str, bool] = {}
 
@@ -62,5 +68,29 @@ class Runtime:
                 self._trust_cache[client_ip] = known
         return known
 
+    def pool_for(self, request_class: RequestClass | None) -> Pool:
+        if request_class is None or self.routing is None:
+            return self.default_pool
+        return self.pools[self.routing.pool_for(request_class)]
+
+    def choose(self, pool: Pool, inflight: Callable[[Address], int]) -> tuple[Pool, Address, bool]:
+        """(pool, backend, spilled): the pool's next backend under its in-flight cap; when
+        every one is at its cap, the first `spill_to` pool that has room; else the pool's
+        next backend anyway (it queues there)."""
+        address = pool.selector.select_available(pool.backends, _has_room(pool, inflight))
+        if address is not None:
+            return pool, address, False
+        for name in pool.config.spill_to:
+            other = self.pools[name]
+            address = other.selector.select_available(other.backends, _has_room(other, inflight))
+            if address is not None:
+                return other, address, True
+        return pool, pool.selector.select(pool.backends), False
+
     def addresses(self) -> set[Address]:
         return {address for pool in self.pools.values() for address in pool.backends}
+
+
+def _has_room(pool: Pool, inflight: Callable[[Address], int]) -> Callable[[Address], bool]:
+    cap = pool.config.inflight_cap
+    return lambda address: inflight(address) < cap

@@ -3,7 +3,7 @@
 Pure: selectors hold only their own counters and take the candidate list as an argument.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,3 +26,13 @@ class RoundRobin:
         index = self._next % len(candidates)
         self._next = index + 1
         return candidates[index]
+
+    def select_available(self, candidates: Sequence[T], available: Callable[[T], bool]) -> T | None:
+        """The next candidate in turn for which `available` holds; None when none does."""
+        count = len(candidates)
+        for offset in range(count):
+            index = (self._next + offset) % count
+            if available(candidates[index]):
+                self._next = index + 1
+                return candidates[index]
+        return None

@@ -20,7 +20,9 @@ from balancer.addresses import Address
 from balancer.admin import build_admin_app
 from balancer.config import Config, load_config
 from balancer.connections import Upstreams
+from balancer.costs import CostModel
 from balancer.proxy import Proxy
+from balancer.routing_config import RoutingConfig
 from balancer.runtime import Runtime
 from balancer.yamltree import ConfigError
 
@@ -33,6 +35,12 @@ class ReloadOutcome:
     generation: int
     digest: str
     errors: tuple[str, ...] = ()
+
+
+def _cost_model(config: Config) -> CostModel:
+    routing = config.routing or RoutingConfig()
+    return CostModel(routing.learning, cpu_threshold_ms=routing.cpu_threshold_ms,
+                     io_threshold=routing.io_threshold)
 
 
 def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
@@ -71,6 +79,7 @@ class Balancer:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config_path = config_path
         self.runtime = Runtime(config, generation=1)
+        self.costs = _cost_model(config)
         self.public_addresses: list[str] = []
         self.admin_address: str | None = None
         self.reloads: list[ReloadOutcome] = []
@@ -90,7 +99,7 @@ class Balancer:
         config = self.runtime.config
         self._upstreams = Upstreams(asyncio.get_running_loop())
         self._upstreams.start()
-        self._proxy = Proxy(self.runtime, self._upstreams)
+        self._proxy = Proxy(self.runtime, self._upstreams, self.costs)
         limits = config.limits
         server = web.Server(
             self._proxy.handle,
@@ -150,6 +159,10 @@ class Balancer:
             log.warning("listen/admin address changes take effect on restart")
         runtime = Runtime(config, generation=current.generation + 1)
         self.upstreams.configure(config.pools, config.timeouts)
+        if config.routing is not None:
+            self.costs.configure(config.routing.learning,
+                                 cpu_threshold_ms=config.routing.cpu_threshold_ms,
+                                 io_threshold=config.routing.io_threshold)
         self.runtime = runtime
         if self._proxy is not None:
             self._proxy.runtime = runtime

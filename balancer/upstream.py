@@ -340,6 +340,11 @@ class ConnectionPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
+    @property
+    def inflight(self) -> int:
+        """Requests on their way to or from this backend (connections not idle)."""
+        return len(self._open) + self._connecting - len(self._idle)
+
     async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
         """A connection and whether it was reused; `fresh` skips idle ones."""
         idle = self._idle

@@ -1,0 +1,232 @@
+"""Classify a request as io, light_cpu or heavy_cpu, and say why.
+
+Pure. The decision, in order:
+1. the first rule that matches (path glob or regex, methods, host, headers, content type,
+   body size); a pinned rule (`pin: true`) decides alone;
+2. else, or when the rule is not pinned, the route's learned cost once it is confident;
+3. else the rule's class, or the class its cost hint (cpu_ms, io_ratio) gives;
+4. else the request's own facts (method, content type, body size), as the seed router did.
+Paths are normalised before matching (unreserved percent-escapes decoded, dot segments
+removed, repeated slashes collapsed), so `/api/../process/x` is matched as `/process/x`,
+which is what the backend will see. What depends only on the route (its template and the
+matching rule) is cached per route, so the hot path is a dictionary lookup.
+"""
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from balancer.costs import CostModel
+from balancer.routing_config import RequestClass, RoutingConfig, Rule
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_SLASHES = re.compile(r"/{2,}")
+_COLLAPSE = (
+    (re.compile(r"^\d+$"), "{n}"),
+    (re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+     "{uuid}"),
+    (re.compile(r"^[0-9a-fA-F]{16,}$"), "{hash}"),
+    (re.compile(r"^(?=[^/]*\d)[A-Za-z0-9_-]{20,}$"), "{id}"),
+)
+MEDIA = ("image/", "video/", "audio/", "application/octet-stream", "multipart/form-data")
+CACHE_SIZE = 10_000
+
+
+def _decode(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for segment in segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    result = "/" + "/".join(out)
+    if segments and segments[-1] in (".", "..") and not result.endswith("/"):
+        result += "/"
+    return result
+
+
+def normalize_path(path: str) -> str:
+    """The path a backend will see: idempotent, never raises."""
+    if "%" in path:
+        path = _ESCAPE.sub(_decode, path)
+    if not path.startswith("/"):
+        path = "/" + path
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    if "/." in path:
+        path = _remove_dot_segments(path)
+    return path
+
+
+def path_template(path: str) -> str:
+    """`/user/42/orders/9f86d081884c7d65` → `/user/{n}/orders/{hash}`."""
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        for pattern, name in _COLLAPSE:
+            if segment and pattern.match(segment):
+                segments[index] = name
+                break
+    return "/".join(segments)
+
+
+def query_keys(query: str) -> str:
+    if not query:
+        return ""
+    return "?" + "&".join(sorted({part.partition("=")[0] for part in query.split("&") if part}))
+
+
+def glob_to_regex(glob: str) -> str:
+    """`*` matches within a segment, `**` across segments; a trailing `/**` matches the prefix."""
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("/**", i) and i + 3 == len(glob):
+            out.append("(?:/.*)?")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return "^" + "".join(out) + "$"
+
+
+class RequestFacts(Protocol):
+    """What the classifier may read of a request (the proxy adapts its request to this)."""
+
+    method: str
+    path: str            # raw path, without the query
+    query: str
+    content_length: int | None
+
+    def host(self) -> str: ...
+    def content_type(self) -> str: ...
+    def header(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request_class: RequestClass
+    source: str              # rule | learned | default (spill is set by the pool choice)
+    score: float             # expected CPU per request over the cpu_threshold
+    template: str
+    rule: int | None = None
+
+
+class _CompiledRule:
+    __slots__ = ("body_max", "body_min", "content_type", "headers", "host", "methods",
+                 "path", "rule")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        source = rule.path_regex if rule.path_regex is not None else (
+            glob_to_regex(rule.path) if rule.path is not None else None)
+        self.path = re.compile(source) if source is not None else None
+        self.methods = frozenset(rule.methods)
+        self.host = re.compile(fnmatch.translate(rule.host.lower())) if rule.host else None
+        self.content_type = (re.compile(fnmatch.translate(rule.content_type.lower()))
+                             if rule.content_type else None)
+        self.headers = rule.headers
+        self.body_min, self.body_max = rule.body_min, rule.body_max
+
+    def matches_route(self, method: str, path: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return self.path is None or self.path.search(path) is not None
+
+    def matches_facts(self, facts: RequestFacts) -> bool:
+        if self.host is not None and not self.host.match(facts.host().lower().split(":")[0]):
+            return False
+        if self.content_type is not None:
+            media = facts.content_type().split(";")[0].strip().lower()
+            if not self.content_type.match(media):
+                return False
+        for name, value in self.headers:
+            actual = facts.header(name)
+            if actual is None or (value is not None and actual != value):
+                return False
+        size = facts.content_length or 0
+        if self.body_min is not None and size < self.body_min:
+            return False
+        return self.body_max is None or size <= self.body_max
+
+
+class Classifier:
+    """Rules compiled once per config; route-level work cached per (method, path)."""
+
+    def __init__(self, routing: RoutingConfig) -> None:
+        self.routing = routing
+        self.threshold = routing.cpu_threshold_ms
+        self._rules = [_CompiledRule(rule) for rule in routing.rules]
+        self._cache: dict[tuple[str, str], tuple[str, tuple[_CompiledRule, ...]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Classifier {len(self._rules)} rules, {len(self._cache)} routes cached>"
+
+    def _route(self, method: str, raw_path: str) -> tuple[str, tuple[_CompiledRule, ...]]:
+        """(normalised path template, the rules whose route part matches), cached."""
+        key = (method, raw_path)
+        cached = self._cache.get(key)
+        if cached is None:
+            path = normalize_path(raw_path)
+            candidates = tuple(r for r in self._rules if r.matches_route(method, path))
+            cached = (f"{method} {path_template(path)}", candidates)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def classify(self, facts: RequestFacts, costs: CostModel | None) -> Decision:
+        route, candidates = self._route(facts.method, facts.path)
+        template = route + query_keys(facts.query)
+        rule = next((r.rule for r in candidates if r.matches_facts(facts)), None)
+        if rule is None or not rule.pin:
+            learned = costs.lookup(template) if costs is not None else None
+            if learned is not None and costs is not None and costs.is_confident(learned):
+                return Decision(learned.learned_class, "learned", learned.cpu_ms / self.threshold,
+                                template, rule.index if rule else None)
+        if rule is not None:
+            if rule.request_class is not None:
+                return Decision(rule.request_class, "rule", _nominal(rule.request_class),
+                                template, rule.index)
+            return Decision(self._hinted(rule), "rule", (rule.cpu_ms or 0.0) / self.threshold,
+                            template, rule.index)
+        return self._from_facts(facts, template)
+
+    def _hinted(self, rule: Rule) -> RequestClass:
+        if rule.cpu_ms is not None and rule.cpu_ms >= self.threshold:
+            return "heavy_cpu"
+        if rule.io_ratio is not None and rule.io_ratio >= self.routing.io_threshold:
+            return "io"
+        return "light_cpu"
+
+    def _from_facts(self, facts: RequestFacts, template: str) -> Decision:
+        """The seed router's inputs, for a route with no rule and no history yet."""
+        score = 0.1 if facts.method in ("GET", "HEAD", "OPTIONS") else 0.3
+        if facts.content_length:
+            media = facts.content_type().lower()
+            if media.startswith(MEDIA):
+                score += 0.5
+            score += 0.3 * min(1.0, facts.content_length / 2**20)
+        request_class = "heavy_cpu" if score >= 0.8 else self.routing.default_class
+        return Decision(request_class, "default", round(score, 3), template)
+
+
+def _nominal(request_class: RequestClass) -> float:
+    return {"io": 0.0, "light_cpu": 0.5, "heavy_cpu": 1.0}[request_class]
