@@ -35,6 +35,11 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
 
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
+    headers = {"X-Backend": request.app[NAME]}
+    if "cpu" in request.query:  # report a cost, as an EchoNext backend would
+        headers["endpoint-load-metrics"] = (
+            f"TEXT cpu_utilization=0.1, request_cost.cpu_ms={request.query['cpu']}, "
+            f"request_cost.wall_ms={request.query.get('wall', request.query['cpu'])}")
     return web.json_response({
         "method": request.method,
         "path_qs": request.raw_path,
@@ -42,7 +47,7 @@ async def _echo(request: web.Request) -> web.Response:
         "body_len": len(body),
         "body_sha": hashlib.sha256(body).hexdigest(),
         "transfer_encoding": request.headers.get("Transfer-Encoding"),
-    }, headers={"X-Backend": request.app[NAME]})
+    }, headers=headers)
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -52,7 +57,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _slow(request: web.Request) -> web.Response:
     await asyncio.sleep(float(request.query.get("s", "5")))
-    return web.Response(text="slow\n")
+    return web.Response(text="slow\n", headers={"X-Backend": request.app[NAME]})
 
 
 async def _download(request: web.Request) -> web.StreamResponse:

@@ -40,6 +40,38 @@ def test_minimal_file_is_accepted_as_it_is() -> None:
     assert len(config.digest) == 12
 
 
+ROUTING_EXAMPLE = """\
+listen: 127.0.0.1:8080
+admin: 127.0.0.1:9901
+pools:
+  io:    {kind: async,        backends: [http://127.0.0.1:8101]}
+  light: {kind: threaded,     backends: [http://127.0.0.1:8201]}
+  heavy: {kind: multiprocess, backends: [http://127.0.0.1:8301]}
+routing:
+  cpu_threshold: 100ms      # expected CPU per request at or above which a request is heavy_cpu
+  io_threshold: 0.5         # share of wall time spent waiting at or above which it is io
+  classes: {io: io, light_cpu: light, heavy_cpu: heavy}
+  default_class: light_cpu
+  explain: true
+  rules:
+    - {path: "/api/**", class: io}
+    - {path: "/render/**", class: light_cpu}
+    - {path: "/process/**", methods: [POST], class: heavy_cpu}
+"""
+
+
+def test_the_routing_example_is_accepted_as_it_is() -> None:
+    config = parse_config(ROUTING_EXAMPLE, "config/balancer.yaml")
+    routing = config.routing
+    assert routing is not None
+    assert routing.cpu_threshold_ms == 100 and routing.io_threshold == 0.5 and routing.explain
+    assert routing.pool_for("heavy_cpu") == "heavy" and routing.default_class == "light_cpu"
+    assert [(r.path, r.methods, r.request_class) for r in routing.rules] == [
+        ("/api/**", (), "io"), ("/render/**", (), "light_cpu"),
+        ("/process/**", ("POST",), "heavy_cpu")]
+    assert config.pool("heavy").inflight_cap == 2 and config.pool("io").inflight_cap == 256
+
+
 def test_full_file_with_every_section() -> None:
     config = parse_config(textwrap.dedent("""\
         listen: [127.0.0.1:8080, "unix:/tmp/lb.sock"]
