@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-overhead check clean
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -25,7 +25,14 @@ check: $(STAMP)
 	$(BIN)/python -m balancer check -c config/balancer.yaml
 
 bench-overhead: $(STAMP)
-	bash bench/overhead/run.sh
+	$(BIN)/python bench/overhead/run.py
+
+bench-backends: $(STAMP)
+	$(BIN)/python bench/backends/run.py
+
+bench-mixed: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/mixed/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

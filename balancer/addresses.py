@@ -3,7 +3,7 @@
 Pure. Parsers raise ValueError whose message names the accepted forms.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -15,10 +15,11 @@ class Address:
     host: str = ""
     port: int = 0
     path: str = ""
+    key: str = field(init=False, compare=False, repr=False)  # made once: used per request
 
-    @property
-    def key(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        key = f"unix:{self.path}" if self.kind == "unix" else f"{self.host}:{self.port}"
+        object.__setattr__(self, "key", key)
 
     @property
     def url(self) -> str:

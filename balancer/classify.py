@@ -14,7 +14,6 @@ matching rule) is cached per route, so the hot path is a dictionary lookup.
 
 import fnmatch
 import re
-from dataclasses import dataclass
 from typing import Protocol
 
 from balancer.costs import CostModel
@@ -81,6 +80,8 @@ def path_template(path: str) -> str:
 def query_keys(query: str) -> str:
     if not query:
         return ""
+    if "&" not in query:
+        return "?" + query.partition("=")[0]
     return "?" + "&".join(sorted({part.partition("=")[0] for part in query.split("&") if part}))
 
 
@@ -120,18 +121,27 @@ class RequestFacts(Protocol):
     def header(self, name: str) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    request_class: RequestClass
-    source: str              # rule | learned | default (spill is set by the pool choice)
-    score: float             # expected CPU per request over the cpu_threshold
-    template: str
-    rule: int | None = None
+    """A classification and why (a plain slotted class: made on every request)."""
+
+    __slots__ = ("request_class", "rule", "score", "source", "template")
+
+    def __init__(self, request_class: RequestClass, source: str, score: float, template: str,
+                 rule: int | None = None) -> None:
+        self.request_class = request_class
+        self.source = source      # rule | learned | default (spill is set by the pool choice)
+        self.score = score        # expected CPU per request over the cpu_threshold
+        self.template = template
+        self.rule = rule
+
+    def __repr__(self) -> str:
+        return (f"<Decision {self.request_class} by {self.source} score={self.score:.2f} "
+                f"{self.template!r}>")
 
 
 class _CompiledRule:
     __slots__ = ("body_max", "body_min", "content_type", "headers", "host", "methods",
-                 "path", "rule")
+                 "needs_facts", "path", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -144,6 +154,8 @@ class _CompiledRule:
                              if rule.content_type else None)
         self.headers = rule.headers
         self.body_min, self.body_max = rule.body_min, rule.body_max
+        self.needs_facts = bool(self.host or self.content_type or self.headers
+                                or self.body_min is not None or self.body_max is not None)
 
     def matches_route(self, method: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -195,7 +207,11 @@ class Classifier:
     def classify(self, facts: RequestFacts, costs: CostModel | None) -> Decision:
         route, candidates = self._route(facts.method, facts.path)
         template = route + query_keys(facts.query)
-        rule = next((r.rule for r in candidates if r.matches_facts(facts)), None)
+        rule = None
+        for candidate in candidates:
+            if not candidate.needs_facts or candidate.matches_facts(facts):
+                rule = candidate.rule
+                break
         if rule is None or not rule.pin:
             learned = costs.lookup(template) if costs is not None else None
             if learned is not None and costs is not None and costs.is_confident(learned):

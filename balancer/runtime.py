@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from balancer.addresses import Address
 from balancer.classify import Classifier
 from balancer.config import Config, PoolConfig
-from balancer.routing_config import RequestClass
+from balancer.routing_config import CLASSES, RequestClass
 from balancer.selection import RoundRobin
 
 
@@ -46,6 +46,11 @@ class Runtime:
         self.routing = config.routing
         self.classifier = Classifier(config.routing) if config.routing is not None else None
         self.explain = bool(config.routing and config.routing.explain)
+        self._class_pools: dict[RequestClass | None, Pool] = {None: self.default_pool}
+        if config.routing is not None:
+            for request_class in CLASSES:
+                pool_name = config.routing.pool_for(request_class)
+                self._class_pools[request_class] = self.pools[pool_name]
         self._trusted = config.trusted_proxies
         self._trust_cache: dict[str, bool] = {}
 
@@ -69,28 +74,22 @@ class Runtime:
         return known
 
     def pool_for(self, request_class: RequestClass | None) -> Pool:
-        if request_class is None or self.routing is None:
-            return self.default_pool
-        return self.pools[self.routing.pool_for(request_class)]
+        return self._class_pools.get(request_class, self.default_pool)
 
     def choose(self, pool: Pool, inflight: Callable[[Address], int]) -> tuple[Pool, Address, bool]:
         """(pool, backend, spilled): the pool's next backend under its in-flight cap; when
         every one is at its cap, the first `spill_to` pool that has room; else the pool's
         next backend anyway (it queues there)."""
-        address = pool.selector.select_available(pool.backends, _has_room(pool, inflight))
+        address = pool.selector.select_below(pool.backends, inflight, pool.config.inflight_cap)
         if address is not None:
             return pool, address, False
         for name in pool.config.spill_to:
             other = self.pools[name]
-            address = other.selector.select_available(other.backends, _has_room(other, inflight))
+            address = other.selector.select_below(other.backends, inflight,
+                                                  other.config.inflight_cap)
             if address is not None:
                 return other, address, True
         return pool, pool.selector.select(pool.backends), False
 
     def addresses(self) -> set[Address]:
         return {address for pool in self.pools.values() for address in pool.backends}
-
-
-def _has_room(pool: Pool, inflight: Callable[[Address], int]) -> Callable[[Address], bool]:
-    cap = pool.config.inflight_cap
-    return lambda address: inflight(address) < cap

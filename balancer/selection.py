@@ -27,12 +27,12 @@ class RoundRobin:
         self._next = index + 1
         return candidates[index]
 
-    def select_available(self, candidates: Sequence[T], available: Callable[[T], bool]) -> T | None:
-        """The next candidate in turn for which `available` holds; None when none does."""
+    def select_below(self, candidates: Sequence[T], load: Callable[[T], int], cap: int) -> T | None:
+        """The next candidate in turn whose load is under `cap`; None when none is."""
         count = len(candidates)
         for offset in range(count):
             index = (self._next + offset) % count
-            if available(candidates[index]):
+            if load(candidates[index]) < cap:
                 self._next = index + 1
                 return candidates[index]
         return None

@@ -196,6 +196,18 @@ def main() -> int:
         targets.append(Target("balancer", port, proc))
 
         port = free_port()
+        rules = "\n".join(f'    - {{path: "/r{i}/**", class: io}}' for i in range(49))
+        config = work / "balancer-rules.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:{port}\npools:\n  default:\n"
+            f"    backends: [http://127.0.0.1:{backend_port}]\n"
+            "routing:\n  classes: {io: default, light_cpu: default, heavy_cpu: default}\n"
+            f"  rules:\n{rules}\n    - {{path: \"/api/**\", class: io}}\n")
+        proc = start([sys.executable, "-m", "balancer", "run", "-c", str(config),
+                      "--log-level", "warning"], work, "balancer-rules")
+        targets.append(Target("balancer, 50 rules", port, proc))
+
+        port = free_port()
         upstream = f"upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}"
         proc = start([nginx, "-c", str(nginx_conf(work, "nginx-proxy", port, upstream))],
                      work, "nginx-proxy")
@@ -215,11 +227,9 @@ def main() -> int:
                       f"http://127.0.0.1:{backend_port}"], work, "naive")
         targets.append(Target("naive aiohttp proxy", port, proc))
 
+        procs += [t.proc for t in targets if t.proc is not None]  # all stopped at the end
         if args.only:
             targets = [t for t in targets if any(o in t.name for o in args.only)]
-        for target in targets:
-            if target.proc is not None:
-                procs.append(target.proc)
         for target in targets:
             try:
                 wait_listening(target.port)
@@ -266,6 +276,11 @@ def render(targets: list[Target], args: argparse.Namespace) -> str:
                      f"{median(t, 'p99'):.2f} | {median(t, 'errors'):.0f} | {cpu} |")
     by_name = {t.name: t for t in targets}
     lines.append("")
+    if "balancer" in by_name and "balancer, 50 rules" in by_name:
+        ruled = median(by_name["balancer, 50 rules"], "cpu_us")
+        plain = median(by_name["balancer"], "cpu_us")
+        lines.append(f"- 50 routing rules (the matching one last) add {ruled / plain - 1:+.1%} "
+                     "CPU per request")
     if "balancer" in by_name:
         mine = median(by_name["balancer"], "cpu_us")
         for other in ("nginx", "haproxy", "naive aiohttp proxy"):
