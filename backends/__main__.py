@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--slowdown", type=float, default=1.0,
                        help="make the demo's work F times slower (imbalance benchmarks)")
     serve.add_argument("--log-file", help="append stdout and stderr here")
+    serve.add_argument("--nice", type=int, default=0,
+                       help="lower the CPU priority by N (e.g. 10 for a heavy-CPU pool, so it "
+                            "uses spare CPU without starving latency-sensitive pools)")
     return parser
 
 
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.kind}[%(process)d] %(levelname)s %(message)s")
     os.environ["ECHONEXT_SLOWDOWN"] = str(args.slowdown)
+    if args.nice:
+        os.nice(args.nice)  # before any worker is forked: every process of the instance
     try:
         listen = Listen.parse(args.listen)
     except ValueError as exc:

@@ -69,23 +69,41 @@ def api_items(request: Any, response: Any) -> dict[str, Any]:
 # -- database ----------------------------------------------------------------------------------
 
 class OrdersDB:
-    """20,000 orders in an in-memory SQLite table, one connection per thread."""
+    """20,000 orders in one in-memory SQLite database per process (shared cache), built
+    once on first use; each thread queries it through its own connection."""
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._keeper: sqlite3.Connection | None = None  # keeps the shared database alive
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(":memory:")
+    def _uri(self) -> str:
+        return f"file:echonext-orders-{os.getpid()}?mode=memory&cache=shared"
+
+    def _build(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            keeper = sqlite3.connect(self._uri(), uri=True, check_same_thread=False)
             rng = random.Random(7)
-            conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER, "
-                         "total REAL, status TEXT, created REAL)")
-            conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?)", [
+            keeper.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, "
+                           "user_id INTEGER, total REAL, status TEXT, created REAL)")
+            keeper.executemany("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)", [
                 (i, rng.randrange(1000), round(rng.uniform(5, 500), 2),
                  rng.choice(["paid", "shipped", "returned"]), 1.7e9 + i * 60)
                 for i in range(20_000)])
-            conn.execute("CREATE INDEX orders_user ON orders (user_id, created)")
+            keeper.execute("CREATE INDEX IF NOT EXISTS orders_user ON orders (user_id, created)")
+            keeper.commit()
+            self._keeper, self._pid = keeper, os.getpid()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # first use in this process (or after a fork)
+            self._build()
+            self._local = threading.local()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self._uri(), uri=True)
         return conn
 
     def recent_orders(self, user: int) -> list[dict[str, Any]]:
@@ -163,7 +181,7 @@ def parse_pnm(data: bytes) -> tuple[int, int, int, bytes]:
     return width, height, channels, pixels
 
 
-def sample_image(size: int = 128) -> bytes:
+def sample_image(size: int = 208) -> bytes:
     pixels = bytes((x * 7 + y * 3 + (x * y) % 17) % 256 for y in range(size) for x in range(size))
     return b"P5\n%d %d\n255\n" % (size, size) + pixels
 

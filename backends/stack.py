@@ -21,8 +21,10 @@ from balancer.config import Config, load_config
 from balancer.yamltree import ConfigError
 
 LOGS = Path(".run/logs")
+# The heavy-CPU (multiprocess) pool runs at a lower CPU priority: it takes whatever CPU the
+# latency-sensitive pools leave, and never starves them (see README, "Cost-aware routing").
 DEFAULTS = {"async": ["--threads", "16"], "threaded": ["--threads", "8"],
-            "multiprocess": ["--workers", "2"]}
+            "multiprocess": ["--workers", "2", "--nice", "10"]}
 
 
 def backend_commands(config: Config, app: str) -> list[tuple[str, list[str]]]:

@@ -1,7 +1,8 @@
 """bench/mixed: cost-aware routing against round-robin, HAProxy leastconn and one sync server.
 
 The demo service runs once as three backends (async: uvicorn, 16 view threads; threaded:
-waitress, 8 threads; multiprocess: gunicorn, 2 workers). In front of the same processes:
+waitress, 8 threads; multiprocess: gunicorn, 2 workers at nice 10, as `make run` starts it).
+In front of the same processes:
   (a) the balancer with cost-aware routing (the three pools, config/balancer.yaml's rules);
   (b) the balancer, round-robin over all three backends;
   (c) HAProxy, leastconn over all three backends;
@@ -170,7 +171,7 @@ class Stack:
 def start_system(stack: Stack, work: Path, haproxy: str | None) -> list[Strategy]:
     ports = {kind: free_port() for kind in ("async", "threaded", "multiprocess")}
     extra = {"async": ["--threads", "16"], "threaded": ["--threads", "8"],
-             "multiprocess": ["--workers", "2"]}
+             "multiprocess": ["--workers", "2", "--nice", "10"]}
     for kind, port in ports.items():
         stack.start([sys.executable, "-m", "backends", "serve", "--kind", kind, "--listen",
                      f"127.0.0.1:{port}", *extra[kind]], kind)
@@ -251,7 +252,7 @@ def seed_table(aware: str, sync: str, body: Path, seconds: int) -> list[tuple[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=int, default=120, help="offered requests per second")
+    parser.add_argument("--rate", type=int, default=60, help="offered requests per second")
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
