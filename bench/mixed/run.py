@@ -20,6 +20,7 @@ usage: python bench/mixed/run.py [--rate 120] [--duration 20] [--rounds 2]
 """
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -157,10 +158,8 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in self.procs:
             try:
                 proc.wait(15)
@@ -304,7 +303,8 @@ def render(strategies: list[Strategy], seed: list[tuple[str, float, float]],
     lines += ["", "p99 of the other strategies over the cost-aware balancer's:"]
     for other in strategies[1:]:
         ratios = ", ".join(
-            f"{route.split('?')[0]}: {other.figure(route, 'p99', 1) / aware.figure(route, 'p99', 1):.1f}x"
+            f"{route.split('?')[0]}: "
+            f"{other.figure(route, 'p99', 1) / aware.figure(route, 'p99', 1):.1f}x"
             for route, _, _ in MIX)
         lines.append(f"- {other.name}: {ratios}")
     lines += ["", "Each workload alone, closed loop (`wrk -c32`), sync = the threaded server "
