@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -239,7 +240,7 @@ def seed_table(aware: str, sync: str, body: Path, seconds: int) -> list[tuple[st
         method, path = route.split(" ", 1)
         figures = []
         for base in (sync, aware):
-            cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", base + path]
+            cmd = ["wrk", "-t2", "-c32", "--timeout", "30s", f"-d{seconds}s", base + path]
             if method == "POST":
                 cmd[1:1] = ["-s", str(script)]
             subprocess.run([*cmd[:-2], "-d1s", cmd[-1]], capture_output=True, check=True)
@@ -274,6 +275,10 @@ def main() -> int:
                 drive(strategy.url, args, args.warmup, body)
                 strategy.rounds.append(drive(strategy.url, args, args.duration, body))
                 print(f"round {round_index + 1}: {strategy.name} done", flush=True)
+        raw = {s.name: [{route: {"latencies": sample.latencies, "errors": sample.errors,
+                                  "sent": sample.sent} for route, sample in result.items()}
+                         for result in s.rounds] for s in strategies}
+        Path(args.output).with_suffix(".json").write_text(json.dumps(raw))
         seed = seed_table(strategies[0].url, strategies[-1].url, body, args.seed_seconds)
     finally:
         stack.stop()
@@ -304,14 +309,15 @@ def render(strategies: list[Strategy], seed: list[tuple[str, float, float]],
     for other in strategies[1:]:
         ratios = ", ".join(
             f"{route.split('?')[0]}: "
-            f"{other.figure(route, 'p99', 1) / aware.figure(route, 'p99', 1):.1f}x"
+            f"{other.figure(route, 'p99', 1) / max(aware.figure(route, 'p99', 1), 1e-9):.1f}x"
             for route, _, _ in MIX)
         lines.append(f"- {other.name}: {ratios}")
     lines += ["", "Each workload alone, closed loop (`wrk -c32`), sync = the threaded server "
               "alone, hybrid = the cost-aware balancer over the three pools:", "",
               "| workload | sync req/s | hybrid req/s | hybrid / sync |", "|---|---:|---:|---:|"]
     for route, sync, hybrid in seed:
-        lines.append(f"| `{route}` | {sync:,.0f} | {hybrid:,.0f} | {hybrid / sync:.1f}x |")
+        ratio = f"{hybrid / sync:.1f}x" if sync else "n/a"
+        lines.append(f"| `{route}` | {sync:,.0f} | {hybrid:,.0f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
