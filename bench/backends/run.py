@@ -10,7 +10,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends.demo import sample_image  # noqa: E402
 from backends.probe import is_healthy  # noqa: E402
+from bench.common import free_port  # noqa: E402
 
 RUNNERS = {"async": ["--threads", "16"], "threaded": ["--threads", "8"],
            "multiprocess": ["--workers", "2"]}
@@ -29,11 +29,6 @@ ROUTES = ["/api/items?id=42", "/db/query?user=7", "/render/page?name=Books",
           "POST /process/image"]
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wrk(url: str, args: argparse.Namespace, script: Path | None) -> tuple[float, float, int]:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends.demo import sample_image  # noqa: E402
 from backends.probe import is_healthy  # noqa: E402
+from bench.common import free_port, wait_listening  # noqa: E402
 
 MIX = [  # (route, class, share of the offered rate)
     ("GET /api/items?id=42", "io", 0.30),
@@ -61,11 +61,6 @@ routing:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
@@ -74,15 +69,6 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
             raise RuntimeError(f"{url} not healthy after {timeout}s")
         time.sleep(0.1)
 
-
-def wait_listening(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing on port {port}")
 
 
 @dataclass
