@@ -28,6 +28,8 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
+Policy = Literal["least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("least_request", "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -68,6 +70,11 @@ class PoolConfig:
     max_idle: int = 64
     max_inflight: int | None = None
     spill_to: tuple[str, ...] = ()
+    policy: Policy = "least_request"
+    weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
+
+    def weight_of(self, index: int) -> float:
+        return self.weights[index] if self.weights else 1.0
 
     @property
     def inflight_cap(self) -> int:
@@ -103,7 +110,9 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing")
-POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to")
+POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
+             "policy")
+BACKEND_KEYS = ("address", "weight")
 
 
 def load_config(path: str) -> Config:
@@ -204,23 +213,31 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
     if entries is None:
         return None
     backends: list[Address] = []
+    weights: list[float] = []
     if "backends" in entries:
         items = reader.sequence(entries["backends"], join(path, "backends"))
         if not items and isinstance(entries["backends"], yaml.SequenceNode):
             reader.fail(entries["backends"], join(path, "backends"), "a pool needs a backend")
         for index, item in enumerate(items):
             item_path = join(join(path, "backends"), index)
-            address = reader.convert(item, item_path, parse_backend)
+            address, weight = _backend(reader, item, item_path)
             if address is None:
                 continue
             if address in backends:
                 reader.fail(item, item_path, f"{address} is listed twice in this pool")
                 continue
             backends.append(address)
+            weights.append(weight)
     kind = None
     if "kind" in entries:
         kind = reader.convert(entries["kind"], join(path, "kind"), as_choice(POOL_KINDS))
     options: dict[str, object] = {}
+    if any(weight != 1.0 for weight in weights):
+        options["weights"] = tuple(weights)
+    if "policy" in entries:
+        policy = reader.convert(entries["policy"], join(path, "policy"), as_choice(POLICIES))
+        if policy is not None:
+            options["policy"] = policy
     if "spill_to" in entries:
         spill_path = join(path, "spill_to")
         items = reader.sequence(entries["spill_to"], spill_path, allow_scalar=True)
@@ -270,6 +287,25 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
         if network is not None:
             networks.append(network)
     return tuple(networks)
+
+
+def _backend(reader: Reader, node: yaml.Node, path: str) -> tuple[Address | None, float]:
+    """`http://host:port`, or `{address: http://host:port, weight: 2}`."""
+    if not isinstance(node, yaml.MappingNode):
+        return reader.convert(node, path, parse_backend), 1.0
+    entries = reader.mapping(node, path, BACKEND_KEYS, required=("address",)) or {}
+    address = reader.convert(entries["address"], join(path, "address"), parse_backend) \
+        if "address" in entries else None
+    weight = 1.0
+    if "weight" in entries:
+        weight = reader.convert(entries["weight"], join(path, "weight"), _weight) or 1.0
+    return address, weight
+
+
+def _weight(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 1000:
+        raise ValueError(f"{raw!r} is not a weight (a number above 0, at most 1000)")
+    return float(raw)
 
 
 def _check_spill(

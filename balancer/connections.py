@@ -11,6 +11,7 @@ import contextlib
 from balancer.addresses import Address
 from balancer.config import PoolConfig, Timeouts
 from balancer.upstream import ConnectionPool
+from balancer.weights import BackendStats
 
 
 class Upstreams:
@@ -19,6 +20,7 @@ class Upstreams:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._pools: dict[Address, ConnectionPool] = {}
+        self._stats: dict[Address, BackendStats] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -44,12 +46,20 @@ class Upstreams:
             upstream = self._pools[address]
             if address not in wanted:
                 del self._pools[address]
+                self._stats.pop(address, None)
                 upstream.close()
                 continue
             upstream.max_connections = wanted[address].max_connections
             upstream.max_idle = wanted[address].max_idle
             upstream.idle_timeout = timeouts.upstream_idle
             upstream.connect_timeout = timeouts.connect
+
+    def stats(self, address: Address) -> BackendStats:
+        """What is known of a backend (weights, errors), kept across reloads."""
+        stats = self._stats.get(address)
+        if stats is None:
+            stats = self._stats[address] = BackendStats(self.loop.time())
+        return stats
 
     def inflight(self, address: Address) -> int:
         upstream = self._pools.get(address)

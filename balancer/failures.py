@@ -10,6 +10,7 @@ class ProxyError(Exception):
 
     status = 502
     reason = "bad gateway"
+    backend_fault = False  # True: counts against the backend (its error rate, ejection)
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.reason)
@@ -21,11 +22,13 @@ class ConnectFailed(ProxyError):
 
     status = 502
     reason = "backend refused the connection"
+    backend_fault = True
 
 
 class ConnectTimeout(ProxyError):
     status = 504
     reason = "backend connect timed out"
+    backend_fault = True
 
 
 class BackendClosed(ProxyError):
@@ -33,6 +36,7 @@ class BackendClosed(ProxyError):
 
     status = 502
     reason = "backend closed the connection"
+    backend_fault = True
 
     def __init__(self, detail: str = "", *, before_response: bool = False) -> None:
         super().__init__(detail)
@@ -42,11 +46,13 @@ class BackendClosed(ProxyError):
 class BadResponse(ProxyError):
     status = 502
     reason = "backend sent an invalid response"
+    backend_fault = True
 
 
 class ResponseTimeout(ProxyError):
     status = 504
     reason = "backend response timed out"
+    backend_fault = True
 
 
 class NoBackend(ProxyError):

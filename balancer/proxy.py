@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import logging
 import secrets
-import time
 from typing import Any, cast
 
 from aiohttp import HttpVersion11 as HTTP11
@@ -41,6 +40,7 @@ from balancer.headers import (
 )
 from balancer.runtime import Runtime
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
+from balancer.weights import BackendStats
 
 log = logging.getLogger("balancer.proxy")
 
@@ -72,15 +72,16 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
 class Outcome:
     """Where a request went and why: for the explain header and for learning its cost."""
 
-    __slots__ = ("backend", "decision", "explain", "pool", "spilled")
+    __slots__ = ("backend", "decision", "explain", "pool", "spilled", "stats")
 
     def __init__(self, decision: Decision | None, pool: str, backend: str, spilled: bool,
-                 explain: bool) -> None:
+                 explain: bool, stats: BackendStats) -> None:
         self.decision = decision
         self.pool = pool
         self.backend = backend
         self.spilled = spilled
         self.explain = explain
+        self.stats = stats
 
     def header(self) -> tuple[tuple[bytes, bytes]]:
         decision = self.decision
@@ -196,13 +197,20 @@ class Proxy:
         pool = runtime.pool_for(decision.request_class if decision else None)
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")
-        pool, address, spilled = runtime.choose(pool, self.upstreams.inflight)
-        upstream = self.upstreams.get(address, pool.config, timeouts)
+        upstreams = self.upstreams
+        pool, address, spilled = runtime.choose(pool, upstreams.inflight, upstreams.stats,
+                                                upstreams.loop.time())
+        upstream = upstreams.get(address, pool.config, timeouts)
         outcome = Outcome(decision, pool.name, address.key, spilled,
-                          runtime.explain and decision is not None)
-        conn, response = await self._exchange(
-            request, upstream, payload, forwarded, streamed, limits, timeouts
-        )
+                          runtime.explain and decision is not None, upstreams.stats(address))
+        try:
+            conn, response = await self._exchange(
+                request, upstream, payload, forwarded, streamed, limits, timeouts
+            )
+        except ProxyError as error:
+            if error.backend_fault:
+                outcome.stats.observe_outcome(True, runtime.balancing)
+            raise
         try:
             if response.status == 101 and forwarded.upgrade is not None:
                 return await _tunnel(request, conn, response, forwarded.request_id)
@@ -265,11 +273,11 @@ class Proxy:
                 content_length=length, keep_alive=keep_alive,
                 http10=request.version < HTTP11, extra=extra,
             )
-            self._learn(report, outcome)
+            self._learn(report, outcome, response.status)
             return cast(web.StreamResponse, SentResponse(head + body, keep_alive))
 
         headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
-        self._learn(report, outcome)
+        self._learn(report, outcome, response.status)
         reason = response.reason.decode("latin-1") or None
         reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
         if response.content_length is not None:
@@ -290,14 +298,21 @@ class Proxy:
         upstream.release(conn)
         return reply
 
-    def _learn(self, report: bytes | None, outcome: Outcome) -> None:
-        """Fold the backend's report of what this request cost into the route's cost."""
-        if report is None or outcome.decision is None:
+    def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
+        """Fold the response into the backend's weight and error rate, and the backend's
+        report of what the request cost into the route's learned cost."""
+        balancing = self.runtime.balancing
+        outcome.stats.observe_outcome(status >= 500 or status == 429, balancing)
+        if report is None:
             return
         parsed = parse_load_report(report)
-        if parsed is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
-            self.costs.observe(outcome.decision.template, parsed.cpu_ms, parsed.wall_ms,
-                               time.monotonic())
+        if parsed is None:
+            return
+        now = self.upstreams.loop.time()
+        outcome.stats.observe_report(parsed, now, balancing)
+        decision = outcome.decision
+        if decision is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
+            self.costs.observe(decision.template, parsed.cpu_ms, parsed.wall_ms, now)
 
 
 async def _send_body(

@@ -13,7 +13,8 @@ from balancer.addresses import Address
 from balancer.classify import Classifier
 from balancer.config import Config, PoolConfig
 from balancer.routing_config import CLASSES, RequestClass
-from balancer.selection import RoundRobin
+from balancer.selection import LeastRequest, RandomSource, RoundRobin
+from balancer.weights import BackendStats, Balancing, effective_weights
 
 
 @dataclass(slots=True)
@@ -21,6 +22,7 @@ class Pool:
     """The backends of one pool and how to choose among them."""
 
     config: PoolConfig
+    least_request: LeastRequest
     selector: RoundRobin = field(default_factory=RoundRobin)
 
     @property
@@ -38,10 +40,12 @@ class Pool:
 class Runtime:
     """Config plus the objects built from it, for one config generation."""
 
-    def __init__(self, config: Config, generation: int) -> None:
+    def __init__(self, config: Config, generation: int, rng: RandomSource,
+                 balancing: Balancing | None = None) -> None:
         self.config = config
         self.generation = generation
-        self.pools = {pool.name: Pool(pool) for pool in config.pools}
+        self.balancing = balancing or Balancing()
+        self.pools = {pool.name: Pool(pool, LeastRequest(rng)) for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
         self.routing = config.routing
         self.classifier = Classifier(config.routing) if config.routing is not None else None
@@ -76,20 +80,46 @@ class Runtime:
     def pool_for(self, request_class: RequestClass | None) -> Pool:
         return self._class_pools.get(request_class, self.default_pool)
 
-    def choose(self, pool: Pool, inflight: Callable[[Address], int]) -> tuple[Pool, Address, bool]:
-        """(pool, backend, spilled): the pool's next backend under its in-flight cap; when
-        every one is at its cap, the first `spill_to` pool that has room; else the pool's
-        next backend anyway (it queues there)."""
-        address = pool.selector.select_below(pool.backends, inflight, pool.config.inflight_cap)
+    def choose(
+        self,
+        pool: Pool,
+        inflight: Callable[[Address], int],
+        stats: Callable[[Address], BackendStats],
+        now: float,
+    ) -> tuple[Pool, Address, bool]:
+        """(pool, backend, spilled): a backend of the pool under its in-flight cap, by the
+        pool's policy; when every one is at its cap, one of the first `spill_to` pool that
+        has room; else a backend of the pool anyway (it queues there)."""
+        address = self._pick(pool, inflight, stats, now, pool.config.inflight_cap)
         if address is not None:
             return pool, address, False
         for name in pool.config.spill_to:
             other = self.pools[name]
-            address = other.selector.select_below(other.backends, inflight,
-                                                  other.config.inflight_cap)
+            address = self._pick(other, inflight, stats, now, other.config.inflight_cap)
             if address is not None:
                 return other, address, True
-        return pool, pool.selector.select(pool.backends), False
+        address = self._pick(pool, inflight, stats, now, None)
+        assert address is not None
+        return pool, address, False
+
+    def _pick(self, pool: Pool, inflight: Callable[[Address], int],
+              stats: Callable[[Address], BackendStats], now: float,
+              cap: int | None) -> Address | None:
+        backends = pool.backends
+        if pool.config.policy == "round_robin":
+            if cap is None:
+                return pool.selector.select(backends)
+            return pool.selector.select_below(backends, inflight, cap)
+        if len(backends) == 1:
+            return backends[0] if cap is None or inflight(backends[0]) < cap else None
+        room = [i for i, a in enumerate(backends) if cap is None or inflight(a) < cap]
+        if not room:
+            return None
+        candidates = [backends[i] for i in room]
+        weights = effective_weights([stats(a) for a in candidates],
+                                    [pool.config.weight_of(i) for i in room], now,
+                                    self.balancing)
+        return pool.least_request.select(candidates, weights, inflight)
 
     def addresses(self) -> set[Address]:
         return {address for pool in self.pools.values() for address in pool.backends}

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import stat
@@ -78,7 +79,8 @@ class Balancer:
 
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config_path = config_path
-        self.runtime = Runtime(config, generation=1)
+        self.rng = random.Random()
+        self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.public_addresses: list[str] = []
         self.admin_address: str | None = None
@@ -157,7 +159,7 @@ class Balancer:
         current = self.runtime
         if config.listen != current.config.listen or config.admin != current.config.admin:
             log.warning("listen/admin address changes take effect on restart")
-        runtime = Runtime(config, generation=current.generation + 1)
+        runtime = Runtime(config, generation=current.generation + 1, rng=self.rng)
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,

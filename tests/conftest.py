@@ -20,6 +20,7 @@ from balancer.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = web.AppKey("name", str)
+REPORT = web.AppKey("report", str)
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -36,7 +37,9 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     headers = {"X-Backend": request.app[NAME]}
-    if "cpu" in request.query:  # report a cost, as an EchoNext backend would
+    if request.app[REPORT]:  # a load report, as an EchoNext backend sends with every response
+        headers["endpoint-load-metrics"] = request.app[REPORT]
+    elif "cpu" in request.query:  # report a cost, as an EchoNext backend would
         headers["endpoint-load-metrics"] = (
             f"TEXT cpu_utilization=0.1, request_cost.cpu_ms={request.query['cpu']}, "
             f"request_cost.wall_ms={request.query.get('wall', request.query['cpu'])}")
@@ -96,9 +99,10 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def echo_app(name: str = "echo") -> web.Application:
+def echo_app(name: str = "echo", report: str = "") -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app[NAME] = name
+    app[REPORT] = report
     app.router.add_route("*", "/status/{code}", _status)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/download", _download)
@@ -120,8 +124,8 @@ class Backend:
 async def backend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
     runners: list[web.BaseRunner] = []
 
-    async def make(name: str = "echo", unix: bool = False) -> Backend:
-        runner = web.AppRunner(echo_app(name), access_log=None)
+    async def make(name: str = "echo", unix: bool = False, report: str = "") -> Backend:
+        runner = web.AppRunner(echo_app(name, report), access_log=None)
         await runner.setup()
         runners.append(runner)
         if unix:

@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -221,7 +222,8 @@ async def test_round_robin_over_the_pool(
     session: aiohttp.ClientSession,
 ) -> None:
     backends = [await backend_factory(name) for name in ("a", "b", "c")]
-    lb = await balancer_factory(one_pool_config(*(b.url for b in backends)))
+    lb = await balancer_factory(one_pool_config(*(b.url for b in backends))
+                                + "    policy: round_robin\n")
     seen = []
     for _ in range(6):
         async with session.get(f"{lb.url}/") as resp:
@@ -389,3 +391,23 @@ async def test_backend_connection_close_is_honoured(
         async with session.get(f"{lb.url}/") as resp:
             assert await resp.read() == b"ok"
     assert backend.connections == 3 and len(requests_seen) == 3
+
+
+async def test_backends_that_report_more_load_get_less_traffic(
+    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    """Weighted least-request: load reports steer traffic (4x the CPU per request: 1/4)."""
+    idle = await backend_factory("idle", report="TEXT cpu_utilization=0.1, rps_fractional=50")
+    busy = await backend_factory("busy", report="TEXT cpu_utilization=0.4, rps_fractional=50")
+    lb = await balancer_factory(one_pool_config(idle.url, busy.url))
+    for stats in (lb.balancer.upstreams.stats(a) for a in lb.balancer.runtime.addresses()):
+        stats.added_at -= 3600  # past slow start: compare the report weights alone
+    for _ in range(10):  # first reports from both
+        async with session.get(f"{lb.url}/") as resp:
+            assert resp.status == 200
+    seen = Counter()
+    for _ in range(400):
+        async with session.get(f"{lb.url}/") as resp:
+            seen[resp.headers["X-Backend"]] += 1
+    assert 0.70 <= seen["idle"] / 400 <= 0.90, seen  # weights 4:1 -> 80 %

@@ -1,0 +1,120 @@
+"""Selection and weights: seeded random source, fake clock, no I/O."""
+
+import itertools
+import random
+from collections import Counter
+
+import pytest
+
+from balancer.feedback import LoadReport
+from balancer.selection import LeastRequest
+from balancer.weights import (
+    BackendStats,
+    Balancing,
+    effective_weights,
+    report_weight,
+    slow_start_factor,
+)
+
+B = Balancing()
+
+
+def report(rps: float, utilisation: float, eps: float = 0.0) -> LoadReport:
+    return LoadReport(cpu_utilization=utilisation, rps=rps, eps=eps)
+
+
+def settled(now: float = 100.0) -> BackendStats:
+    return BackendStats(now - 1000)  # long past slow start
+
+
+def test_picks_follow_the_weights_within_5_percent_over_10k_picks() -> None:
+    chooser = LeastRequest(random.Random(42))
+    weights = [1.0, 2.0, 5.0, 2.0]
+    picks = Counter(chooser.select(range(4), weights, lambda i: 0) for _ in range(10_000))
+    for index, weight in enumerate(weights):
+        expected = 10_000 * weight / sum(weights)
+        assert abs(picks[index] - expected) <= 0.05 * expected, (index, picks[index], expected)
+
+
+def test_the_colder_of_the_two_draws_wins() -> None:
+    chooser = LeastRequest(random.Random(1))
+    inflight = {0: 5, 1: 0, 2: 0}
+    picks = Counter(chooser.select([0, 1, 2], [1.0, 1.0, 1.0], inflight.__getitem__)
+                    for _ in range(3000))
+    assert picks[0] == 0  # the hot backend never wins against a cold one
+    assert abs(picks[1] - picks[2]) < 300
+    two = Counter(chooser.select([0, 1], [1.0, 1.0], {0: 1, 1: 0}.__getitem__)
+                  for _ in range(100))
+    assert two == {1: 100}
+
+
+def test_report_weight_is_rps_over_utilisation_with_an_error_penalty() -> None:
+    assert report_weight(report(100, 0.5), B) == pytest.approx(200)
+    assert report_weight(report(100, 0.5, eps=10), B) == pytest.approx(100 / (0.5 + 0.1 * 10))
+    assert report_weight(report(0, 0.5), B) is None  # an idle backend cannot tell
+    assert report_weight(LoadReport(rps=5.0), B) is None
+
+
+def test_a_slow_backend_gets_a_quarter_of_the_weight() -> None:
+    fast, slow = settled(), settled()
+    fast.observe_report(report(100, 0.2), 100.0, B)
+    slow.observe_report(report(100, 0.8), 100.0, B)  # 4x the CPU for the same rate
+    weights = effective_weights([fast, slow], [1.0, 1.0], 100.5, B)
+    assert weights[0] / weights[1] == pytest.approx(4.0)
+
+
+def test_stale_reports_are_ignored() -> None:
+    fast, slow = settled(), settled()
+    fast.observe_report(report(100, 0.2), 100.0, B)
+    slow.observe_report(report(100, 0.8), 100.0, B)
+    later = 100.0 + B.report_ttl + 0.1
+    assert effective_weights([fast, slow], [1.0, 1.0], later, B) == [1.0, 1.0]
+
+
+def test_slow_start_ramps_a_new_backend_up() -> None:
+    assert slow_start_factor(0.0, B) == pytest.approx(B.slow_start_floor)
+    assert slow_start_factor(B.slow_start / 2, B) == pytest.approx(
+        B.slow_start_floor + (1 - B.slow_start_floor) / 2)
+    assert slow_start_factor(B.slow_start, B) == 1.0
+    old, new = settled(), BackendStats(100.0)
+    weights = effective_weights([old, new], [1.0, 1.0], 100.0 + B.slow_start / 2, B)
+    assert weights[1] / weights[0] == pytest.approx(0.55)
+
+
+def test_the_exploration_floor_keeps_every_backend_in_play() -> None:
+    good, bad = settled(), settled()
+    good.observe_report(report(1000, 0.01), 100.0, B)
+    bad.observe_report(report(1, 1.0), 100.0, B)  # one terrible report
+    weights = effective_weights([good, bad], [1.0, 1.0], 100.0, B)
+    assert weights[1] == pytest.approx(weights[0] * B.min_share)
+
+
+def test_fast_failures_are_penalised_and_forgiven() -> None:
+    healthy, failing = settled(), settled()
+    for _ in range(20):
+        failing.observe_outcome(True, B)
+        healthy.observe_outcome(False, B)
+    weights = effective_weights([healthy, failing], [1.0, 1.0], 100.0, B)
+    assert weights[1] < weights[0] / 5
+    for _ in range(60):
+        failing.observe_outcome(False, B)
+    weights = effective_weights([healthy, failing], [1.0, 1.0], 100.0, B)
+    assert weights[1] > weights[0] * 0.8
+
+
+def test_damping_approaches_a_step_without_overshoot() -> None:
+    stats = settled()
+    stats.observe_report(report(100, 0.25), 0.0, B)    # weight 400
+    seen = []
+    for step in range(1, 30):
+        stats.observe_report(report(100, 1.0), float(step), B)  # load steps up: target 100
+        seen.append(stats.report_weight)
+    assert seen[0] == pytest.approx(400 + B.damping * (100 - 400))  # one damped step: 310
+    assert all(w is not None and w >= 100 for w in seen)           # never below the target
+    assert all(a >= b for a, b in itertools.pairwise(seen))        # monotone, no bounce
+    assert seen[-1] == pytest.approx(100, rel=0.01)
+
+
+def test_static_weights_multiply_in() -> None:
+    weights = effective_weights([settled(), settled()], [3.0, 1.0], 100.0, B)
+    assert weights == [3.0, 1.0]
