@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 
 from balancer.addresses import Address, parse_backend, parse_listen
+from balancer.health import HealthPolicy
 from balancer.routing_config import RoutingConfig, read_routing
 from balancer.units import parse_duration, parse_size
 from balancer.yamltree import (
@@ -92,6 +93,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     trusted_proxies: tuple[IPNetwork, ...] = ()
     routing: RoutingConfig | None = None
+    health: HealthPolicy = field(default_factory=HealthPolicy)
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -109,7 +111,8 @@ class Config:
         return self.pools[0]
 
 
-TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing")
+TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
+            "health")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy")
 BACKEND_KEYS = ("address", "weight")
@@ -141,6 +144,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
+    health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
     names = {pool.name for pool in pools}
     _check_spill(reader, entries.get("pools"), pools, names)
@@ -161,6 +165,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         limits=limits,
         trusted_proxies=trusted,
         routing=routing,
+        health=health,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -269,6 +274,26 @@ def _section[S](
 
 TIMEOUT_PARSERS: dict[str, Callable[[object], object]] = {
     name: parse_duration for name in Timeouts.__dataclass_fields__
+}
+def _share(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
+        raise ValueError(f"{raw!r} is not a number from 0 to 1")
+    return float(raw)
+
+
+def _tokens(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 1:
+        raise ValueError(f"{raw!r} is not a number >= 1")
+    return float(raw)
+
+
+HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
+    "consecutive_failures": as_int(minimum=1),
+    "ejection": parse_duration,
+    "max_ejection": parse_duration,
+    "max_ejected_share": _share,
+    "retry_budget": _share,
+    "retry_burst": _tokens,
 }
 LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
     "max_body_size": parse_size,

@@ -7,11 +7,15 @@ backends are closed, pools of kept ones carry over with their warm connections.
 
 import asyncio
 import contextlib
+import logging
 
 from balancer.addresses import Address
 from balancer.config import PoolConfig, Timeouts
+from balancer.health import RESTORED, BackendHealth
 from balancer.upstream import ConnectionPool
 from balancer.weights import BackendStats
+
+log = logging.getLogger("balancer.health")
 
 
 class Upstreams:
@@ -21,6 +25,7 @@ class Upstreams:
         self.loop = loop
         self._pools: dict[Address, ConnectionPool] = {}
         self._stats: dict[Address, BackendStats] = {}
+        self._health: dict[Address, BackendHealth] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -47,6 +52,7 @@ class Upstreams:
             if address not in wanted:
                 del self._pools[address]
                 self._stats.pop(address, None)
+                self._health.pop(address, None)
                 upstream.close()
                 continue
             upstream.max_connections = wanted[address].max_connections
@@ -60,6 +66,12 @@ class Upstreams:
         if stats is None:
             stats = self._stats[address] = BackendStats(self.loop.time())
         return stats
+
+    def health(self, address: Address) -> BackendHealth:
+        health = self._health.get(address)
+        if health is None:
+            health = self._health[address] = BackendHealth()
+        return health
 
     def inflight(self, address: Address) -> int:
         upstream = self._pools.get(address)
@@ -81,7 +93,17 @@ class Upstreams:
         self._pools.clear()
 
     async def _sweep(self, interval: float) -> None:
+        """Close expired idle connections; bring ejected backends back (with slow start)."""
+        ticks = 0
         while True:
-            await asyncio.sleep(interval)
-            for upstream in list(self._pools.values()):
-                upstream.sweep()
+            await asyncio.sleep(0.25)
+            now = self.loop.time()
+            for address, health in list(self._health.items()):
+                if health.poll(now) is RESTORED:
+                    self.stats(address).restart(now)
+                    log.info("backend %s restored after ejection %d", address, health.ejections)
+            ticks += 1
+            if ticks * 0.25 >= interval:
+                ticks = 0
+                for upstream in list(self._pools.values()):
+                    upstream.sweep()

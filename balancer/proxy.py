@@ -19,6 +19,7 @@ from typing import Any, cast
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
+from balancer.addresses import Address
 from balancer.classify import Decision
 from balancer.config import Limits, Timeouts
 from balancer.connections import Upstreams
@@ -27,6 +28,8 @@ from balancer.failures import (
     BackendClosed,
     BadRequest,
     BodyTooLarge,
+    ConnectFailed,
+    ConnectTimeout,
     InternalError,
     NoBackend,
     ProxyError,
@@ -38,7 +41,8 @@ from balancer.headers import (
     forward_response,
     response_head,
 )
-from balancer.runtime import Runtime
+from balancer.health import EJECTED, RetryBudget
+from balancer.runtime import Pool, Runtime
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
 from balancer.weights import BackendStats
 
@@ -72,13 +76,13 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
 class Outcome:
     """Where a request went and why: for the explain header and for learning its cost."""
 
-    __slots__ = ("backend", "decision", "explain", "pool", "spilled", "stats")
+    __slots__ = ("address", "decision", "explain", "pool", "spilled", "stats")
 
-    def __init__(self, decision: Decision | None, pool: str, backend: str, spilled: bool,
+    def __init__(self, decision: Decision | None, pool: Pool, address: Address, spilled: bool,
                  explain: bool, stats: BackendStats) -> None:
         self.decision = decision
         self.pool = pool
-        self.backend = backend
+        self.address = address
         self.spilled = spilled
         self.explain = explain
         self.stats = stats
@@ -87,7 +91,8 @@ class Outcome:
         decision = self.decision
         assert decision is not None
         source = "spill" if self.spilled else decision.source
-        value = (f"class={decision.request_class}; pool={self.pool}; backend={self.backend}; "
+        value = (f"class={decision.request_class}; pool={self.pool.name}; "
+                 f"backend={self.address.key}; "
                  f"score={decision.score:.2f}; source={source}")
         return ((b"X-Balancer-Decision", value.encode("latin-1")),)
 
@@ -147,6 +152,18 @@ class Proxy:
         self.upstreams = upstreams
         self.costs = costs
         self.ids = RequestIds()
+        self.retries = RetryBudget(runtime.health)
+
+    def _observe(self, runtime: Runtime, outcome: "Outcome", failed: bool) -> None:
+        """A backend's outcome: its error rate (weights) and passive health (ejection)."""
+        outcome.stats.observe_outcome(failed, runtime.balancing)
+        now = self.upstreams.loop.time()
+        health = self.upstreams.health(outcome.address)
+        may_eject = failed and runtime.may_eject(outcome.pool, self.upstreams, now)
+        if health.observe(failed, now, runtime.health, may_eject) is EJECTED:
+            log.warning("backend %s ejected for %.0fs after %d consecutive failures",
+                        outcome.address, health.ejected_until - now,
+                        runtime.health.consecutive_failures)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         runtime = self.runtime
@@ -198,19 +215,31 @@ class Proxy:
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")
         upstreams = self.upstreams
-        pool, address, spilled = runtime.choose(pool, upstreams.inflight, upstreams.stats,
-                                                upstreams.loop.time())
-        upstream = upstreams.get(address, pool.config, timeouts)
-        outcome = Outcome(decision, pool.name, address.key, spilled,
-                          runtime.explain and decision is not None, upstreams.stats(address))
-        try:
-            conn, response = await self._exchange(
-                request, upstream, payload, forwarded, streamed, limits, timeouts
-            )
-        except ProxyError as error:
-            if error.backend_fault:
-                outcome.stats.observe_outcome(True, runtime.balancing)
-            raise
+        self.retries.on_request(runtime.health)
+        tried: list[Address] = []
+        last_error: ProxyError = NoBackend(f"pool {pool.name} has no backend left to try")
+        while True:
+            chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried)
+            if chosen is None:  # every backend already tried by this request
+                raise last_error
+            used_pool, address, spilled = chosen
+            upstream = upstreams.get(address, used_pool.config, timeouts)
+            outcome = Outcome(decision, used_pool, address, spilled,
+                              runtime.explain and decision is not None, upstreams.stats(address))
+            try:
+                conn, response = await self._exchange(
+                    request, upstream, payload, forwarded, streamed, limits, timeouts
+                )
+                break
+            except ProxyError as error:
+                if error.backend_fault:
+                    self._observe(runtime, outcome, failed=True)
+                if not _retryable(error, request.method, streamed) or not self.retries.try_retry():
+                    raise
+                log.info("%s: %s from %s; retrying on another backend", forwarded.request_id,
+                         error.reason, address)
+                tried.append(address)
+                last_error = error
         try:
             if response.status == 101 and forwarded.upgrade is not None:
                 return await _tunnel(request, conn, response, forwarded.request_id)
@@ -301,8 +330,9 @@ class Proxy:
     def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
         """Fold the response into the backend's weight and error rate, and the backend's
         report of what the request cost into the route's learned cost."""
-        balancing = self.runtime.balancing
-        outcome.stats.observe_outcome(status >= 500 or status == 429, balancing)
+        runtime = self.runtime
+        self._observe(runtime, outcome, failed=status >= 500 or status == 429)
+        balancing = runtime.balancing
         if report is None:
             return
         parsed = parse_load_report(report)
@@ -338,6 +368,18 @@ async def _send_body(
         raise BadRequest("client closed before sending the whole body")
     if chunked:
         await conn.write(b"0\r\n\r\n", timeouts.backend_response)
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def _retryable(error: ProxyError, method: str, streamed: bool) -> bool:
+    """Safe to send again elsewhere: the connection never came up (nothing was sent), or an
+    idempotent request whose connection broke before any byte of a response."""
+    if isinstance(error, ConnectFailed | ConnectTimeout):
+        return True
+    return (isinstance(error, BackendClosed) and error.before_response and not streamed
+            and method in IDEMPOTENT)
 
 
 class _TunnelFeed:

@@ -6,15 +6,25 @@ health and learned costs) is keyed by backend address outside the snapshot.
 """
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from balancer.addresses import Address
 from balancer.classify import Classifier
 from balancer.config import Config, PoolConfig
+from balancer.health import BackendHealth, available, may_eject
 from balancer.routing_config import CLASSES, RequestClass
 from balancer.selection import LeastRequest, RandomSource, RoundRobin
 from balancer.weights import BackendStats, Balancing, effective_weights
+
+
+class BackendView(Protocol):
+    """What the runtime may ask of the live backends (the I/O shell's Upstreams)."""
+
+    def inflight(self, address: Address) -> int: ...
+    def stats(self, address: Address) -> BackendStats: ...
+    def health(self, address: Address) -> BackendHealth: ...
 
 
 @dataclass(slots=True)
@@ -45,6 +55,7 @@ class Runtime:
         self.config = config
         self.generation = generation
         self.balancing = balancing or Balancing()
+        self.health = config.health
         self.pools = {pool.name: Pool(pool, LeastRequest(rng)) for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
         self.routing = config.routing
@@ -81,45 +92,49 @@ class Runtime:
         return self._class_pools.get(request_class, self.default_pool)
 
     def choose(
-        self,
-        pool: Pool,
-        inflight: Callable[[Address], int],
-        stats: Callable[[Address], BackendStats],
-        now: float,
-    ) -> tuple[Pool, Address, bool]:
+        self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = ()
+    ) -> tuple[Pool, Address, bool] | None:
         """(pool, backend, spilled): a backend of the pool under its in-flight cap, by the
-        pool's policy; when every one is at its cap, one of the first `spill_to` pool that
-        has room; else a backend of the pool anyway (it queues there)."""
-        address = self._pick(pool, inflight, stats, now, pool.config.inflight_cap)
+        pool's policy, among those not ejected and not in `exclude` (backends a retry has
+        already tried); when every one is at its cap, one of the first `spill_to` pool with
+        room; else a backend of the pool anyway (it queues there). None: nothing left."""
+        address = self._pick(pool, view, now, pool.config.inflight_cap, exclude)
         if address is not None:
             return pool, address, False
         for name in pool.config.spill_to:
             other = self.pools[name]
-            address = self._pick(other, inflight, stats, now, other.config.inflight_cap)
+            address = self._pick(other, view, now, other.config.inflight_cap, exclude)
             if address is not None:
                 return other, address, True
-        address = self._pick(pool, inflight, stats, now, None)
-        assert address is not None
-        return pool, address, False
+        address = self._pick(pool, view, now, None, exclude)
+        return (pool, address, False) if address is not None else None
 
-    def _pick(self, pool: Pool, inflight: Callable[[Address], int],
-              stats: Callable[[Address], BackendStats], now: float,
-              cap: int | None) -> Address | None:
-        backends = pool.backends
+    def _pick(self, pool: Pool, view: BackendView, now: float, cap: int | None,
+              exclude: Sequence[Address]) -> Address | None:
+        backends: Sequence[Address] = pool.backends
+        if exclude:
+            backends = [a for a in backends if a not in exclude]
+            if not backends:
+                return None
+        backends = available(backends, view.health, now)
+        inflight = view.inflight
         if pool.config.policy == "round_robin":
             if cap is None:
                 return pool.selector.select(backends)
             return pool.selector.select_below(backends, inflight, cap)
         if len(backends) == 1:
             return backends[0] if cap is None or inflight(backends[0]) < cap else None
-        room = [i for i, a in enumerate(backends) if cap is None or inflight(a) < cap]
-        if not room:
+        candidates = [a for a in backends if cap is None or inflight(a) < cap]
+        if not candidates:
             return None
-        candidates = [backends[i] for i in room]
-        weights = effective_weights([stats(a) for a in candidates],
-                                    [pool.config.weight_of(i) for i in room], now,
-                                    self.balancing)
+        index = {a: i for i, a in enumerate(pool.backends)}
+        weights = effective_weights([view.stats(a) for a in candidates],
+                                    [pool.config.weight_of(index[a]) for a in candidates],
+                                    now, self.balancing)
         return pool.least_request.select(candidates, weights, inflight)
+
+    def may_eject(self, pool: Pool, view: BackendView, now: float) -> bool:
+        return may_eject([view.health(a) for a in pool.backends], now, self.health)
 
     def addresses(self) -> set[Address]:
         return {address for pool in self.pools.values() for address in pool.backends}

@@ -1,0 +1,105 @@
+"""Passive health (outlier ejection) and the retry budget.
+
+Pure (`now` is passed in). Decide, then do: `observe` returns the transition (`EJECTED`,
+`RESTORED` or None) and the caller logs it and updates metrics. Rules:
+- `consecutive_failures` backend faults in a row (refused, reset, timed out, invalid
+  response) eject a backend for `ejection` x the number of times it has been ejected (capped
+  at `max_ejection`); once that time has passed it is used again (and ramps up again);
+- at most `max_ejected_share` of a pool is ejected at once; past that, failures are counted
+  but nobody more is ejected;
+- a pool whose backends are all unavailable uses all of them (panic), as Envoy does: an
+  ejected backend is a guess, a 503 to every client is a certainty.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Transition = Literal["ejected", "restored"] | None
+EJECTED: Transition = "ejected"
+RESTORED: Transition = "restored"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    consecutive_failures: int = 5
+    ejection: float = 10.0
+    max_ejection: float = 300.0
+    max_ejected_share: float = 0.5
+    retry_budget: float = 0.2     # retries at most this share of requests
+    retry_burst: float = 10.0     # tokens a quiet balancer may save up for a burst of retries
+
+
+class BackendHealth:
+    """One backend's passive health."""
+
+    __slots__ = ("ejected_until", "ejections", "failures")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<BackendHealth failures={self.failures} ejections={self.ejections} "
+                f"ejected_until={self.ejected_until:.1f}>")
+
+    def is_ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+    def observe(self, failed: bool, now: float, policy: HealthPolicy,
+                may_eject: bool = True) -> Transition:
+        """One outcome of a request to this backend."""
+        if not failed:
+            self.failures = 0
+            if self.ejections and not self.is_ejected(now):
+                self.ejections = max(0, self.ejections - 1)  # forgiven, slowly
+            return None
+        self.failures += 1
+        if self.failures >= policy.consecutive_failures and not self.is_ejected(now) \
+                and may_eject:
+            self.ejections += 1
+            self.ejected_until = now + min(policy.ejection * self.ejections, policy.max_ejection)
+            self.failures = 0
+            return EJECTED
+        return None
+
+    def poll(self, now: float) -> Transition:
+        """RESTORED once, when the ejection time has passed."""
+        if self.ejected_until and now >= self.ejected_until:
+            self.ejected_until = 0.0
+            return RESTORED
+        return None
+
+
+def may_eject(healths: Sequence[BackendHealth], now: float, policy: HealthPolicy) -> bool:
+    """Whether one more backend of this pool may be ejected."""
+    ejected = sum(1 for h in healths if h.is_ejected(now))
+    return ejected + 1 <= policy.max_ejected_share * len(healths)
+
+
+def available[T](candidates: Sequence[T], health: Callable[[T], BackendHealth],
+                 now: float) -> Sequence[T]:
+    """The candidates not ejected; all of them when none is left (panic)."""
+    usable = [c for c in candidates if not health(c).is_ejected(now)]
+    return usable if usable else candidates
+
+
+class RetryBudget:
+    """Retries may be at most `retry_budget` of requests (a token bucket, in requests)."""
+
+    __slots__ = ("exhausted", "tokens")
+
+    def __init__(self, policy: HealthPolicy) -> None:
+        self.tokens = policy.retry_burst
+        self.exhausted = 0
+
+    def on_request(self, policy: HealthPolicy) -> None:
+        self.tokens = min(policy.retry_burst, self.tokens + policy.retry_budget)
+
+    def try_retry(self) -> bool:
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.exhausted += 1
+        return False
