@@ -6,6 +6,7 @@ I/O shell. It is bound only to the `admin` address, never to a public listener.
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
     from balancer.server import Balancer
@@ -19,7 +20,13 @@ def build_admin_app(balancer: "Balancer") -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/reload", reload)
+    app.router.add_get("/metrics", metrics)
     return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[BALANCER].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -28,14 +35,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 def status_document(balancer: "Balancer") -> dict[str, Any]:
     runtime = balancer.runtime
-    connections = balancer.upstreams.pools()
+    upstreams = balancer.upstreams
+    connections = upstreams.pools()
+    now = upstreams.loop.time()
     pools = []
     for pool in runtime.pools.values():
         backends = []
-        for address in pool.backends:
+        weights = runtime.weights(pool, upstreams, now)
+        for address, weight in zip(pool.backends, weights, strict=True):
             upstream = connections.get(address)
+            health = upstreams.health(address)
+            stats = upstreams.stats(address)
+            report = stats.report
             backends.append({
                 "address": address.url,
+                "healthy": not health.is_ejected(now),
+                "ejections": health.ejections,
+                "weight": round(weight, 4),
+                "error_rate": round(stats.error_rate, 4),
+                "last_report": None if report is None else {
+                    "cpu_utilization": report.cpu_utilization, "rps": report.rps,
+                    "eps": report.eps, **{f"named.{k}": v for k, v in report.named.items()}},
+                "report_age_s": None if stats.report_at == float("-inf")
+                else round(now - stats.report_at, 3),
                 "inflight": upstream.inflight if upstream else 0,
                 "open_connections": upstream.open_count if upstream else 0,
                 "idle_connections": upstream.idle_count if upstream else 0,

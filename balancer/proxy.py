@@ -42,6 +42,7 @@ from balancer.headers import (
     response_head,
 )
 from balancer.health import EJECTED, RetryBudget
+from balancer.metrics import Metrics
 from balancer.runtime import Pool, Runtime
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
 from balancer.weights import BackendStats
@@ -120,6 +121,16 @@ class _Facts:
         return self._request.headers.get(name)
 
 
+class _Record:
+    """Where a request went, for its metrics (filled in as the request is routed)."""
+
+    __slots__ = ("pool", "request_class")
+
+    def __init__(self) -> None:
+        self.pool = "none"
+        self.request_class = "none"
+
+
 class SentResponse:
     """A response the proxy serialised itself (head and whole body in one write).
 
@@ -129,11 +140,12 @@ class SentResponse:
     of the naive proxy after its client side.
     """
 
-    __slots__ = ("_data", "keep_alive")
+    __slots__ = ("_data", "keep_alive", "status")
 
-    def __init__(self, data: bytes, keep_alive: bool) -> None:
+    def __init__(self, data: bytes, keep_alive: bool, status: int) -> None:
         self._data = data
         self.keep_alive = keep_alive
+        self.status = status
 
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
@@ -147,10 +159,12 @@ class SentResponse:
 class Proxy:
     """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
 
-    def __init__(self, runtime: Runtime, upstreams: Upstreams, costs: CostModel) -> None:
+    def __init__(self, runtime: Runtime, upstreams: Upstreams, costs: CostModel,
+                 metrics: Metrics) -> None:
         self.runtime = runtime
         self.upstreams = upstreams
         self.costs = costs
+        self.metrics = metrics
         self.ids = RequestIds()
         self.retries = RetryBudget(runtime.health)
 
@@ -161,11 +175,20 @@ class Proxy:
         health = self.upstreams.health(outcome.address)
         may_eject = failed and runtime.may_eject(outcome.pool, self.upstreams, now)
         if health.observe(failed, now, runtime.health, may_eject) is EJECTED:
+            self.metrics.ejections[outcome.address.key] += 1
             log.warning("backend %s ejected for %.0fs after %d consecutive failures",
                         outcome.address, health.ejected_until - now,
                         runtime.health.consecutive_failures)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = self.upstreams.loop.time()
+        record = _Record()
+        reply = await self._handle(request, record)
+        self.metrics.request(record.pool, record.request_class, reply.status,
+                             self.upstreams.loop.time() - started)
+        return reply
+
+    async def _handle(self, request: web.BaseRequest, record: "_Record") -> web.StreamResponse:
         runtime = self.runtime
         client_ip = _client_ip(request)
         try:
@@ -181,7 +204,7 @@ class Proxy:
         except ValueError as exc:
             return error_response(BadRequest(str(exc)), self.ids.new())
         try:
-            return await self._forward(request, runtime, forwarded)
+            return await self._forward(request, runtime, forwarded, record)
         except ProxyError as error:
             return error_response(error, forwarded.request_id)
         except (ConnectionError, asyncio.CancelledError):
@@ -191,7 +214,8 @@ class Proxy:
             return error_response(InternalError(), forwarded.request_id)
 
     async def _forward(
-        self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest
+        self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest,
+        record: "_Record",
     ) -> web.StreamResponse:
         limits = runtime.config.limits
         timeouts = runtime.config.timeouts
@@ -212,6 +236,12 @@ class Proxy:
         if runtime.classifier is not None:
             decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
         pool = runtime.pool_for(decision.request_class if decision else None)
+        record.pool = pool.name
+        if decision is not None:
+            record.request_class = decision.request_class
+            self.metrics.decisions[(decision.request_class, decision.source)] += 1
+            if decision.source == "learned" and decision.rule is not None:
+                self.metrics.learned_overrides += 1
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")
         upstreams = self.upstreams
@@ -226,10 +256,14 @@ class Proxy:
             upstream = upstreams.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
                               runtime.explain and decision is not None, upstreams.stats(address))
+            record.pool = used_pool.name
+            sent_at = upstreams.loop.time()
             try:
                 conn, response = await self._exchange(
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
+                self.metrics.upstream_latency[address.key].observe(
+                    upstreams.loop.time() - sent_at)
                 break
             except ProxyError as error:
                 if error.backend_fault:
@@ -238,6 +272,7 @@ class Proxy:
                     raise
                 log.info("%s: %s from %s; retrying on another backend", forwarded.request_id,
                          error.reason, address)
+                self.metrics.retries[type(error).__name__] += 1
                 tried.append(address)
                 last_error = error
         try:
@@ -303,7 +338,8 @@ class Proxy:
                 http10=request.version < HTTP11, extra=extra,
             )
             self._learn(report, outcome, response.status)
-            return cast(web.StreamResponse, SentResponse(head + body, keep_alive))
+            return cast(web.StreamResponse, SentResponse(head + body, keep_alive,
+                                                         response.status))
 
         headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
         self._learn(report, outcome, response.status)

@@ -133,6 +133,12 @@ class Runtime:
                                     now, self.balancing)
         return pool.least_request.select(candidates, weights, inflight)
 
+    def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
+        """The effective weight of each backend of the pool (for metrics and status)."""
+        return effective_weights([view.stats(a) for a in pool.backends],
+                                 [pool.config.weight_of(i) for i in range(len(pool.backends))],
+                                 now, self.balancing)
+
     def may_eject(self, pool: Pool, view: BackendView, now: float) -> bool:
         return may_eject([view.health(a) for a in pool.backends], now, self.health)
 

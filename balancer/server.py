@@ -22,6 +22,7 @@ from balancer.admin import build_admin_app
 from balancer.config import Config, load_config
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
+from balancer.metrics import Metrics, build_registry
 from balancer.proxy import Proxy
 from balancer.routing_config import RoutingConfig
 from balancer.runtime import Runtime
@@ -82,6 +83,8 @@ class Balancer:
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
+        self.metrics = Metrics()
+        self.registry = build_registry(self)
         self.public_addresses: list[str] = []
         self.admin_address: str | None = None
         self.reloads: list[ReloadOutcome] = []
@@ -93,6 +96,10 @@ class Balancer:
         return f"<Balancer {self.public_addresses} {self.runtime!r}>"
 
     @property
+    def proxy(self) -> Proxy | None:
+        return self._proxy
+
+    @property
     def upstreams(self) -> Upstreams:
         assert self._upstreams is not None, "start() first"
         return self._upstreams
@@ -101,7 +108,7 @@ class Balancer:
         config = self.runtime.config
         self._upstreams = Upstreams(asyncio.get_running_loop())
         self._upstreams.start()
-        self._proxy = Proxy(self.runtime, self._upstreams, self.costs)
+        self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics)
         limits = config.limits
         server = web.Server(
             self._proxy.handle,
@@ -147,6 +154,7 @@ class Balancer:
             else:
                 outcome = self._swap(config)
         self.reloads.append(outcome)
+        self.metrics.reloads["ok" if outcome.ok else "error"] += 1
         del self.reloads[:-20]
         if outcome.ok:
             log.info("reloaded config: generation %d (%s)", outcome.generation, outcome.digest)

@@ -1,0 +1,149 @@
+"""Prometheus metrics, on the balancer's own CollectorRegistry.
+
+The request path only bumps plain counters and histogram buckets in dictionaries keyed by
+bounded labels (pool, class, status class, backend address, decision source); a collector
+turns them into metric families when `/metrics` is scraped, together with the live state of
+every backend (weight, in flight, health, ejections) and of the config. No raw path is ever
+a label; route templates are exported by the admin `/status`, not here.
+"""
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from balancer.server import Balancer
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+class Metrics:
+    """Counters the proxy bumps; exported by `MetricsCollector`."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.latency: defaultdict[tuple[str, str], Histogram] = defaultdict(Histogram)
+        self.upstream_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.learned_overrides = 0
+        self.retries: defaultdict[str, int] = defaultdict(int)
+        self.ejections: defaultdict[str, int] = defaultdict(int)
+        self.reloads: defaultdict[str, int] = defaultdict(int)
+
+    def request(self, pool: str, request_class: str, status: int, seconds: float) -> None:
+        self.requests[(pool, request_class, f"{status // 100}xx")] += 1
+        self.latency[(pool, request_class)].observe(seconds)
+
+
+class MetricsCollector(Collector):
+    """Builds every metric family at scrape time."""
+
+    def __init__(self, balancer: "Balancer") -> None:
+        self.balancer = balancer
+
+    def collect(self) -> Iterator[Metric]:
+        balancer = self.balancer
+        metrics = balancer.metrics
+        requests = CounterMetricFamily("balancer_requests", "Requests answered",
+                                       labels=["pool", "class", "status_class"])
+        for (pool, cls, status), count in metrics.requests.items():
+            requests.add_metric([pool, cls, status], count)
+        yield requests
+        latency = HistogramMetricFamily("balancer_request_duration_seconds",
+                                        "Time from request to response handed to the client",
+                                        labels=["pool", "class"])
+        for (pool, cls), histogram in metrics.latency.items():
+            latency.add_metric([pool, cls], histogram.buckets(), histogram.total)
+        yield latency
+        upstream = HistogramMetricFamily("balancer_upstream_response_seconds",
+                                         "Time from sending to a backend to its response head",
+                                         labels=["backend"])
+        for backend, histogram in metrics.upstream_latency.items():
+            upstream.add_metric([backend], histogram.buckets(), histogram.total)
+        yield upstream
+        decisions = CounterMetricFamily("balancer_classifications",
+                                        "Classification decisions",
+                                        labels=["class", "source"])
+        for (cls, source), count in metrics.decisions.items():
+            decisions.add_metric([cls, source], count)
+        yield decisions
+        yield CounterMetricFamily("balancer_learned_overrides",
+                                  "Decisions where a learned cost overrode a matching rule",
+                                  value=metrics.learned_overrides)
+        retries = CounterMetricFamily("balancer_retries", "Requests sent again to another backend",
+                                      labels=["reason"])
+        for reason, count in metrics.retries.items():
+            retries.add_metric([reason], count)
+        yield retries
+        proxy = balancer.proxy
+        yield CounterMetricFamily("balancer_retry_budget_exhausted",
+                                  "Retries refused because the retry budget was spent",
+                                  value=proxy.retries.exhausted if proxy else 0)
+        reloads = CounterMetricFamily("balancer_config_reloads", "Config reloads by result",
+                                      labels=["result"])
+        for result, count in metrics.reloads.items():
+            reloads.add_metric([result], count)
+        yield reloads
+        yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",
+                                value=balancer.runtime.generation)
+        yield from self._backends()
+
+    def _backends(self) -> Iterator[Metric]:
+        balancer = self.balancer
+        runtime, upstreams = balancer.runtime, balancer.upstreams
+        now = upstreams.loop.time()
+        labels = ["pool", "backend"]
+        weight = GaugeMetricFamily("balancer_backend_weight", "Effective selection weight",
+                                   labels=labels)
+        inflight = GaugeMetricFamily("balancer_backend_inflight", "Requests in flight",
+                                     labels=labels)
+        healthy = GaugeMetricFamily("balancer_backend_healthy", "1 unless ejected",
+                                    labels=labels)
+        ejections = CounterMetricFamily("balancer_backend_ejections", "Passive ejections",
+                                        labels=labels)
+        for name, pool in runtime.pools.items():
+            weights = runtime.weights(pool, upstreams, now)
+            for address, value in zip(pool.backends, weights, strict=True):
+                key = [name, address.key]
+                weight.add_metric(key, value)
+                inflight.add_metric(key, upstreams.inflight(address))
+                health = upstreams.health(address)
+                healthy.add_metric(key, 0.0 if health.is_ejected(now) else 1.0)
+                ejections.add_metric(key, balancer.metrics.ejections[address.key])
+        yield from (weight, inflight, healthy, ejections)
+
+
+def build_registry(balancer: "Balancer") -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(balancer))
+    return registry
