@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -29,6 +29,9 @@ bench-overhead: $(STAMP)
 
 bench-backends: $(STAMP)
 	$(BIN)/python bench/backends/run.py
+
+bench-imbalance: $(STAMP)
+	$(BIN)/python bench/imbalance/run.py
 
 bench-mixed: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

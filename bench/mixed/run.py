@@ -20,13 +20,11 @@ usage: python bench/mixed/run.py [--rate 120] [--duration 20] [--rounds 2]
 """
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backends.demo import sample_image  # noqa: E402
-from backends.probe import is_healthy  # noqa: E402
-from bench.common import free_port, wait_listening  # noqa: E402
+from bench.common import Stack, free_port, wait_healthy, wait_listening  # noqa: E402
 
 MIX = [  # (route, class, share of the offered rate)
     ("GET /api/items?id=42", "io", 0.30),
@@ -60,14 +57,6 @@ routing:
     - {path: "/process/**", methods: [POST], class: heavy_cpu}
 """
 
-
-
-def wait_healthy(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not is_healthy(url):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not healthy after {timeout}s")
-        time.sleep(0.1)
 
 
 
@@ -127,31 +116,6 @@ class Strategy:
             else:
                 values.append(percentile(sample.latencies, {"p50": 0.5, "p99": 0.99}[what]) * 1000)
         return statistics.median(values)
-
-
-class Stack:
-    """The backends and the proxies in front of them; stops everything on exit."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def start_system(stack: Stack, work: Path, haproxy: str | None) -> list[Strategy]:
