@@ -63,3 +63,49 @@ class Stack:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def open_loop(url: str, rate: float, seconds: float, *, method: str = "GET",
+              body: bytes | None = None, timeout: float = 10.0) -> list[tuple[float, int]]:
+    """An open-loop load: request i is sent at t0 + i/rate whatever came before (no
+    coordinated omission); each one's latency counts from its scheduled time. Returns
+    (latency seconds, status; 0 for a transport error) per request."""
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> list[tuple[float, int]]:
+        loop = asyncio.get_running_loop()
+        results: list[tuple[float, int]] = []
+        connector = aiohttp.TCPConnector(limit=0)
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+            async def one(scheduled: float) -> None:
+                try:
+                    async with session.request(method, url, data=body) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                results.append((loop.time() - scheduled, status))
+
+            start = loop.time() + 0.05
+            tasks = []
+            for i in range(int(rate * seconds)):
+                scheduled = start + i / rate
+                delay = scheduled - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(scheduled)))
+            await asyncio.gather(*tasks)
+        return results
+
+    return asyncio.run(run())
+
+
+def summarize(results: list[tuple[float, int]], seconds: float) -> dict[str, float]:
+    ok = sorted(latency for latency, status in results if status == 200)
+    p99 = ok[min(len(ok) - 1, int(0.99 * len(ok)))] * 1000 if ok else float("nan")
+    p50 = ok[len(ok) // 2] * 1000 if ok else float("nan")
+    return {"rps": len(ok) / seconds, "p50": p50, "p99": p99,
+            "errors": float(sum(1 for _, status in results if status != 200))}

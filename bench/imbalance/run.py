@@ -3,11 +3,12 @@
 Three threaded demo backends (waitress, 4 threads each); the third runs with --slowdown 4.
 In front of the same processes, in interleaved rounds: the balancer's default selection
 (weighted least-request, weights from load reports), the balancer round-robin, and HAProxy
-leastconn. Load: hey at a fixed offered rate of GET /render/page (a few ms of CPU; 4x that on
-the slow backend). Then a failover phase with the default selection: one fast backend is
-killed (SIGKILL) a third of the way in and restarted at two thirds; the errors are counted,
-and the requests the restarted backend serves afterwards show that traffic came back with no
-reload.
+leastconn. Load: an open-loop generator (bench/common.open_loop: each request sent at its
+scheduled time whatever came before, latency counted from that time) at a fixed rate of
+GET /render/page (a few ms of CPU; 4x that on the slow backend). Then a failover phase with
+the default selection: one fast backend is killed (SIGKILL) a third of the way in and
+restarted at two thirds; the errors are counted, and the requests the restarted backend
+serves afterwards show that traffic came back with no reload.
 
 usage: python bench/imbalance/run.py [--rate 120] [--duration 20] [--rounds 2]
 """
@@ -29,23 +30,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Stack, free_port, wait_healthy, wait_listening  # noqa: E402
+from bench.common import (  # noqa: E402
+    Stack,
+    free_port,
+    open_loop,
+    summarize,
+    wait_healthy,
+    wait_listening,
+)
 
 PATH = "/render/page?name=Books"
 
 
-def hey(url: str, rate: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(rate), "-q", "1", "-t", "10",
-                          url + PATH], capture_output=True, text=True, check=True).stdout
-    ok = sum(int(n) for n in re.findall(r"\[200\]\s+(\d+) responses", out))
-    codes = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", out))
-    errors = codes - ok  # non-200 answers
-    transport = re.search(r"Error distribution:(.*)", out, re.DOTALL)
-    if transport:
-        errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", transport.group(1)))
-    p99 = re.search(r"99% in ([\d.]+) secs", out)
-    return {"rps": ok / seconds, "p99": float(p99.group(1)) * 1000 if p99 else float("nan"),
-            "errors": errors}
+def load(url: str, rate: int, seconds: int) -> dict[str, float]:
+    return summarize(open_loop(url + PATH, rate, seconds), seconds)
 
 
 def backend_cmd(port: int, slow: bool) -> list[str]:
@@ -71,8 +69,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", default=str(ROOT / "bench/results/imbalance.md"))
     args = parser.parse_args()
-    subprocess.run(["sh", str(ROOT / "scripts/ensure-debs.sh"), "hey:hey", "haproxy:haproxy"],
-                   check=False)
+    subprocess.run(["sh", str(ROOT / "scripts/ensure-debs.sh"), "haproxy:haproxy"], check=False)
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     work = Path(tempfile.mkdtemp(prefix="bench-imbalance-"))
     stack = Stack(work)
@@ -111,8 +108,8 @@ def main() -> int:
         for round_index in range(args.rounds):
             for name in names[round_index % 3:] + names[:round_index % 3]:
                 url = f"http://127.0.0.1:{targets[name][0]}"
-                hey(url, args.rate, 3)  # warm-up: weights settle
-                results.setdefault(name, []).append(hey(url, args.rate, args.duration))
+                load(url, args.rate, 3)  # warm-up: weights settle
+                results.setdefault(name, []).append(load(url, args.rate, args.duration))
                 print(f"round {round_index + 1}: {name} done", flush=True)
 
         # failover: kill a fast backend a third of the way in, restart it at two thirds
@@ -133,7 +130,7 @@ def main() -> int:
         thread.start()
         retries_before = scrape(admin_url, "balancer_retries_total")
         exhausted_before = scrape(admin_url, "balancer_retry_budget_exhausted_total")
-        failover = hey(f"http://127.0.0.1:{port}", args.rate, args.duration)
+        failover = load(f"http://127.0.0.1:{port}", args.rate, args.duration)
         thread.join()
         after = served(admin_url, victim) - outcome.get("before", 0.0)
         failover["retries"] = scrape(admin_url, "balancer_retries_total") - retries_before
@@ -152,9 +149,10 @@ def render(results: dict[str, list[dict[str, float]]], failover: dict[str, float
            after: float, args: argparse.Namespace) -> str:
     lines = [f"# bench/imbalance: 3 threaded backends, one 4x slower; {args.rate} req/s of "
              f"GET {PATH}; {args.rounds} rounds of {args.duration}s (medians)", "",
-             "| selection | ok req/s | p99 ms | errors |", "|---|---:|---:|---:|"]
+             "| selection | ok req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
     for name, runs in results.items():
         lines.append(f"| {name} | {statistics.median(r['rps'] for r in runs):.1f} | "
+                     f"{statistics.median(r['p50'] for r in runs):.1f} | "
                      f"{statistics.median(r['p99'] for r in runs):.1f} | "
                      f"{statistics.median(r['errors'] for r in runs):.0f} |")
     default, rr = list(results)[:2]
