@@ -67,27 +67,35 @@ class Stack:
 
 def open_loop(url: str, rate: float, seconds: float, *, method: str = "GET",
               body: bytes | None = None, timeout: float = 10.0) -> list[tuple[float, int]]:
-    """An open-loop load: request i is sent at t0 + i/rate whatever came before (no
-    coordinated omission); each one's latency counts from its scheduled time. Returns
-    (latency seconds, status; 0 for a transport error) per request."""
+    """One request kind at a fixed rate; see `open_loop_plan`."""
+    return [(latency, status) for _, latency, status in
+            open_loop_plan([(method, url, body)], rate, seconds, timeout=timeout)]
+
+
+def open_loop_plan(plan: list[tuple[str, str, bytes | None]], rate: float, seconds: float, *,
+                   timeout: float = 10.0) -> list[tuple[int, float, int]]:
+    """An open-loop load: request i (plan[i % len(plan)]: method, url, body) is sent at
+    t0 + i/rate whatever came before (no coordinated omission); each latency counts from its
+    scheduled time. Returns (plan index, latency seconds, status; 0 for a transport error)."""
     import asyncio
 
     import aiohttp
 
-    async def run() -> list[tuple[float, int]]:
+    async def run() -> list[tuple[int, float, int]]:
         loop = asyncio.get_running_loop()
-        results: list[tuple[float, int]] = []
+        results: list[tuple[int, float, int]] = []
         connector = aiohttp.TCPConnector(limit=0)
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-            async def one(scheduled: float) -> None:
+            async def one(kind: int, scheduled: float) -> None:
+                method, target, body = plan[kind]
                 try:
-                    async with session.request(method, url, data=body) as resp:
+                    async with session.request(method, target, data=body) as resp:
                         await resp.read()
                         status = resp.status
                 except (aiohttp.ClientError, TimeoutError):
                     status = 0
-                results.append((loop.time() - scheduled, status))
+                results.append((kind, loop.time() - scheduled, status))
 
             start = loop.time() + 0.05
             tasks = []
@@ -96,7 +104,7 @@ def open_loop(url: str, rate: float, seconds: float, *, method: str = "GET",
                 delay = scheduled - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(one(scheduled)))
+                tasks.append(asyncio.ensure_future(one(i % len(plan), scheduled)))
             await asyncio.gather(*tasks)
         return results
 

@@ -7,12 +7,11 @@ In front of the same processes:
   (b) the balancer, round-robin over all three backends;
   (c) HAProxy, leastconn over all three backends;
   (d) no proxy: every request to the threaded server alone (the seed's "sync" baseline).
-Load: `hey` processes (one per route) pace a fixed offered rate of the mix: 30 % /api/items,
-30 % /db/query (60 % I/O-bound), 30 % /render/page, 10 % POST /process/image. Each hey worker
-sends at most one request a second, with one worker per request per second of the rate, so
-the offered rate holds as long as latency stays under a second (a strategy that collapses
-gets less load than offered: the comparison is conservative for it). Each strategy gets a
-warm-up (which lets (a) learn) and is measured in interleaved rounds; figures are medians.
+Load: an open-loop generator (bench/common.open_loop_plan: each request sent at its scheduled
+time whatever came before, latency counted from that time, so no coordinated omission) at a
+fixed offered rate of the mix, interleaved evenly: 30 % /api/items, 30 % /db/query (60 %
+I/O-bound), 30 % /render/page, 10 % POST /process/image. Each strategy gets a warm-up (which
+lets (a) learn) and is measured in interleaved rounds; figures are medians.
 
 Then the seed table: each workload alone, closed-loop (wrk), through (a) and on (d).
 
@@ -20,8 +19,6 @@ usage: python bench/mixed/run.py [--rate 120] [--duration 20] [--rounds 2]
 """
 
 import argparse
-import csv
-import io
 import json
 import os
 import shutil
@@ -37,7 +34,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backends.demo import sample_image  # noqa: E402
-from bench.common import Stack, free_port, wait_healthy, wait_listening  # noqa: E402
+from bench.common import (  # noqa: E402
+    Stack,
+    free_port,
+    open_loop_plan,
+    wait_healthy,
+    wait_listening,
+)
 
 MIX = [  # (route, class, share of the offered rate)
     ("GET /api/items?id=42", "io", 0.30),
@@ -67,28 +70,24 @@ class Sample:
     sent: int = 0
 
 
-def hey(url: str, route: str, rate: int, seconds: int, body: Path) -> subprocess.Popen[str]:
-    method, path = route.split(" ", 1)
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(rate), "-q", "1", "-t", "10", "-o", "csv"]
-    if method == "POST":
-        cmd += ["-m", "POST", "-D", str(body), "-T", "image/x-portable-graymap"]
-    return subprocess.Popen([*cmd, url + path], stdout=subprocess.PIPE, text=True)
+# the mix, interleaved evenly: 3 of 10 each for /api, /db, /render; 1 of 10 for the image
+PLAN = [0, 1, 2, 0, 1, 2, 0, 1, 2, 3]
 
 
 def drive(url: str, args: argparse.Namespace, seconds: int, body: Path) -> dict[str, Sample]:
-    procs = {route: hey(url, route, max(1, round(args.rate * share)), seconds, body)
-             for route, _, share in MIX}
-    samples = {}
-    for route, proc in procs.items():
-        out, _ = proc.communicate(timeout=seconds + 60)
-        sample = Sample()
-        for row in csv.DictReader(io.StringIO(out)):
-            sample.sent += 1
-            if row.get("status-code") == "200":
-                sample.latencies.append(float(row["response-time"]))
-            else:
-                sample.errors += 1
-        samples[route] = sample
+    image = body.read_bytes()
+    plan: list[tuple[str, str, bytes | None]] = []
+    for index in PLAN:
+        method, path = MIX[index][0].split(" ", 1)
+        plan.append((method, url + path, image if method == "POST" else None))
+    samples = {route: Sample() for route, _, _ in MIX}
+    for position, latency, status in open_loop_plan(plan, args.rate, seconds):
+        sample = samples[MIX[PLAN[position]][0]]
+        sample.sent += 1
+        if status == 200:
+            sample.latencies.append(latency)
+        else:
+            sample.errors += 1
     return samples
 
 
@@ -214,8 +213,8 @@ def main() -> int:
     parser.add_argument("--seed-only", action="store_true",
                         help="reuse the saved strategy results (mixed.json); redo the seed table")
     args = parser.parse_args()
-    subprocess.run(["sh", str(ROOT / "scripts/ensure-debs.sh"), "hey:hey", "wrk:wrk",
-                    "haproxy:haproxy"], check=False)
+    subprocess.run(["sh", str(ROOT / "scripts/ensure-debs.sh"), "wrk:wrk", "haproxy:haproxy"],
+                   check=False)
     haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy"
                                           if Path("/usr/sbin/haproxy").exists() else None)
     work = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
