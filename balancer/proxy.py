@@ -44,6 +44,7 @@ from balancer.headers import (
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
 from balancer.runtime import Pool, Runtime
+from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
 from balancer.weights import BackendStats
 
@@ -277,7 +278,7 @@ class Proxy:
                 last_error = error
         try:
             if response.status == 101 and forwarded.upgrade is not None:
-                return await _tunnel(request, conn, response, forwarded.request_id)
+                return await tunnel(request, conn, response, forwarded.request_id)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,
                                        outcome)
         finally:
@@ -354,7 +355,7 @@ class Proxy:
         except ProxyError as exc:
             log.warning("%s: response from %s cut off: %s", forwarded.request_id,
                         upstream.address, exc.detail)
-            _drop_client(request)
+            drop_client(request)
             return reply
         except (ConnectionError, asyncio.CancelledError):
             conn.abort()
@@ -416,58 +417,6 @@ def _retryable(error: ProxyError, method: str, streamed: bool) -> bool:
         return True
     return (isinstance(error, BackendClosed) and error.before_response and not streamed
             and method in IDEMPOTENT)
-
-
-class _TunnelFeed:
-    """Takes the client's bytes after a 101 (aiohttp's payload-parser slot) to the backend."""
-
-    def __init__(self, conn: UpstreamConnection, done: "asyncio.Future[None]") -> None:
-        self.conn = conn
-        self.done = done
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        transport = self.conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-        return False, b""
-
-    def feed_eof(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def _tunnel(
-    request: web.BaseRequest, conn: UpstreamConnection, response: Response, request_id: str
-) -> web.StreamResponse:
-    """Relay bytes both ways after 101 Switching Protocols, until either side closes."""
-    headers, _ = forward_response(response.headers, request_id, upgrade=True)
-    reply = web.StreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
-                               headers=headers)
-    await reply.prepare(request)
-    client = request.transport
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def to_client(data: bytes) -> None:
-        if data and client is not None and not client.is_closing():
-            client.write(data)
-        elif not done.done():
-            done.set_result(None)
-
-    conn.open_tunnel(to_client)
-    request.protocol.set_parser(_TunnelFeed(conn, done))  # type: ignore[arg-type]
-    try:
-        await done
-    finally:
-        conn.close()
-        _drop_client(request)
-    return reply
-
-
-def _drop_client(request: web.BaseRequest) -> None:
-    request.protocol.force_close()
-    transport = request.transport
-    if transport is not None:
-        transport.close()
 
 
 def _client_ip(request: web.BaseRequest) -> str:
