@@ -23,6 +23,8 @@ from balancer.yamltree import (
     Reader,
     as_choice,
     as_int,
+    as_number,
+    as_ratio,
     as_str,
     compose,
     join,
@@ -275,25 +277,14 @@ def _section[S](
 TIMEOUT_PARSERS: dict[str, Callable[[object], object]] = {
     name: parse_duration for name in Timeouts.__dataclass_fields__
 }
-def _share(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
-        raise ValueError(f"{raw!r} is not a number from 0 to 1")
-    return float(raw)
-
-
-def _tokens(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 1:
-        raise ValueError(f"{raw!r} is not a number >= 1")
-    return float(raw)
-
 
 HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
     "consecutive_failures": as_int(minimum=1),
     "ejection": parse_duration,
     "max_ejection": parse_duration,
-    "max_ejected_share": _share,
-    "retry_budget": _share,
-    "retry_burst": _tokens,
+    "max_ejected_share": as_ratio,
+    "retry_budget": as_ratio,
+    "retry_burst": as_number(1),
 }
 LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
     "max_body_size": parse_size,

@@ -11,7 +11,7 @@ from typing import Literal, cast
 import yaml
 
 from balancer.units import parse_duration, parse_size
-from balancer.yamltree import Reader, as_bool, as_choice, as_int, as_str, join
+from balancer.yamltree import Reader, as_bool, as_choice, as_int, as_number, as_ratio, as_str, join
 
 RequestClass = Literal["io", "light_cpu", "heavy_cpu"]
 CLASSES: tuple[RequestClass, ...] = ("io", "light_cpu", "heavy_cpu")
@@ -67,18 +67,6 @@ RULE_KEYS = ("path", "path_regex", "methods", "host", "headers", "content_type",
              "class", "cpu_ms", "io_ratio", "pin")
 
 
-def _ratio(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
-        raise ValueError(f"{raw!r} is not a number from 0 to 1")
-    return float(raw)
-
-
-def _positive(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise ValueError(f"{raw!r} is not a number >= 0")
-    return float(raw)
-
-
 def _milliseconds(raw: object) -> float:
     return parse_duration(raw if isinstance(raw, str) else f"{raw}ms") * 1000
 
@@ -93,7 +81,7 @@ def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingCon
             entries["cpu_threshold"], "routing.cpu_threshold", lambda r: parse_duration(r) * 1000)
     if "io_threshold" in entries:
         values["io_threshold"] = reader.convert(entries["io_threshold"], "routing.io_threshold",
-                                                _ratio)
+                                                as_ratio)
     if "explain" in entries:
         values["explain"] = reader.convert(entries["explain"], "routing.explain", as_bool)
     classes = _classes(reader, entries.get("classes"), pools)
@@ -143,7 +131,7 @@ def _rule(reader: Reader, index: int, node: yaml.Node) -> Rule | None:
     values: dict[str, object] = {"index": index}
     for key, parse in (("path", as_str), ("path_regex", _regex), ("host", as_str),
                        ("content_type", as_str), ("cpu_ms", _milliseconds),
-                       ("io_ratio", _ratio), ("pin", as_bool)):
+                       ("io_ratio", as_ratio), ("pin", as_bool)):
         if key in entries:
             values[key] = reader.convert(entries[key], join(path, key), parse)
     if "class" in entries:
@@ -209,8 +197,8 @@ def _headers(reader: Reader, node: yaml.Node, path: str) -> tuple[tuple[str, str
 
 
 def _learning(reader: Reader, node: yaml.Node) -> Learning | None:
-    fields = {"alpha": _ratio, "min_samples": as_int(minimum=1),
-              "max_routes": as_int(minimum=1), "hysteresis": _ratio, "max_cv": _positive}
+    fields = {"alpha": as_ratio, "min_samples": as_int(minimum=1),
+              "max_routes": as_int(minimum=1), "hysteresis": as_ratio, "max_cv": as_number(0)}
     values = {}
     for key, value_node in (reader.mapping(node, "routing.learning", fields) or {}).items():
         value = reader.convert(value_node, join("routing.learning", key), fields[key])

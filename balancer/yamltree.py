@@ -159,6 +159,20 @@ def as_int(minimum: int = 0) -> Callable[[object], int]:
     return parse
 
 
+def as_ratio(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
+        raise ValueError(f"{raw!r} is not a number from 0 to 1")
+    return float(raw)
+
+
+def as_number(minimum: float) -> Callable[[object], float]:
+    def parse(raw: object) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < minimum:
+            raise ValueError(f"{raw!r} is not a number >= {minimum:g}")
+        return float(raw)
+    return parse
+
+
 def as_bool(raw: object) -> bool:
     if not isinstance(raw, bool):
         raise ValueError(f"{raw!r} is not true or false")

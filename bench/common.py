@@ -32,6 +32,17 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
+def haproxy_config(port: int, servers: list[int], balance: str = "roundrobin") -> str:
+    """An HAProxy 2.x config: one thread, keep-alive both ways, `balance` over the servers."""
+    lines = ["global", "  nbthread 1", "  maxconn 4096", "defaults", "  mode http",
+             "  timeout connect 5s", "  timeout client 60s", "  timeout server 60s",
+             "  option http-keep-alive", "  http-reuse always", "frontend public",
+             f"  bind 127.0.0.1:{port}", "  default_backend servers", "backend servers",
+             f"  balance {balance}"]
+    lines += [f"  server s{i} 127.0.0.1:{server}" for i, server in enumerate(servers)]
+    return "\n".join(lines) + "\n"
+
+
 def wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not is_healthy(url):

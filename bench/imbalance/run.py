@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     Stack,
     free_port,
+    haproxy_config,
     open_loop,
     summarize,
     wait_healthy,
@@ -94,12 +95,7 @@ def main() -> int:
                          "--log-level", "warning"], policy)
             targets[name] = (port, admin)
         port = free_port()
-        (work / "haproxy.cfg").write_text(
-            "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n"
-            "  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
-            f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n"
-            "  balance leastconn\n" + "".join(
-                f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(ports)))
+        (work / "haproxy.cfg").write_text(haproxy_config(port, ports, balance="leastconn"))
         stack.start([haproxy, "-db", "-f", str(work / "haproxy.cfg")], "haproxy")
         targets["HAProxy leastconn"] = (port, 0)
         for port, _ in targets.values():

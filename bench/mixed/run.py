@@ -37,6 +37,7 @@ from backends.demo import sample_image  # noqa: E402
 from bench.common import (  # noqa: E402
     Stack,
     free_port,
+    haproxy_config,
     open_loop_plan,
     wait_healthy,
     wait_listening,
@@ -149,25 +150,8 @@ def start_system(stack: Stack, work: Path, haproxy: str | None) -> list[Strategy
 
     if haproxy is not None:
         port = free_port()
-        (work / "haproxy.cfg").write_text(f"""
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-frontend public
-  bind 127.0.0.1:{port}
-  default_backend all
-backend all
-  balance leastconn
-  server async 127.0.0.1:{ports['async']}
-  server threaded 127.0.0.1:{ports['threaded']}
-  server multiprocess 127.0.0.1:{ports['multiprocess']}
-""")
+        (work / "haproxy.cfg").write_text(haproxy_config(port, list(ports.values()),
+                                                         balance="leastconn"))
         stack.start([haproxy, "-db", "-f", str(work / "haproxy.cfg")], "haproxy")
         strategies.append(Strategy("(c) HAProxy leastconn", f"http://127.0.0.1:{port}"))
     else:

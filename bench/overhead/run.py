@@ -27,7 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_listening  # noqa: E402
+from bench.common import free_port, haproxy_config, wait_listening  # noqa: E402
 
 BODY = '{"id":42,"name":"widget","price":12.5,"tags":["a","b"],"stock":100,"ok":true,"x":"xx"}'
 BODY = (BODY + " " * 100)[:100]
@@ -85,23 +85,7 @@ def _nginx_location(body: str) -> str:
 
 def haproxy_conf(work: Path, port: int, backend: int) -> Path:
     path = work / "haproxy.cfg"
-    path.write_text(f"""
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend public
-  bind 127.0.0.1:{port}
-  default_backend backends
-backend backends
-  server b1 127.0.0.1:{backend}
-""")
+    path.write_text(haproxy_config(port, [backend]))
     return path
 
 
