@@ -75,6 +75,8 @@ class PoolConfig:
     spill_to: tuple[str, ...] = ()
     policy: Policy = "least_request"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
+    max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
+    queue_timeout: float = 5.0
 
     def weight_of(self, index: int) -> float:
         return self.weights[index] if self.weights else 1.0
@@ -116,7 +118,7 @@ class Config:
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
             "health")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
-             "policy")
+             "policy", "max_queue", "queue_timeout")
 BACKEND_KEYS = ("address", "weight")
 
 
@@ -251,6 +253,13 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
         targets = [reader.convert(item, join(spill_path, i), as_str)
                    for i, item in enumerate(items)]
         options["spill_to"] = tuple(t for t in targets if t is not None)
+    if "max_queue" in entries:
+        options["max_queue"] = reader.convert(entries["max_queue"], join(path, "max_queue"),
+                                              as_int(minimum=0))
+    if "queue_timeout" in entries:
+        options["queue_timeout"] = reader.convert(entries["queue_timeout"],
+                                                  join(path, "queue_timeout"), parse_duration)
+    options = {k: v for k, v in options.items() if v is not None}
     for key in ("max_connections", "max_idle", "max_inflight"):
         if key in entries:
             value = reader.convert(entries[key], join(path, key), as_int(minimum=1))

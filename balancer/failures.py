@@ -78,3 +78,13 @@ class BadRequest(ProxyError):
 class InternalError(ProxyError):
     status = 500
     reason = "balancer internal error"
+
+
+class QueueFull(ProxyError):
+    status = 503
+    reason = "pool queue full"
+
+
+class QueueTimeout(ProxyError):
+    status = 503
+    reason = "no backend had room within the queue timeout"

@@ -43,6 +43,7 @@ from balancer.headers import (
 )
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
+from balancer.queueing import PoolQueue
 from balancer.runtime import Pool, Runtime
 from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
@@ -168,6 +169,7 @@ class Proxy:
         self.metrics = metrics
         self.ids = RequestIds()
         self.retries = RetryBudget(runtime.health)
+        self.queues: dict[str, PoolQueue] = {}
 
     def _observe(self, runtime: Runtime, outcome: "Outcome", failed: bool) -> None:
         """A backend's outcome: its error rate (weights) and passive health (ejection)."""
@@ -249,10 +251,16 @@ class Proxy:
         self.retries.on_request(runtime.health)
         tried: list[Address] = []
         last_error: ProxyError = NoBackend(f"pool {pool.name} has no backend left to try")
+        queueing = pool.config.max_queue > 0
+        deadline = upstreams.loop.time() + pool.config.queue_timeout
         while True:
-            chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried)
-            if chosen is None:  # every backend already tried by this request
-                raise last_error
+            chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried,
+                                    over_cap=not queueing or bool(tried))
+            if chosen is None:
+                if tried:  # every backend already tried by this request
+                    raise last_error
+                await self._queue(pool.name).wait(pool.config.max_queue, deadline)
+                continue
             used_pool, address, spilled = chosen
             upstream = upstreams.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
@@ -267,6 +275,7 @@ class Proxy:
                     upstreams.loop.time() - sent_at)
                 break
             except ProxyError as error:
+                self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
                     self._observe(runtime, outcome, failed=True)
                 if not _retryable(error, request.method, streamed) or not self.retries.try_retry():
@@ -284,6 +293,18 @@ class Proxy:
         finally:
             if not conn.is_reusable() or not conn.is_complete():
                 conn.abort()
+            self._wake(used_pool.name)  # this backend may have room now
+
+    def _wake(self, pool: str) -> None:
+        queue = self.queues.get(pool)
+        if queue is not None:
+            queue.wake_one()
+
+    def _queue(self, pool: str) -> PoolQueue:
+        queue = self.queues.get(pool)
+        if queue is None:
+            queue = self.queues[pool] = PoolQueue(self.upstreams.loop)
+        return queue
 
     async def _exchange(
         self,

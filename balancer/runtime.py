@@ -92,12 +92,14 @@ class Runtime:
         return self._class_pools.get(request_class, self.default_pool)
 
     def choose(
-        self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = ()
+        self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = (),
+        over_cap: bool = True,
     ) -> tuple[Pool, Address, bool] | None:
         """(pool, backend, spilled): a backend of the pool under its in-flight cap, by the
         pool's policy, among those not ejected and not in `exclude` (backends a retry has
         already tried); when every one is at its cap, one of the first `spill_to` pool with
-        room; else a backend of the pool anyway (it queues there). None: nothing left."""
+        room; else (with `over_cap`) a backend of the pool anyway: it queues there.
+        None: nothing left to try, or (without `over_cap`) nothing has room."""
         address = self._pick(pool, view, now, pool.config.inflight_cap, exclude)
         if address is not None:
             return pool, address, False
@@ -106,6 +108,8 @@ class Runtime:
             address = self._pick(other, view, now, other.config.inflight_cap, exclude)
             if address is not None:
                 return other, address, True
+        if not over_cap:
+            return None
         address = self._pick(pool, view, now, None, exclude)
         return (pool, address, False) if address is not None else None
 
