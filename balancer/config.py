@@ -31,8 +31,8 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
-Policy = Literal["least_request", "round_robin"]
-POLICIES: tuple[Policy, ...] = ("least_request", "round_robin")
+Policy = Literal["weighted_least_request", "least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,7 +73,7 @@ class PoolConfig:
     max_idle: int = 64
     max_inflight: int | None = None
     spill_to: tuple[str, ...] = ()
-    policy: Policy = "least_request"
+    policy: Policy = "weighted_least_request"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
     max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
     queue_timeout: float = 5.0
@@ -287,6 +287,12 @@ TIMEOUT_PARSERS: dict[str, Callable[[object], object]] = {
     name: parse_duration for name in Timeouts.__dataclass_fields__
 }
 
+def as_path(raw: object) -> str:
+    if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in " \r\n"):
+        raise ValueError(f"{raw!r} is not a request path (e.g. /__health)")
+    return raw
+
+
 HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
     "consecutive_failures": as_int(minimum=1),
     "ejection": parse_duration,
@@ -294,6 +300,11 @@ HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
     "max_ejected_share": as_ratio,
     "retry_budget": as_ratio,
     "retry_burst": as_number(1),
+    "check_interval": parse_duration,
+    "check_timeout": parse_duration,
+    "check_path": as_path,
+    "rise": as_int(minimum=1),
+    "fall": as_int(minimum=1),
 }
 LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
     "max_body_size": parse_size,

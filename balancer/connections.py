@@ -8,6 +8,7 @@ backends are closed, pools of kept ones carry over with their warm connections.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from balancer.addresses import Address
 from balancer.config import PoolConfig, Timeouts
@@ -21,8 +22,10 @@ log = logging.getLogger("balancer.health")
 class Upstreams:
     """One ConnectionPool per backend address."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 on_connect: Callable[[Address, float], None] | None = None) -> None:
         self.loop = loop
+        self._on_connect = on_connect
         self._pools: dict[Address, ConnectionPool] = {}
         self._stats: dict[Address, BackendStats] = {}
         self._health: dict[Address, BackendHealth] = {}
@@ -42,6 +45,9 @@ class Upstreams:
                 idle_timeout=timeouts.upstream_idle,
                 connect_timeout=timeouts.connect,
             )
+            if self._on_connect is not None:
+                callback = self._on_connect
+                upstream.on_connect = lambda seconds: callback(address, seconds)
         return upstream
 
     def configure(self, pools: tuple[PoolConfig, ...], timeouts: Timeouts) -> None:

@@ -28,35 +28,61 @@ class HealthPolicy:
     max_ejected_share: float = 0.5
     retry_budget: float = 0.2     # retries at most this share of requests
     retry_burst: float = 10.0     # tokens a quiet balancer may save up for a burst of retries
+    check_interval: float = 0.0   # active checks (GET check_path) every this often; 0: off
+    check_timeout: float = 1.0
+    check_path: str = "/__health"
+    rise: int = 2                 # passing checks in a row that bring a failed backend back
+    fall: int = 3                 # failing checks in a row that take a backend out
 
 
 class BackendHealth:
     """One backend's passive health."""
 
-    __slots__ = ("ejected_until", "ejections", "failures")
+    __slots__ = ("checks_failed", "checks_passed", "down", "ejected_until", "ejections",
+                 "failures")
 
     def __init__(self) -> None:
         self.failures = 0
         self.ejections = 0
         self.ejected_until = 0.0
+        self.down = False          # taken out by active checks
+        self.checks_passed = 0
+        self.checks_failed = 0
 
     def __repr__(self) -> str:
         return (f"<BackendHealth failures={self.failures} ejections={self.ejections} "
                 f"ejected_until={self.ejected_until:.1f}>")
 
     def is_ejected(self, now: float) -> bool:
-        return now < self.ejected_until
+        """Not to be used now: ejected by passive health, or down by active checks."""
+        return self.down or now < self.ejected_until
+
+    def observe_check(self, ok: bool, policy: HealthPolicy) -> Transition:
+        """One active check: `fall` failures in a row take it out, `rise` passes bring it back."""
+        if ok:
+            self.checks_passed += 1
+            self.checks_failed = 0
+            if self.down and self.checks_passed >= policy.rise:
+                self.down = False
+                return RESTORED
+            return None
+        self.checks_failed += 1
+        self.checks_passed = 0
+        if not self.down and self.checks_failed >= policy.fall:
+            self.down = True
+            return EJECTED
+        return None
 
     def observe(self, failed: bool, now: float, policy: HealthPolicy,
                 may_eject: bool = True) -> Transition:
         """One outcome of a request to this backend."""
         if not failed:
             self.failures = 0
-            if self.ejections and not self.is_ejected(now):
+            if self.ejections and not now < self.ejected_until:
                 self.ejections = max(0, self.ejections - 1)  # forgiven, slowly
             return None
         self.failures += 1
-        if self.failures >= policy.consecutive_failures and not self.is_ejected(now) \
+        if self.failures >= policy.consecutive_failures and not now < self.ejected_until \
                 and may_eject:
             self.ejections += 1
             self.ejected_until = now + min(policy.ejection * self.ejections, policy.max_ejection)

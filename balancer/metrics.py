@@ -54,6 +54,7 @@ class Metrics:
         self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.latency: defaultdict[tuple[str, str], Histogram] = defaultdict(Histogram)
         self.upstream_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.connect_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.learned_overrides = 0
         self.retries: defaultdict[str, int] = defaultdict(int)
@@ -91,6 +92,12 @@ class MetricsCollector(Collector):
         for backend, histogram in metrics.upstream_latency.items():
             upstream.add_metric([backend], histogram.buckets(), histogram.total)
         yield upstream
+        connect = HistogramMetricFamily("balancer_upstream_connect_seconds",
+                                        "Time to open a new connection to a backend",
+                                        labels=["backend"])
+        for backend, histogram in metrics.connect_latency.items():
+            connect.add_metric([backend], histogram.buckets(), histogram.total)
+        yield connect
         decisions = CounterMetricFamily("balancer_classifications",
                                         "Classification decisions",
                                         labels=["class", "source"])

@@ -131,6 +131,8 @@ class Runtime:
         candidates = [a for a in backends if cap is None or inflight(a) < cap]
         if not candidates:
             return None
+        if pool.config.policy == "least_request":  # in flight only: every weight equal
+            return pool.least_request.select(candidates, [1.0] * len(candidates), inflight)
         index = {a: i for i, a in enumerate(pool.backends)}
         weights = effective_weights([view.stats(a) for a in candidates],
                                     [pool.config.weight_of(index[a]) for a in candidates],

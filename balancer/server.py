@@ -23,6 +23,7 @@ from balancer.config import Config, load_config
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
 from balancer.metrics import Metrics, build_registry
+from balancer.monitor import HealthMonitor
 from balancer.proxy import Proxy
 from balancer.routing_config import RoutingConfig
 from balancer.runtime import Runtime
@@ -90,6 +91,7 @@ class Balancer:
         self.reloads: list[ReloadOutcome] = []
         self._runners: list[web.BaseRunner] = []
         self._upstreams: Upstreams | None = None
+        self._monitor: HealthMonitor | None = None
         self._proxy: Proxy | None = None
 
     def __repr__(self) -> str:
@@ -106,9 +108,14 @@ class Balancer:
 
     async def start(self) -> None:
         config = self.runtime.config
-        self._upstreams = Upstreams(asyncio.get_running_loop())
+        self._upstreams = Upstreams(
+            asyncio.get_running_loop(),
+            on_connect=lambda address, seconds: self.metrics.connect_latency[
+                address.key].observe(seconds))
         self._upstreams.start()
         self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics)
+        self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
+        self._monitor.start()
         limits = config.limits
         server = web.Server(
             self._proxy.handle,
@@ -183,6 +190,8 @@ class Balancer:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self._monitor is not None:
+            await self._monitor.stop()
         if self._upstreams is not None:
             await self._upstreams.close()
 

@@ -327,6 +327,7 @@ class ConnectionPool:
         self._connecting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self.on_connect: Callable[[float], None] | None = None  # seconds each connect took
 
     def __repr__(self) -> str:
         return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
@@ -393,6 +394,7 @@ class ConnectionPool:
     async def _connect(self) -> UpstreamConnection:
         self._connecting += 1
         address = self.address
+        started = self.loop.time()
         factory: Callable[[], Any] = lambda: UpstreamConnection(self)  # noqa: E731
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -409,6 +411,8 @@ class ConnectionPool:
         finally:
             self._connecting -= 1
         assert isinstance(conn, UpstreamConnection)
+        if self.on_connect is not None:
+            self.on_connect(self.loop.time() - started)
         if conn.is_usable():
             self._open.add(conn)
         return conn

@@ -21,6 +21,7 @@ from balancer.server import Balancer
 ROOT = Path(__file__).resolve().parent.parent
 NAME = web.AppKey("name", str)
 REPORT = web.AppKey("report", str)
+HEALTHY = web.AppKey("healthy", list)  # [bool]: what /__health answers
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -51,6 +52,10 @@ async def _echo(request: web.Request) -> web.Response:
         "body_sha": hashlib.sha256(body).hexdigest(),
         "transfer_encoding": request.headers.get("Transfer-Encoding"),
     }, headers=headers)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(status=200 if request.app[HEALTHY][0] else 503, text="health\n")
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -103,6 +108,8 @@ def echo_app(name: str = "echo", report: str = "") -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app[NAME] = name
     app[REPORT] = report
+    app[HEALTHY] = [True]
+    app.router.add_get("/__health", _health)
     app.router.add_route("*", "/status/{code}", _status)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/download", _download)
@@ -115,14 +122,17 @@ def echo_app(name: str = "echo", report: str = "") -> web.Application:
 class Backend:
     """A started backend: `url` is what a config lists."""
 
-    def __init__(self, runner: web.BaseRunner, url: str) -> None:
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
         self.runner = runner
         self.url = url
+
+    def set_healthy(self, healthy: bool) -> None:
+        self.runner.app[HEALTHY][0] = healthy
 
 
 @pytest.fixture
 async def backend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
-    runners: list[web.BaseRunner] = []
+    runners: list[web.AppRunner] = []
 
     async def make(name: str = "echo", unix: bool = False, report: str = "") -> Backend:
         runner = web.AppRunner(echo_app(name, report), access_log=None)

@@ -16,7 +16,14 @@ from balancer.health import (
     available,
     may_eject,
 )
-from tests.conftest import Backend, RawBackend, Running, one_pool_config, read_request_head
+from tests.conftest import (
+    Backend,
+    RawBackend,
+    Running,
+    one_pool_config,
+    read_request_head,
+    wait_for,
+)
 
 POLICY = HealthPolicy(consecutive_failures=3, ejection=10, max_ejection=25)
 
@@ -141,3 +148,38 @@ async def test_only_idempotent_requests_are_retried_after_a_reset(
             assert resp.status == 200  # a GET that met the reset is retried on the good one
             assert resp.headers["X-Backend"] == "good"
     assert broken.connections >= 2  # so some GETs did meet the reset
+
+
+def test_active_checks_take_a_backend_out_after_fall_and_back_after_rise() -> None:
+    policy = HealthPolicy(rise=2, fall=3)
+    health = BackendHealth()
+    assert [health.observe_check(False, policy) for _ in range(3)] == [None, None, EJECTED]
+    assert health.is_ejected(0.0)
+    assert health.observe_check(True, policy) is None
+    assert health.observe_check(False, policy) is None  # a pass then a fail: still down
+    assert [health.observe_check(True, policy) for _ in range(2)] == [None, RESTORED]
+    assert not health.is_ejected(0.0)
+
+
+async def test_active_health_checks_end_to_end(
+    backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]], session: aiohttp.ClientSession,
+) -> None:
+    steady, flaky = await backend_factory("steady"), await backend_factory("flaky")
+    lb = await balancer_factory(one_pool_config(
+        steady.url, flaky.url,
+        extra="health: {check_interval: 50ms, check_timeout: 500ms, rise: 1, fall: 2}\n"))
+    upstreams = lb.balancer.upstreams
+    address = next(a for a in lb.balancer.runtime.addresses() if flaky.url.endswith(a.key))
+    flaky.set_healthy(False)
+    await wait_for(lambda: upstreams.health(address).down, what="flaky marked down")
+    seen = Counter()
+    for _ in range(20):
+        async with session.get(f"{lb.url}/") as resp:
+            seen[resp.headers["X-Backend"]] += 1
+    assert seen == {"steady": 20}
+    flaky.set_healthy(True)
+    await wait_for(lambda: not upstreams.health(address).down, what="flaky back up")
+    async with session.get(f"{lb.admin_url}/status") as resp:
+        backends = (await resp.json())["pools"][0]["backends"]
+    assert all(b["healthy"] for b in backends)

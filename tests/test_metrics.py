@@ -11,6 +11,7 @@ EXPECTED_LABELS = {
     "balancer_requests": {"pool", "class", "status_class"},
     "balancer_request_duration_seconds": {"pool", "class"},
     "balancer_upstream_response_seconds": {"backend"},
+    "balancer_upstream_connect_seconds": {"backend"},
     "balancer_classifications": {"class", "source"},
     "balancer_learned_overrides": set(),
     "balancer_retries": {"reason"},

@@ -118,3 +118,42 @@ def test_damping_approaches_a_step_without_overshoot() -> None:
 def test_static_weights_multiply_in() -> None:
     weights = effective_weights([settled(), settled()], [3.0, 1.0], 100.0, B)
     assert weights == [3.0, 1.0]
+
+
+class FixedView:
+    """Backends with fixed stats and health and nothing in flight (a BackendView)."""
+
+    def __init__(self, stats: dict[object, BackendStats], healths: dict[object, object]) -> None:
+        self._stats, self._healths = stats, healths
+
+    def inflight(self, address: object) -> int:
+        return 0
+
+    def stats(self, address: object) -> BackendStats:
+        return self._stats[address]
+
+    def health(self, address: object) -> object:
+        return self._healths[address]
+
+
+def test_plain_least_request_ignores_reported_weights() -> None:
+    from balancer.config import parse_config
+    from balancer.health import BackendHealth
+    from balancer.runtime import Runtime
+
+    def runtime(policy: str) -> Runtime:
+        return Runtime(parse_config(
+            "listen: 127.0.0.1:0\npools:\n  p:\n    policy: " + policy +
+            "\n    backends: [http://127.0.0.1:1, http://127.0.0.1:2]\n"), 1, random.Random(3))
+
+    for policy, expected_share in (("least_request", 0.5), ("weighted_least_request", 0.8)):
+        rt = runtime(policy)
+        pool = rt.pools["p"]
+        stats = {a: settled() for a in pool.backends}
+        stats[pool.backends[0]].observe_report(report(100, 0.1), 100.0, B)
+        stats[pool.backends[1]].observe_report(report(100, 0.4), 100.0, B)  # 4:1
+        healths = {a: BackendHealth() for a in pool.backends}
+        view = FixedView(stats, healths)
+        picks = Counter(rt.choose(pool, view, 100.5)[1] for _ in range(4000))  # type: ignore[arg-type,index]
+        share = picks[pool.backends[0]] / 4000
+        assert abs(share - expected_share) < 0.04, (policy, share)

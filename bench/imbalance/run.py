@@ -83,8 +83,9 @@ def main() -> int:
             wait_healthy(f"http://127.0.0.1:{port}")
         backends = ", ".join(f"http://127.0.0.1:{p}" for p in ports)
         targets = {}
-        for name, policy in (("balancer default (weighted least-request)", "least_request"),
-                             ("balancer round-robin", "round_robin")):
+        for name, policy in (
+                ("balancer default (weighted least-request)", "weighted_least_request"),
+                ("balancer round-robin", "round_robin")):
             port, admin = free_port(), free_port()
             config = work / f"{policy}.yaml"
             config.write_text(f"listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\n"
