@@ -34,6 +34,11 @@ class Pool:
     config: PoolConfig
     least_request: LeastRequest
     selector: RoundRobin = field(default_factory=RoundRobin)
+    static_weight: dict[Address, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.static_weight = {address: self.config.weight_of(i)
+                              for i, address in enumerate(self.config.backends)}
 
     @property
     def name(self) -> str:
@@ -133,10 +138,9 @@ class Runtime:
             return None
         if pool.config.policy == "least_request":  # in flight only: every weight equal
             return pool.least_request.select(candidates, [1.0] * len(candidates), inflight)
-        index = {a: i for i, a in enumerate(pool.backends)}
+        static = pool.static_weight
         weights = effective_weights([view.stats(a) for a in candidates],
-                                    [pool.config.weight_of(index[a]) for a in candidates],
-                                    now, self.balancing)
+                                    [static[a] for a in candidates], now, self.balancing)
         return pool.least_request.select(candidates, weights, inflight)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
