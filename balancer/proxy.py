@@ -43,7 +43,7 @@ from balancer.headers import (
 )
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
-from balancer.queueing import PoolQueue
+from balancer.queueing import WaitQueue
 from balancer.runtime import Pool, Runtime
 from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
@@ -169,7 +169,7 @@ class Proxy:
         self.metrics = metrics
         self.ids = RequestIds()
         self.retries = RetryBudget(runtime.health)
-        self.queues: dict[str, PoolQueue] = {}
+        self.queues: dict[str, WaitQueue] = {}
 
     def _observe(self, runtime: Runtime, outcome: "Outcome", failed: bool) -> None:
         """A backend's outcome: its error rate (weights) and passive health (ejection)."""
@@ -259,7 +259,7 @@ class Proxy:
             if chosen is None:
                 if tried:  # every backend already tried by this request
                     raise last_error
-                await self._queue(pool.name).wait(pool.config.max_queue, deadline)
+                await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue
             used_pool, address, spilled = chosen
             upstream = upstreams.get(address, used_pool.config, timeouts)
@@ -300,10 +300,10 @@ class Proxy:
         if queue is not None:
             queue.wake_one()
 
-    def _queue(self, pool: str) -> PoolQueue:
+    def _queue(self, pool: str) -> WaitQueue:
         queue = self.queues.get(pool)
         if queue is None:
-            queue = self.queues[pool] = PoolQueue(self.upstreams.loop)
+            queue = self.queues[pool] = WaitQueue(self.upstreams.loop)
         return queue
 
     async def _exchange(

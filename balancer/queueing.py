@@ -1,36 +1,41 @@
-"""Requests waiting for a backend of their pool to have room (the pool's queue).
+"""Waiting for room: a bounded queue of waiters with deadlines, oldest woken first.
 
-I/O shell (futures and timers). Bounded: past `max_queue` waiters a request is refused at
-once (QueueFull); a waiter gives up at its deadline (QueueTimeout); both are 503 with
-Retry-After. A request that finishes with a backend of the pool wakes the oldest waiter.
+I/O shell (futures and timers). Used twice: a pool's requests waiting for a backend under its
+in-flight cap (QueueFull / QueueTimeout: 503 with Retry-After), and a backend's connection
+pool waiting for a connection slot (PoolExhausted: 503).
 """
 
 import asyncio
 import collections
+from collections.abc import Callable
 
-from balancer.failures import QueueFull, QueueTimeout
+from balancer.failures import ProxyError, QueueFull, QueueTimeout
 
 
-class PoolQueue:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+class WaitQueue:
+    """Waiters woken one at a time, oldest first; each gives up at its deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 timeout_error: Callable[[], ProxyError] = QueueTimeout) -> None:
         self.loop = loop
+        self._timeout_error = timeout_error
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def __repr__(self) -> str:
-        return f"<PoolQueue {len(self._waiters)} waiting>"
+        return f"<WaitQueue {len(self._waiters)} waiting>"
 
     def __len__(self) -> int:
         return len(self._waiters)
 
-    async def wait(self, max_queue: int, deadline: float) -> None:
-        """Until woken (a backend may have room) or the deadline (QueueTimeout)."""
-        if len(self._waiters) >= max_queue:
+    async def wait(self, deadline: float, limit: int | None = None) -> None:
+        """Until woken or the deadline (timeout_error); QueueFull past `limit` waiters."""
+        if limit is not None and len(self._waiters) >= limit:
             raise QueueFull(f"{len(self._waiters)} requests already waiting")
         if self.loop.time() >= deadline:
-            raise QueueTimeout()
+            raise self._timeout_error()
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._waiters.append(waiter)
-        timer = self.loop.call_at(deadline, _expire, waiter)
+        timer = self.loop.call_at(deadline, self._expire, waiter)
         try:
             await waiter
         finally:
@@ -45,7 +50,11 @@ class PoolQueue:
                 waiter.set_result(None)
                 return
 
+    def fail_all(self, error: ProxyError) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
-def _expire(waiter: "asyncio.Future[None]") -> None:
-    if not waiter.done():
-        waiter.set_exception(QueueTimeout())
+    def _expire(self, waiter: "asyncio.Future[None]") -> None:
+        if not waiter.done():
+            waiter.set_exception(self._timeout_error())

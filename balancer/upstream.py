@@ -27,6 +27,7 @@ from balancer.failures import (
     PoolExhausted,
     ResponseTimeout,
 )
+from balancer.queueing import WaitQueue
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -325,13 +326,13 @@ class ConnectionPool:
         self._idle: list[UpstreamConnection] = []
         self._open: set[UpstreamConnection] = set()
         self._connecting = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._room = WaitQueue(loop, timeout_error=PoolExhausted)
         self._closed = False
         self.on_connect: Callable[[float], None] | None = None  # seconds each connect took
 
     def __repr__(self) -> str:
         return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
-                f"{len(self._idle)} idle, {len(self._waiters)} waiting]>")
+                f"{len(self._idle)} idle, {len(self._room)} waiting]>")
 
     @property
     def open_count(self) -> int:
@@ -360,7 +361,7 @@ class ConnectionPool:
         while self.open_count >= self.max_connections:
             if idle:  # make room: its connection_lost wakes us
                 idle.pop(0).close()
-            await self._wait_for_room(deadline)
+            await self._room.wait(deadline)
         return await self._connect(), False
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -370,7 +371,7 @@ class ConnectionPool:
             self._idle.append(conn)
         else:
             conn.close()
-        self._wake_one()
+        self._room.wake_one()
 
     def sweep(self) -> int:
         """Close idle connections older than the idle timeout; returns how many."""
@@ -387,9 +388,7 @@ class ConnectionPool:
         for conn in list(self._open):
             conn.close()
         self._idle.clear()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(PoolExhausted("backend removed"))
+        self._room.fail_all(PoolExhausted("backend removed"))
 
     async def _connect(self) -> UpstreamConnection:
         self._connecting += 1
@@ -417,31 +416,8 @@ class ConnectionPool:
             self._open.add(conn)
         return conn
 
-    async def _wait_for_room(self, deadline: float) -> None:
-        waiter = self.loop.create_future()
-        self._waiters.append(waiter)
-        timer = self.loop.call_at(deadline, _exhausted, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
     def _forget(self, conn: UpstreamConnection) -> None:
         self._open.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-
-def _exhausted(waiter: "asyncio.Future[None]") -> None:
-    if not waiter.done():
-        waiter.set_exception(PoolExhausted())
+        self._room.wake_one()
