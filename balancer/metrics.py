@@ -9,8 +9,8 @@ a label; route templates are exported by the admin `/status`, not here.
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -75,52 +75,30 @@ class MetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         balancer = self.balancer
         metrics = balancer.metrics
-        requests = CounterMetricFamily("balancer_requests", "Requests answered",
-                                       labels=["pool", "class", "status_class"])
-        for (pool, cls, status), count in metrics.requests.items():
-            requests.add_metric([pool, cls, status], count)
-        yield requests
-        latency = HistogramMetricFamily("balancer_request_duration_seconds",
-                                        "Time from request to response handed to the client",
-                                        labels=["pool", "class"])
-        for (pool, cls), histogram in metrics.latency.items():
-            latency.add_metric([pool, cls], histogram.buckets(), histogram.total)
-        yield latency
-        upstream = HistogramMetricFamily("balancer_upstream_response_seconds",
-                                         "Time from sending to a backend to its response head",
-                                         labels=["backend"])
-        for backend, histogram in metrics.upstream_latency.items():
-            upstream.add_metric([backend], histogram.buckets(), histogram.total)
-        yield upstream
-        connect = HistogramMetricFamily("balancer_upstream_connect_seconds",
-                                        "Time to open a new connection to a backend",
-                                        labels=["backend"])
-        for backend, histogram in metrics.connect_latency.items():
-            connect.add_metric([backend], histogram.buckets(), histogram.total)
-        yield connect
-        decisions = CounterMetricFamily("balancer_classifications",
-                                        "Classification decisions",
-                                        labels=["class", "source"])
-        for (cls, source), count in metrics.decisions.items():
-            decisions.add_metric([cls, source], count)
-        yield decisions
+        yield _counters("balancer_requests", "Requests answered",
+                        ["pool", "class", "status_class"], metrics.requests)
+        yield _histograms("balancer_request_duration_seconds",
+                          "Time from request to response handed to the client",
+                          ["pool", "class"], metrics.latency)
+        yield _histograms("balancer_upstream_response_seconds",
+                          "Time from sending to a backend to its response head",
+                          ["backend"], metrics.upstream_latency)
+        yield _histograms("balancer_upstream_connect_seconds",
+                          "Time to open a new connection to a backend",
+                          ["backend"], metrics.connect_latency)
+        yield _counters("balancer_classifications", "Classification decisions",
+                        ["class", "source"], metrics.decisions)
         yield CounterMetricFamily("balancer_learned_overrides",
                                   "Decisions where a learned cost overrode a matching rule",
                                   value=metrics.learned_overrides)
-        retries = CounterMetricFamily("balancer_retries", "Requests sent again to another backend",
-                                      labels=["reason"])
-        for reason, count in metrics.retries.items():
-            retries.add_metric([reason], count)
-        yield retries
+        yield _counters("balancer_retries", "Requests sent again to another backend",
+                        ["reason"], metrics.retries)
         proxy = balancer.proxy
         yield CounterMetricFamily("balancer_retry_budget_exhausted",
                                   "Retries refused because the retry budget was spent",
                                   value=proxy.retries.exhausted if proxy else 0)
-        reloads = CounterMetricFamily("balancer_config_reloads", "Config reloads by result",
-                                      labels=["result"])
-        for result, count in metrics.reloads.items():
-            reloads.add_metric([result], count)
-        yield reloads
+        yield _counters("balancer_config_reloads", "Config reloads by result", ["result"],
+                        metrics.reloads)
         yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",
                                 value=balancer.runtime.generation)
         yield from self._backends()
@@ -148,6 +126,26 @@ class MetricsCollector(Collector):
                 healthy.add_metric(key, 0.0 if health.is_ejected(now) else 1.0)
                 ejections.add_metric(key, balancer.metrics.ejections[address.key])
         yield from (weight, inflight, healthy, ejections)
+
+
+def _key(labels: object) -> list[str]:
+    return list(labels) if isinstance(labels, tuple) else [str(labels)]
+
+
+def _counters(name: str, documentation: str, labels: list[str],
+              counts: Mapping[Any, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in counts.items():
+        family.add_metric(_key(key), count)
+    return family
+
+
+def _histograms(name: str, documentation: str, labels: list[str],
+                histograms: Mapping[Any, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for key, histogram in histograms.items():
+        family.add_metric(_key(key), histogram.buckets(), histogram.total)
+    return family
 
 
 def build_registry(balancer: "Balancer") -> CollectorRegistry:

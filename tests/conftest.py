@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -31,6 +32,13 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that leaves bodies as sent (no automatic decompression)."""
+    async with aiohttp.ClientSession(auto_decompress=False) as client:
+        yield client
 
 
 # -- an echo backend (aiohttp) ---------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
-import pytest
 
 from balancer.health import (
     EJECTED,
@@ -81,11 +80,6 @@ def test_retries_stay_within_20_percent_of_requests() -> None:
 
 
 # -- end to end ---------------------------------------------------------------------------------
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(

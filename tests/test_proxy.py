@@ -24,11 +24,6 @@ BackendFactory = Callable[..., Awaitable[Backend]]
 BalancerFactory = Callable[..., Awaitable[Running]]
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(auto_decompress=False) as client:
-        yield client
-
 
 async def raw_exchange(url: str, request: bytes, *, read_until_close: bool = True) -> bytes:
     host, port = url.removeprefix("http://").rsplit(":", 1)

@@ -1,7 +1,7 @@
 """Cost-aware routing end to end: real backends as pools, the explain header, learning, spill."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -13,11 +13,6 @@ from tests.conftest import Backend, Running, wait_for
 BackendFactory = Callable[..., Awaitable[Backend]]
 BalancerFactory = Callable[..., Awaitable[Running]]
 
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def three_pools(backend_factory: BackendFactory, balancer_factory: BalancerFactory,
