@@ -78,7 +78,8 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
         "pools": pools,
         "routes": routes,
         "reloads": [
-            {"ok": r.ok, "generation": r.generation, "errors": list(r.errors)}
+            {"ok": r.ok, "generation": r.generation, "digest": r.digest, "at": r.at,
+             "ms": round(r.seconds * 1000, 3), "errors": list(r.errors)}
             for r in balancer.reloads
         ],
     }
@@ -89,7 +90,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    outcome = request.app[BALANCER].reload()
+    outcome = await request.app[BALANCER].reload()
     body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
             "errors": list(outcome.errors)}
     return web.json_response(body, status=200 if outcome.ok else 422)

@@ -35,6 +35,9 @@ Policy = Literal["weighted_least_request", "least_request", "round_robin"]
 POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -46,6 +49,12 @@ class Timeouts:
     client_idle: float = 75.0
     client_header: float = 10.0
     drain: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    format: LogFormat = "text"
+    path: str = "-"  # "-" is standard error, "stdout" standard output, else a file (appended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,7 @@ class Config:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     routing: RoutingConfig | None = None
     health: HealthPolicy = field(default_factory=HealthPolicy)
+    access_log: AccessLogConfig | None = None
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -116,7 +126,7 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health")
+            "health", "access_log")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout")
 BACKEND_KEYS = ("address", "weight")
@@ -150,6 +160,10 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
+    access_log = None
+    if "access_log" in entries and not _is_null(entries["access_log"]):
+        access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
+                              ACCESS_LOG_PARSERS)
     names = {pool.name for pool in pools}
     _check_spill(reader, entries.get("pools"), pools, names)
     routing = None
@@ -170,6 +184,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         trusted_proxies=trusted,
         routing=routing,
         health=health,
+        access_log=access_log,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -305,6 +320,10 @@ HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
     "check_path": as_path,
     "rise": as_int(minimum=1),
     "fall": as_int(minimum=1),
+}
+ACCESS_LOG_PARSERS: dict[str, Callable[[object], object]] = {
+    "format": as_choice(LOG_FORMATS),
+    "path": as_str,
 }
 LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
     "max_body_size": parse_size,

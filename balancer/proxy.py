@@ -19,6 +19,7 @@ from typing import Any, cast
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
+from balancer.access_log import AccessLog, Entry
 from balancer.addresses import Address
 from balancer.classify import Decision
 from balancer.config import Limits, Timeouts
@@ -123,16 +124,6 @@ class _Facts:
         return self._request.headers.get(name)
 
 
-class _Record:
-    """Where a request went, for its metrics (filled in as the request is routed)."""
-
-    __slots__ = ("pool", "request_class")
-
-    def __init__(self) -> None:
-        self.pool = "none"
-        self.request_class = "none"
-
-
 class SentResponse:
     """A response the proxy serialised itself (head and whole body in one write).
 
@@ -142,12 +133,13 @@ class SentResponse:
     of the naive proxy after its client side.
     """
 
-    __slots__ = ("_data", "keep_alive", "status")
+    __slots__ = ("_data", "body_length", "keep_alive", "status")
 
-    def __init__(self, data: bytes, keep_alive: bool, status: int) -> None:
+    def __init__(self, data: bytes, keep_alive: bool, status: int, body_length: int) -> None:
         self._data = data
         self.keep_alive = keep_alive
         self.status = status
+        self.body_length = body_length
 
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
@@ -162,8 +154,9 @@ class Proxy:
     """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
 
     def __init__(self, runtime: Runtime, upstreams: Upstreams, costs: CostModel,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.runtime = runtime
+        self.access_log = access_log
         self.upstreams = upstreams
         self.costs = costs
         self.metrics = metrics
@@ -185,13 +178,23 @@ class Proxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = self.upstreams.loop.time()
-        record = _Record()
+        record = Entry()
         reply = await self._handle(request, record)
-        self.metrics.request(record.pool, record.request_class, reply.status,
-                             self.upstreams.loop.time() - started)
+        record.total_s = self.upstreams.loop.time() - started
+        self.metrics.request(record.pool, record.request_class, reply.status, record.total_s)
+        access_log = self.access_log
+        if access_log is not None:
+            record.method = request.method
+            record.path = request.raw_path
+            record.status = reply.status
+            if isinstance(reply, SentResponse):
+                record.bytes_sent = reply.body_length
+            elif isinstance(reply, web.Response):
+                record.bytes_sent = reply.content_length or 0
+            access_log.record(record)
         return reply
 
-    async def _handle(self, request: web.BaseRequest, record: "_Record") -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, record: Entry) -> web.StreamResponse:
         runtime = self.runtime
         client_ip = _client_ip(request)
         try:
@@ -205,7 +208,9 @@ class Proxy:
                 http10=request.version < HTTP11,
             )
         except ValueError as exc:
-            return error_response(BadRequest(str(exc)), self.ids.new())
+            record.request_id = self.ids.new()
+            return error_response(BadRequest(str(exc)), record.request_id)
+        record.request_id = forwarded.request_id
         try:
             return await self._forward(request, runtime, forwarded, record)
         except ProxyError as error:
@@ -218,7 +223,7 @@ class Proxy:
 
     async def _forward(
         self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest,
-        record: "_Record",
+        record: Entry,
     ) -> web.StreamResponse:
         limits = runtime.config.limits
         timeouts = runtime.config.timeouts
@@ -266,13 +271,14 @@ class Proxy:
             outcome = Outcome(decision, used_pool, address, spilled,
                               runtime.explain and decision is not None, upstreams.stats(address))
             record.pool = used_pool.name
+            record.backend = address.key
             sent_at = upstreams.loop.time()
             try:
                 conn, response = await self._exchange(
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
-                self.metrics.upstream_latency[address.key].observe(
-                    upstreams.loop.time() - sent_at)
+                record.upstream_s = upstreams.loop.time() - sent_at
+                self.metrics.upstream_latency[address.key].observe(record.upstream_s)
                 break
             except ProxyError as error:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
@@ -289,7 +295,7 @@ class Proxy:
             if response.status == 101 and forwarded.upgrade is not None:
                 return await tunnel(request, conn, response, forwarded.request_id)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,
-                                       outcome)
+                                       outcome, record)
         finally:
             if not conn.is_reusable() or not conn.is_complete():
                 conn.abort()
@@ -345,6 +351,7 @@ class Proxy:
         forwarded: ForwardedRequest,
         timeouts: Timeouts,
         outcome: "Outcome",
+        record: Entry,
     ) -> web.StreamResponse:
         extra = outcome.header() if outcome.explain else ()
         if conn.is_complete():
@@ -361,7 +368,7 @@ class Proxy:
             )
             self._learn(report, outcome, response.status)
             return cast(web.StreamResponse, SentResponse(head + body, keep_alive,
-                                                         response.status))
+                                                         response.status, len(body)))
 
         headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
         self._learn(report, outcome, response.status)
@@ -372,6 +379,7 @@ class Proxy:
         await reply.prepare(request)
         try:
             while chunk := await conn.read_chunk(timeouts.backend_response):
+                record.bytes_sent += len(chunk)
                 await reply.write(chunk)
         except ProxyError as exc:
             log.warning("%s: response from %s cut off: %s", forwarded.request_id,

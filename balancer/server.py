@@ -13,10 +13,13 @@ import random
 import signal
 import socket
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from typing import Any
 
 from aiohttp import web
 
+from balancer.access_log import FLUSH_INTERVAL, AccessLog
 from balancer.addresses import Address
 from balancer.admin import build_admin_app
 from balancer.config import Config, load_config
@@ -38,6 +41,8 @@ class ReloadOutcome:
     generation: int
     digest: str
     errors: tuple[str, ...] = ()
+    at: float = 0.0        # wall clock when it ended
+    seconds: float = 0.0   # how long reading, checking and swapping took
 
 
 def _cost_model(config: Config) -> CostModel:
@@ -53,7 +58,7 @@ def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
             if stat.S_ISSOCK(os.stat(address.path).st_mode):
                 os.unlink(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(address.path)
+        sockaddr: str | tuple[Any, ...] = address.path
     else:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -62,7 +67,11 @@ def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
         sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -79,17 +88,21 @@ def describe(sock: socket.socket) -> str:
 class Balancer:
     """The running balancer: listeners, the proxy, the admin listener, connection pools."""
 
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, *,
+                 reuse_port: bool = True) -> None:
         self.config_path = config_path
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry = build_registry(self)
-        self.public_addresses: list[str] = []
-        self.admin_address: str | None = None
+        self.reuse_port = reuse_port
         self.reloads: list[ReloadOutcome] = []
-        self._runners: list[web.BaseRunner] = []
+        self._listeners: list[Listener] = []
+        self._public: web.ServerRunner | None = None
+        self._admin: web.AppRunner | None = None
+        self._access_log: AccessLog | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._upstreams: Upstreams | None = None
         self._monitor: HealthMonitor | None = None
         self._proxy: Proxy | None = None
@@ -113,9 +126,12 @@ class Balancer:
             on_connect=lambda address, seconds: self.metrics.connect_latency[
                 address.key].observe(seconds))
         self._upstreams.start()
-        self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics)
+        self._access_log = _open_access_log(config)
+        self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics,
+                            self._access_log)
         self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
         self._monitor.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         limits = config.limits
         server = web.Server(
             self._proxy.handle,
@@ -127,73 +143,150 @@ class Balancer:
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
-        public = web.ServerRunner(server, handle_signals=False,
-                                  shutdown_timeout=config.timeouts.drain)
-        await public.setup()
-        self._runners.append(public)
-        for address in config.listen:
-            sock = bind(address)
-            await web.SockSite(public, sock).start()
-            self.public_addresses.append(describe(sock))
-            log.info("listening on %s", describe(sock))
-        if config.admin is not None:
-            admin = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None,
-                                  shutdown_timeout=1.0)
-            await admin.setup()
-            self._runners.append(admin)
-            sock = bind(config.admin)
-            await web.SockSite(admin, sock).start()
-            self.admin_address = describe(sock)
-            log.info("admin listening on %s", self.admin_address)
+        self._public = web.ServerRunner(server, handle_signals=False,
+                                        shutdown_timeout=config.timeouts.drain)
+        await self._public.setup()
+        self._admin = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None,
+                                    shutdown_timeout=1.0)
+        await self._admin.setup()
+        await self._listen(config)
 
-    def reload(self) -> ReloadOutcome:
+    async def _listen(self, config: Config) -> None:
+        """Serve on exactly the config's addresses: bind every new socket first (so a bind
+        error changes nothing), then start them, then close the listeners no longer wanted.
+        Connections accepted by a closed listener carry on until they end."""
+        assert self._public is not None and self._admin is not None
+        wanted: list[tuple[Address, bool]] = [(address, False) for address in config.listen]
+        if config.admin is not None:
+            wanted.append((config.admin, True))
+        kept: list[Listener] = []
+        fresh: list[tuple[Address, bool, socket.socket]] = []
+        try:
+            for address, admin in wanted:
+                existing = _find(self._listeners, address, admin)
+                if existing is not None:
+                    kept.append(existing)
+                else:
+                    fresh.append((address, admin, bind(address, reuse_port=self.reuse_port)))
+        except OSError as exc:
+            for _, _, sock in fresh:
+                sock.close()
+            raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        for address, admin, sock in fresh:
+            site = web.SockSite(self._admin if admin else self._public, sock)
+            await site.start()
+            listener = Listener(address, admin, describe(sock), site)
+            kept.append(listener)
+            log.info("%slistening on %s", "admin " if listener.admin else "", listener.bound)
+        for listener in self._listeners:
+            if listener not in kept:
+                await listener.site.stop()
+                log.info("stopped listening on %s", listener.bound)
+        self._listeners = kept
+
+    @property
+    def public_addresses(self) -> list[str]:
+        return [listener.bound for listener in self._listeners if not listener.admin]
+
+    @property
+    def admin_address(self) -> str | None:
+        return next((listener.bound for listener in self._listeners if listener.admin), None)
+
+    async def _flush_access_log(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            if self._access_log is not None:
+                self._access_log.flush()
+
+    async def reload(self) -> ReloadOutcome:
         """Load, validate and swap in the config file; on any error keep the current one."""
         current = self.runtime
+        started = time.perf_counter()
         if self.config_path is None:
             outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                     ("no config file to reload from",))
         else:
             try:
                 config = load_config(self.config_path)
+                outcome = await self._swap(config)
             except ConfigError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         tuple(str(p) for p in exc.problems))
-            else:
-                outcome = self._swap(config)
+            except ListenError as exc:
+                outcome = ReloadOutcome(False, current.generation, current.config.digest,
+                                        (f"{self.config_path}: {exc}",))
+        outcome = replace(outcome, at=time.time(),
+                          seconds=round(time.perf_counter() - started, 6))
         self.reloads.append(outcome)
         self.metrics.reloads["ok" if outcome.ok else "error"] += 1
         del self.reloads[:-20]
         if outcome.ok:
-            log.info("reloaded config: generation %d (%s)", outcome.generation, outcome.digest)
+            log.info("reloaded config: generation %d (%s) in %.1f ms", outcome.generation,
+                     outcome.digest, outcome.seconds * 1000)
         else:
             for error in outcome.errors:
                 log.error("reload refused, keeping generation %d: %s", current.generation, error)
         return outcome
 
-    def _swap(self, config: Config) -> ReloadOutcome:
+    async def _swap(self, config: Config) -> ReloadOutcome:
         current = self.runtime
-        if config.listen != current.config.listen or config.admin != current.config.admin:
-            log.warning("listen/admin address changes take effect on restart")
         runtime = Runtime(config, generation=current.generation + 1, rng=self.rng)
+        await self._listen(config)
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
                                  cpu_threshold_ms=config.routing.cpu_threshold_ms,
                                  io_threshold=config.routing.io_threshold)
+        if config.access_log != current.config.access_log:
+            if self._access_log is not None:
+                self._access_log.close()
+            self._access_log = _open_access_log(config)
         self.runtime = runtime
         if self._proxy is not None:
             self._proxy.runtime = runtime
+            self._proxy.access_log = self._access_log
         return ReloadOutcome(True, runtime.generation, config.digest)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the drain timeout), close."""
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners.clear()
+        for runner in (self._public, self._admin):
+            if runner is not None:
+                await runner.cleanup()
+        self._listeners = []
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._monitor is not None:
             await self._monitor.stop()
         if self._upstreams is not None:
             await self._upstreams.close()
+        if self._access_log is not None:
+            self._access_log.close()
+
+
+class ListenError(Exception):
+    """A listen address of a new config could not be bound."""
+
+
+@dataclass(eq=False, slots=True)
+class Listener:
+    address: Address  # as configured (port 0 = any)
+    admin: bool
+    bound: str        # what it is bound to, as host:port or unix:/path
+    site: web.SockSite
+
+
+def _find(listeners: list["Listener"], address: Address, admin: bool) -> "Listener | None":
+    """The listener already serving `address` (port 0 matches the port it got)."""
+    for listener in listeners:
+        if listener.admin != admin:
+            continue
+        if listener.address == address or listener.bound == address.key:
+            return listener
+    return None
+
+
+def _open_access_log(config: Config) -> AccessLog | None:
+    return None if config.access_log is None else AccessLog(config.access_log)
 
 
 async def serve(config: Config, config_path: str | None) -> int:
@@ -209,7 +302,7 @@ async def serve(config: Config, config_path: str | None) -> int:
     while True:
         sig = await received.get()
         if sig == signal.SIGHUP:
-            balancer.reload()
+            await balancer.reload()
             continue
         log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
         break

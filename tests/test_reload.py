@@ -1,0 +1,199 @@
+"""Reload in-process: listeners move without dropping connections, bad files change nothing,
+state carries over; the access log writes one line per request."""
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import Backend, Running, one_pool_config, wait_for
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+BalancerFactory = Callable[..., Awaitable[Running]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_connections(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config(backend.url))
+    lb = await balancer_factory(path.read_text(), str(path))
+    old_url = lb.url
+    connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, reused throughout
+    async with aiohttp.ClientSession(connector=connector) as client:
+        async with client.get(f"{old_url}/before") as resp:
+            assert resp.status == 200
+        async with client.ws_connect(f"{old_url}/ws") as ws:
+            new_port = _free_port()
+            path.write_text(one_pool_config(backend.url).replace(
+                "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{new_port}"))
+            outcome = await lb.balancer.reload()
+            assert outcome.ok, outcome.errors
+            assert lb.balancer.public_addresses == [f"127.0.0.1:{new_port}"]
+            # the open websocket, accepted by the old listener, carries on
+            await ws.send_str("still here")
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.data == "echo:still here"
+        # the new address serves; the old one accepts no new connection
+        async with aiohttp.ClientSession() as other:
+            async with other.get(f"http://127.0.0.1:{new_port}/after") as resp:
+                assert resp.status == 200
+            try:
+                async with other.get(f"{old_url}/after"):
+                    raise AssertionError("the old listener still accepts connections")
+            except aiohttp.ClientConnectorError:
+                pass
+
+
+async def test_an_idle_keep_alive_client_connection_survives_a_reload(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    first, second = await backend_factory("first"), await backend_factory("second")
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config(first.url))
+    lb = await balancer_factory(path.read_text(), str(path))
+    opened: list[object] = []
+    trace = aiohttp.TraceConfig()
+
+    async def on_connection_create_end(*args: object) -> None:
+        opened.append(args)
+
+    trace.on_connection_create_end.append(on_connection_create_end)
+
+    async def get(client: aiohttp.ClientSession) -> str:
+        async with client.get(f"{lb.url}/x") as resp:
+            assert resp.status == 200
+            return resp.headers["X-Backend"]
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                     trace_configs=[trace]) as client:
+        assert await get(client) == "first"
+        path.write_text(one_pool_config(second.url))
+        assert (await lb.balancer.reload()).ok
+        assert await get(client) == "second"
+    assert len(opened) == 1, "the client had to open a new connection"
+
+
+async def test_a_listen_address_that_cannot_be_bound_refuses_the_reload(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config(backend.url))
+    lb = await balancer_factory(path.read_text(), str(path))
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: nobody may share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path.write_text(one_pool_config(backend.url).replace(
+            "listen: 127.0.0.1:0", f"listen: [127.0.0.1:0, 127.0.0.1:{port}]"))
+        outcome = await lb.balancer.reload()
+    assert not outcome.ok
+    assert re.fullmatch(rf".*lb\.yaml: cannot listen on 127\.0\.0\.1:{port}: .*",
+                        outcome.errors[0]), outcome.errors
+    assert outcome.generation == 1
+    assert len(lb.balancer.public_addresses) == 1  # the socket bound before the error is gone
+    async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x") as resp:
+        assert resp.status == 200
+
+
+async def test_post_reload_answers_the_outcome_and_counts_failures(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b")
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config(backend.url))
+    lb = await balancer_factory(path.read_text(), str(path))
+    async with session.post(f"{lb.admin_url}/reload") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+        assert body["ok"] is True and body["generation"] == 2 and body["errors"] == []
+    path.write_text(one_pool_config(backend.url) + "  extra: {backends: [nope]}\n")
+    async with session.post(f"{lb.admin_url}/reload") as resp:
+        assert resp.status == 422
+        body = await resp.json()
+    assert body["ok"] is False and body["generation"] == 2
+    assert body["errors"] == [f"{path}:7:22: pools.extra.backends[0]: 'nope' is not a backend "
+                              "address (expected http://host:port or unix:/path)"]
+    async with session.get(f"{lb.admin_url}/metrics") as resp:
+        text = await resp.text()
+    assert 'balancer_config_reloads_total{result="ok"} 1.0' in text
+    assert 'balancer_config_reloads_total{result="error"} 1.0' in text
+    assert "balancer_config_generation 2.0" in text
+
+
+async def test_backend_state_carries_over_a_reload_by_address(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b", report="TEXT cpu_utilization=0.5, rps_fractional=10")
+    other = await backend_factory("other")
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config(backend.url))
+    lb = await balancer_factory(path.read_text(), str(path))
+    address = lb.balancer.runtime.config.pools[0].backends[0]
+    async with session.get(f"{lb.url}/x") as resp:
+        assert resp.status == 200
+    stats = lb.balancer.upstreams.stats(address)
+    assert stats.report is not None
+    path.write_text(one_pool_config(backend.url, other.url))
+    assert (await lb.balancer.reload()).ok
+    assert lb.balancer.upstreams.stats(address) is stats  # the same record: report, errors
+    assert lb.balancer.upstreams.stats(address).report is not None
+
+
+async def test_json_access_log_has_one_line_per_request(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b")
+    log_path = tmp_path / "access.log"
+    lb = await balancer_factory(one_pool_config(
+        backend.url, extra=f"access_log: {{format: json, path: '{log_path}'}}\n"))
+    async with session.get(f"{lb.url}/items?id=7") as resp:
+        assert resp.status == 200
+        body = await resp.read()
+        request_id = resp.headers["X-Request-Id"]
+    async with session.post(f"{lb.url}/x", data=b"1234") as resp:
+        assert resp.status == 200
+    await wait_for(lambda: log_path.exists() and log_path.read_text().count("\n") == 2,
+                   what="two access log lines")
+    first, second = (json.loads(line) for line in log_path.read_text().splitlines())
+    assert first["request_id"] == request_id
+    assert (first["method"], first["path"], first["status"]) == ("GET", "/items?id=7", 200)
+    assert (first["pool"], first["class"]) == ("default", "none")
+    assert first["backend"] == backend.url.removeprefix("http://")
+    assert first["bytes"] == len(body)
+    assert 0 < first["upstream_ms"] <= first["total_ms"]
+    assert second["method"] == "POST"
+
+
+async def test_text_access_log_and_failed_requests(
+    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[object]],
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
+) -> None:
+    log_path = tmp_path / "access.log"
+    port = _free_port()  # nothing listens there: the connect fails
+    lb = await balancer_factory(one_pool_config(
+        f"http://127.0.0.1:{port}", extra=f"access_log: {{path: '{log_path}'}}\n"))
+    async with session.get(f"{lb.url}/a%20b?q=\"x\"") as resp:
+        assert resp.status == 502
+        request_id = resp.headers["X-Request-Id"]
+    await wait_for(lambda: log_path.exists() and log_path.read_text().endswith("\n"),
+                   what="an access log line")
+    line = log_path.read_text()
+    assert re.fullmatch(
+        rf'{request_id} "GET /a%20b\?q=%22x%22" 502 \d+ class=none pool=default '
+        rf"backend=127\.0\.0\.1:{port} upstream_ms=- total_ms=\d+\.\d{{3}}\n", line), line
