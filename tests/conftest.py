@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = web.AppKey("name", str)
 REPORT = web.AppKey("report", str)
 HEALTHY = web.AppKey("healthy", list)  # [bool]: what /__health answers
+SEEN = web.AppKey("seen", list)  # [str]: the `id` query value of each /slow request received
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -72,6 +73,7 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _slow(request: web.Request) -> web.Response:
+    request.app[SEEN].append(request.query.get("id", ""))
     await asyncio.sleep(float(request.query.get("s", "5")))
     return web.Response(text="slow\n", headers={"X-Backend": request.app[NAME]})
 
@@ -117,6 +119,7 @@ def echo_app(name: str = "echo", report: str = "") -> web.Application:
     app[NAME] = name
     app[REPORT] = report
     app[HEALTHY] = [True]
+    app[SEEN] = []
     app.router.add_get("/__health", _health)
     app.router.add_route("*", "/status/{code}", _status)
     app.router.add_get("/slow", _slow)
@@ -136,6 +139,10 @@ class Backend:
 
     def set_healthy(self, healthy: bool) -> None:
         self.runner.app[HEALTHY][0] = healthy
+
+    @property
+    def seen(self) -> list[str]:
+        return self.runner.app[SEEN]
 
 
 @pytest.fixture
