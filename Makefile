@@ -19,6 +19,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check balancer backends tests bench
 	$(BIN)/mypy
+	@sh scripts/ensure-debs.sh chromium:chromium || echo "note: the status page test will be skipped"
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

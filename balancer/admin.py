@@ -1,8 +1,9 @@
-"""The admin listener: `/healthz`, `/status` (JSON) and `POST /reload`.
+"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`.
 
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer")
 def build_admin_app(balancer: "Balancer") -> web.Application:
     app = web.Application()
     app[BALANCER] = balancer
+    app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/reload", reload)
@@ -27,6 +29,15 @@ def build_admin_app(balancer: "Balancer") -> web.Application:
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[BALANCER].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+STATUS_PAGE = Path(__file__).with_name("static") / "status.html"
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """The status page for people: static HTML whose script renders `/status` every second."""
+    return web.Response(body=STATUS_PAGE.read_bytes(), content_type="text/html",
+                        charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -50,6 +61,7 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
             backends.append({
                 "address": address.url,
                 "healthy": not health.is_ejected(now),
+                "state": "down" if health.down else "ejected" if health.is_ejected(now) else "up",
                 "ejections": health.ejections,
                 "weight": round(weight, 4),
                 "error_rate": round(stats.error_rate, 4),

@@ -1,0 +1,114 @@
+"""The admin status page, in headless Chromium (Debian's `chromium`, installed by `make test`):
+it shows the live backends and updates by itself when one goes down.
+
+Chromium is driven over the DevTools protocol with aiohttp's websocket client: navigate,
+then read the rendered table with Runtime.evaluate until it shows what the test waits for.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Backend, Running, one_pool_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--remote-debugging-port=0", "about:blank"]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (make test installs it)")
+
+
+class Page:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self.ids)
+        await self.ws.send_json({"id": call_id, "method": method, "params": params})
+        while True:
+            message = json.loads((await asyncio.wait_for(self.ws.receive(), 10)).data)
+            if message.get("id") == call_id:
+                assert "error" not in message, message
+                result: dict[str, Any] = message["result"]
+                return result
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, expected: Any, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value == expected:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"after {timeout}s the page shows {value!r}, not {expected!r}")
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Page]:
+    assert CHROMIUM is not None, "chromium is not installed"
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.Popen([CHROMIUM, f"--user-data-dir={profile}", *FLAGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert proc.poll() is None, f"chromium exited {proc.returncode}"
+            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+            await asyncio.sleep(0.05)
+        port = port_file.read_text().split()[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                targets = await resp.json()
+            page_target = next(t for t in targets if t["type"] == "page")
+            async with session.ws_connect(page_target["webSocketDebuggerUrl"],
+                                          max_msg_size=0) as ws:
+                yield Page(ws)
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+STATES = ("[...document.querySelectorAll('tr[data-backend]')]"
+          ".map(row => [row.dataset.backend, row.children[1].textContent])")
+
+
+async def test_status_page_shows_live_backends_and_updates_when_one_goes_down(
+    browser: Page, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+) -> None:
+    first, second = await backend_factory("first"), await backend_factory("second")
+    lb = await balancer_factory(one_pool_config(
+        first.url, second.url,
+        extra="health: {check_interval: 100ms, check_timeout: 1s, rise: 1, fall: 1}\n"))
+    await browser.call("Page.navigate", url=f"{lb.admin_url}/")
+    await browser.wait_for(STATES, [[first.url, "up"], [second.url, "up"]])
+    assert "generation 1" in await browser.evaluate("document.getElementById('meta').textContent")
+
+    second.set_healthy(False)  # its /__health now answers 503: the checks take it out
+    await browser.wait_for(STATES, [[first.url, "up"], [second.url, "down"]])
+    second.set_healthy(True)
+    await browser.wait_for(STATES, [[first.url, "up"], [second.url, "up"]])
