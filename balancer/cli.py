@@ -7,9 +7,16 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
+from balancer.addresses import parse_listen
 from balancer.config import Config, load_config
+from balancer.server import serve
+from balancer.supervisor import shared_listen_problems, supervise, workers_from_arg
 from balancer.yamltree import ConfigError
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,8 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
-    run.add_argument("--workers", default="1", help="worker processes (only 1 for now)")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--workers", default="1",
+                     help="worker processes sharing the listeners: N or auto (the CPU count)")
+    run.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
+    worker.add_argument("-c", "--config", required=True)
+    worker.add_argument("--admin", required=True, help="private admin socket, unix:/path")
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
     return parser
@@ -44,15 +57,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok ({len(config.listen)} listener(s), {len(config.pools)} pool(s), "
               f"{backends} backend(s), digest {config.digest})")
         return 0
-    if args.workers != "1":
-        print("balancer: --workers other than 1 is not supported yet", file=sys.stderr)
-        return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s balancer[%(process)d] %(levelname)s %(message)s")
-    from balancer.server import serve
+    if args.command == "worker":
+        return _run(serve(config, args.config, admin=parse_listen(args.admin),
+                          worker=args.index))
+    try:
+        workers = workers_from_arg(args.workers)
+    except ValueError:
+        print(f"balancer: --workers {args.workers!r}: expected a number >= 1 or auto",
+              file=sys.stderr)
+        return 2
+    if workers == 1:
+        return _run(serve(config, args.config))
+    problems = shared_listen_problems(config, workers)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 2
+    return _run(supervise(config, args.config, workers, args.log_level))
 
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
-        return asyncio.run(serve(config, args.config))
-    return uvloop.run(serve(config, args.config))
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -89,7 +89,7 @@ class Balancer:
     """The running balancer: listeners, the proxy, the admin listener, connection pools."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,
-                 reuse_port: bool = True) -> None:
+                 reuse_port: bool = True, admin: Address | None = None) -> None:
         self.config_path = config_path
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
@@ -97,6 +97,7 @@ class Balancer:
         self.metrics = Metrics()
         self.registry = build_registry(self)
         self.reuse_port = reuse_port
+        self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
         self._listeners: list[Listener] = []
         self._public: web.ServerRunner | None = None
@@ -157,8 +158,9 @@ class Balancer:
         Connections accepted by a closed listener carry on until they end."""
         assert self._public is not None and self._admin is not None
         wanted: list[tuple[Address, bool]] = [(address, False) for address in config.listen]
-        if config.admin is not None:
-            wanted.append((config.admin, True))
+        admin_address = self.admin_override or config.admin
+        if admin_address is not None:
+            wanted.append((admin_address, True))
         kept: list[Listener] = []
         fresh: list[tuple[Address, bool, socket.socket]] = []
         try:
@@ -289,14 +291,22 @@ def _open_access_log(config: Config) -> AccessLog | None:
     return None if config.access_log is None else AccessLog(config.access_log)
 
 
-async def serve(config: Config, config_path: str | None) -> int:
-    """Run until SIGTERM or SIGINT; reload on SIGHUP. Returns the exit code."""
+async def serve(config: Config, config_path: str | None, *, admin: Address | None = None,
+                worker: int | None = None) -> int:
+    """Run until SIGTERM or SIGINT; reload on SIGHUP. Returns the exit code.
+
+    As a worker of a supervisor (`worker` is its index), the admin listener is the private
+    `admin` socket, and the worker drains and exits if the supervisor goes away.
+    """
     loop = asyncio.get_running_loop()
-    balancer = Balancer(config, config_path)
+    balancer = Balancer(config, config_path, admin=admin)
     await balancer.start()
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    orphan_watch = None
+    if worker is not None:
+        orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
     log.info("serving config generation %d (%s)", balancer.runtime.generation,
              balancer.runtime.config.digest)
     while True:
@@ -308,6 +318,15 @@ async def serve(config: Config, config_path: str | None) -> int:
         break
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     await balancer.stop()
     log.info("stopped")
     return 0
+
+
+async def _exit_when_orphaned(parent: int, received: "asyncio.Queue[signal.Signals]") -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.error("supervisor (pid %d) is gone", parent)
+    received.put_nowait(signal.SIGTERM)

@@ -279,29 +279,29 @@ class Process:
 
 
 @pytest.fixture
-def balancer_process(tmp_path: Path) -> Iterator[Callable[[Path], Process]]:
+def balancer_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     procs: list[Process] = []
 
-    def start(config_path: Path) -> Process:
+    def start(config_path: Path, *args: str, ready: str = r"serving config generation") -> Process:
         log_path = tmp_path / f"balancer-{len(procs)}.log"
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "balancer", "run", "-c", str(config_path)],
+                [sys.executable, "-m", "balancer", "run", "-c", str(config_path), *args],
                 stdout=log_file, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
             )
         process = Process(proc, log_path)
         procs.append(process)
-        process.wait_for_log(r"serving config generation")
+        process.wait_for_log(ready)
         match = re.search(r"INFO listening on (\S+)", process.log())
         assert match is not None
         process.url = f"http://{match.group(1)}"
-        admin = re.search(r"admin listening on (\S+)", process.log())
+        admin = re.search(r"admin listening on ((?!unix:)\S+)", process.log())
         process.admin_url = f"http://{admin.group(1)}" if admin else ""
         return process
 
     yield start
     for process in procs:
-        if process.proc.poll() is None:
-            process.proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the balancer and any workers it left
+            os.killpg(process.proc.pid, signal.SIGKILL)
         process.proc.wait(10)

@@ -1,0 +1,384 @@
+"""`balancer run --workers N`: N worker processes sharing the listeners, one supervisor.
+
+Each worker is a whole balancer (`balancer worker`) bound to the public addresses with
+SO_REUSEPORT, so the kernel spreads new connections over them; its admin listener is a
+private unix socket in a directory of the supervisor's. The supervisor:
+- holds the configured admin listener and answers it for all workers: `/metrics` sums
+  counters and histograms over the workers (gauges keep a `worker` label), `/status` adds
+  up in-flight and connection counts per backend, `/` is the same status page;
+- restarts a worker that exits unexpectedly (with a back-off when it keeps crashing);
+- on SIGHUP (or POST /reload) validates the file itself first: a bad file is reported once
+  and no worker is signalled; a good one is passed on as SIGHUP, and the supervisor waits
+  until every worker serves the new digest;
+- on SIGTERM/SIGINT passes SIGTERM on and waits for the workers to drain, then exits 0.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from balancer.admin import status_page
+from balancer.config import Config, load_config
+from balancer.server import ReloadOutcome, bind, describe
+from balancer.yamltree import ConfigError
+
+log = logging.getLogger("balancer.supervisor")
+
+RESTART_BACKOFF = (0.5, 30.0)  # first delay, longest delay, for a worker that keeps crashing
+STABLE_AFTER = 10.0            # a worker that ran this long resets its back-off
+SUPERVISOR: web.AppKey["Supervisor"] = web.AppKey("supervisor")
+
+
+def shared_listen_problems(config: Config, workers: int) -> list[str]:
+    """Listen addresses N processes cannot share with SO_REUSEPORT."""
+    problems = []
+    for address in config.listen:
+        if address.kind == "unix":
+            problems.append(f"{config.source}: listen {address}: a unix socket cannot be "
+                            f"shared by {workers} workers (use host:port, or --workers 1)")
+        elif address.port == 0:
+            problems.append(f"{config.source}: listen {address}: port 0 would give each of "
+                            f"the {workers} workers a different port; name the port")
+    return problems
+
+
+@dataclass(slots=True)
+class Worker:
+    index: int
+    admin_socket: str
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF[0]
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str, workers: int, log_level: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.log_level = log_level
+        self.generation = 1
+        self.reloads: list[ReloadOutcome] = []
+        self.stopping = False
+        self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
+        self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
+                        for i in range(workers)]
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_MergedMetrics(self))
+        self._admin: web.AppRunner | None = None
+        self._last_metrics: list[str] = []
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def _spawn(self, worker: Worker) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(worker.admin_socket)
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "balancer", "worker", "-c", self.config_path,
+            "--admin", f"unix:{worker.admin_socket}", "--index", str(worker.index),
+            "--log-level", self.log_level,
+        )
+        worker.started_at = time.monotonic()
+        worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
+        log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
+
+    async def _watch(self, worker: Worker) -> None:
+        assert worker.process is not None
+        code = await worker.process.wait()
+        if self.stopping:
+            return
+        ran = time.monotonic() - worker.started_at
+        worker.backoff = (RESTART_BACKOFF[0] if ran > STABLE_AFTER
+                          else min(worker.backoff * 2, RESTART_BACKOFF[1]))
+        delay = RESTART_BACKOFF[0] if ran > STABLE_AFTER else worker.backoff
+        log.error("worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                  worker.index, worker.process.pid, _exit_text(code), ran, delay)
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            worker.restarts += 1
+            await self._spawn(worker)
+
+    async def _wait_ready(self, worker: Worker, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self._worker_get(worker, "/healthz") is not None:
+                return
+            assert worker.process is not None
+            if worker.process.returncode is not None:
+                raise RuntimeError(f"worker {worker.index} exited "
+                                   f"{_exit_text(worker.process.returncode)} while starting")
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"worker {worker.index} not ready after {timeout}s")
+
+    async def _worker_get(self, worker: Worker, path: str) -> str | None:
+        """A worker's private admin answer, or None when it does not answer (yet)."""
+        connector = aiohttp.UnixConnector(path=worker.admin_socket)
+        try:
+            async with (aiohttp.ClientSession(connector=connector) as client,
+                        client.get(f"http://worker{path}",
+                                   timeout=aiohttp.ClientTimeout(total=5)) as resp):
+                return await resp.text() if resp.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for worker in self.workers:
+            await self._spawn(worker)
+        await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
+        if self.config.admin is not None:
+            app = web.Application()
+            app[SUPERVISOR] = self
+            app.router.add_get("/", status_page)
+            app.router.add_get("/healthz", _healthz)
+            app.router.add_get("/status", _status)
+            app.router.add_get("/metrics", _metrics)
+            app.router.add_post("/reload", _reload)
+            self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
+                                        shutdown_timeout=1.0)
+            await self._admin.setup()
+            sock = bind(self.config.admin)
+            await web.SockSite(self._admin, sock).start()
+            log.info("admin listening on %s", describe(sock))
+        log.info("serving with %d workers, config generation %d (%s)", len(self.workers),
+                 self.generation, self.config.digest)
+
+    async def reload(self) -> ReloadOutcome:
+        """Validate the file here; only a valid one is passed on to the workers."""
+        started = time.perf_counter()
+        try:
+            config = load_config(self.config_path)
+            problems = shared_listen_problems(config, len(self.workers))
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+        if problems:
+            outcome = ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
+            for problem in problems:
+                log.error("reload refused, no worker signalled, keeping generation %d: %s",
+                          self.generation, problem)
+        else:
+            for worker in self.workers:
+                if worker.process is not None and worker.process.returncode is None:
+                    worker.process.send_signal(signal.SIGHUP)
+            errors = await self._await_digest(config.digest)
+            if not errors:
+                self.generation += 1
+                self.config = config
+            outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))
+            log.log(logging.ERROR if errors else logging.INFO,
+                    "reload passed to %d workers: generation %d (%s)%s", len(self.workers),
+                    self.generation, config.digest, "; " + "; ".join(errors) if errors else "")
+        outcome = ReloadOutcome(outcome.ok, outcome.generation, outcome.digest, outcome.errors,
+                                at=time.time(), seconds=round(time.perf_counter() - started, 6))
+        self.reloads.append(outcome)
+        del self.reloads[:-20]
+        return outcome
+
+    async def _await_digest(self, digest: str, timeout: float = 10.0) -> list[str]:
+        """Wait until every worker serves `digest`; what is still wrong after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            documents = await self.worker_status()
+            behind = [f"worker {w.index} serves {d['digest'] if d else 'nothing (down)'}"
+                      for w, d in zip(self.workers, documents, strict=True)
+                      if d is None or d["digest"] != digest]
+            if not behind or time.monotonic() > deadline:
+                return behind
+            await asyncio.sleep(0.02)
+
+    async def worker_status(self) -> list[dict[str, Any] | None]:
+        texts = await asyncio.gather(*(self._worker_get(w, "/status") for w in self.workers))
+        return [None if text is None else _json(text) for text in texts]
+
+    async def stop(self) -> int:
+        """SIGTERM to every worker; wait for them to drain; 0 when all exited 0."""
+        self.stopping = True
+        if self._admin is not None:
+            await self._admin.cleanup()
+        running = [w.process for w in self.workers
+                   if w.process is not None and w.process.returncode is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        grace = self.config.timeouts.drain + 5.0
+        try:
+            codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), grace)
+        except TimeoutError:
+            log.error("workers still running %.0fs after SIGTERM; killing them", grace)
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            codes = [await p.wait() for p in running]
+        for worker in self.workers:
+            if worker.watcher is not None:
+                worker.watcher.cancel()
+        for worker in self.workers:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(worker.admin_socket)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+async def supervise(config: Config, config_path: str, workers: int, log_level: str) -> int:
+    loop = asyncio.get_running_loop()
+    supervisor = Supervisor(config, config_path, workers, log_level)
+    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, received.put_nowait, sig)
+    try:
+        await supervisor.start()
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        await supervisor.stop()
+        return 1
+    while True:
+        sig = await received.get()
+        if sig == signal.SIGHUP:
+            await supervisor.reload()
+            continue
+        log.info("%s: stopping %d workers", sig.name, len(supervisor.workers))
+        break
+    code = await supervisor.stop()
+    log.info("stopped")
+    return code
+
+
+# -- the admin listener ---------------------------------------------------------------------
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _status(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    documents = await supervisor.worker_status()
+    merged = merge_status(documents)
+    merged["generation"] = supervisor.generation
+    merged["reloads"] = [
+        {"ok": r.ok, "generation": r.generation, "digest": r.digest, "at": r.at,
+         "ms": round(r.seconds * 1000, 3), "errors": list(r.errors)}
+        for r in supervisor.reloads]
+    merged["workers"] = [
+        {"index": w.index, "pid": w.process.pid if w.process else None,
+         "running": d is not None, "restarts": w.restarts,
+         "digest": d["digest"] if d else None, "generation": d["generation"] if d else None}
+        for w, d in zip(supervisor.workers, documents, strict=True)]
+    return web.json_response(merged)
+
+
+async def _reload(request: web.Request) -> web.Response:
+    outcome = await request.app[SUPERVISOR].reload()
+    body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
+            "errors": list(outcome.errors)}
+    return web.json_response(body, status=200 if outcome.ok else 422)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    texts = await asyncio.gather(*(supervisor._worker_get(w, "/metrics")
+                                   for w in supervisor.workers))
+    supervisor._last_metrics = [text or "" for text in texts]
+    body = generate_latest(supervisor.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def merge_status(documents: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """One `/status` document for all workers: per backend, in-flight and connection counts
+    add up; weights and reports are the first worker's; learned routes are the entry with
+    the most samples. Workers that did not answer are left out."""
+    present = [d for d in documents if d is not None]
+    if not present:
+        return {"generation": 0, "digest": "", "config": "", "listen": [], "pools": [],
+                "routes": []}
+    merged = present[0]
+    for other in present[1:]:
+        for pool, other_pool in zip(merged["pools"], other["pools"], strict=False):
+            for backend, other_backend in zip(pool["backends"], other_pool["backends"],
+                                              strict=False):
+                for key in ("inflight", "open_connections", "idle_connections"):
+                    backend[key] += other_backend[key]
+        routes = {r["route"]: r for r in merged["routes"]}
+        for route in other["routes"]:
+            if route["samples"] > routes.get(route["route"], {"samples": -1})["samples"]:
+                routes[route["route"]] = route
+        merged["routes"] = sorted(routes.values(), key=lambda r: -r["samples"])
+    return merged
+
+
+class _MergedMetrics(Collector):
+    """The workers' expositions as one: counters and histograms summed per label set;
+    gauges per worker (a `worker` label), as prometheus-client's multiprocess mode does."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        supervisor = self.supervisor
+        families: dict[str, Metric] = {}
+        sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for index, text in enumerate(supervisor._last_metrics):
+            for family in text_string_to_metric_families(text):
+                families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type))
+                values = sums.setdefault(family.name, {})
+                for sample in family.samples:
+                    labels = dict(sample.labels)
+                    if family.type == "gauge":
+                        labels["worker"] = str(index)
+                    key = (sample.name, tuple(sorted(labels.items())))
+                    values[key] = values.get(key, 0.0) + sample.value
+        for name, family in families.items():
+            for (sample_name, label_pairs), value in sums[name].items():
+                family.add_sample(sample_name, dict(label_pairs), value)
+            yield family
+        running = sum(1 for w in supervisor.workers
+                      if w.process is not None and w.process.returncode is None)
+        yield GaugeMetricFamily("balancer_workers", "Worker processes running", value=running)
+        restarts = GaugeMetricFamily("balancer_worker_restarts",
+                                     "Times each worker was restarted after exiting",
+                                     labels=["worker"])
+        for worker in supervisor.workers:
+            restarts.add_metric([str(worker.index)], worker.restarts)
+        yield restarts
+
+
+def _json(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _exit_text(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+
+
+def workers_from_arg(text: str) -> int:
+    """`--workers N` or `auto` (the CPU count)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    count = int(text)
+    if count < 1:
+        raise ValueError("at least 1 worker")
+    return count
+
