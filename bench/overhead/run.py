@@ -7,6 +7,7 @@ is the median over rounds. CPU per request is the proxy's own user+system time (
 processes, from /proc via psutil) divided by the requests wrk completed.
 
 usage: python bench/overhead/run.py [--rounds 3] [--duration 5] [--connections 64]
+       [--only NAME ...] [--baseline DIR]   (DIR: e.g. `git worktree add /tmp/before HEAD~5`)
 """
 
 import argparse
@@ -89,9 +90,9 @@ def haproxy_conf(work: Path, port: int, backend: int) -> Path:
     return path
 
 
-def start(cmd: list[str], work: Path, name: str) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], work: Path, name: str, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                             start_new_session=True)
 
 
@@ -141,6 +142,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="targets to run (default: all)")
+    parser.add_argument("--baseline", help="a checkout of another version (git worktree) to "
+                                           "run as one more target, for before/after figures")
     parser.add_argument("--output", default=str(ROOT / "bench/results/overhead.md"))
     args = parser.parse_args()
 
@@ -166,6 +169,25 @@ def main() -> int:
         proc = start([sys.executable, "-m", "balancer", "run", "-c", str(config),
                       "--log-level", "warning"], work, "balancer")
         targets.append(Target("balancer", port, proc))
+
+        port = free_port()
+        config = work / "balancer-workers.yaml"
+        config.write_text(f"listen: 127.0.0.1:{port}\npools:\n  default:\n"
+                          f"    backends: [http://127.0.0.1:{backend_port}]\n")
+        proc = start([sys.executable, "-m", "balancer", "run", "-c", str(config),
+                      "--workers", "2", "--log-level", "warning"], work, "balancer-workers")
+        targets.append(Target("balancer, 2 workers", port, proc))
+
+        if args.baseline:  # the same balancer config, served by another checkout's code
+            port = free_port()
+            config = work / "balancer-baseline.yaml"
+            config.write_text(f"listen: 127.0.0.1:{port}\npools:\n  default:\n"
+                              f"    backends: [http://127.0.0.1:{backend_port}]\n")
+            proc = start([sys.executable, "-m", "balancer", "run", "-c", str(config),
+                          "--log-level", "warning"], work, "balancer-baseline",
+                         cwd=Path(args.baseline))
+            targets.append(Target(f"balancer (baseline {Path(args.baseline).name})", port,
+                                  proc))
 
         port = free_port()
         rules = "\n".join(f'    - {{path: "/r{i}/**", class: io}}' for i in range(49))
