@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -40,3 +40,6 @@ bench-mixed: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench-reload: $(STAMP)
+	$(BIN)/python bench/reload/run.py
