@@ -3,6 +3,8 @@
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
 
+import hmac
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +15,11 @@ if TYPE_CHECKING:
     from balancer.server import Balancer
 
 BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_admin_app(balancer: "Balancer") -> web.Application:
-    app = web.Application()
+def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Application:
+    app = web.Application(middlewares=[require_token] if check_token else [])
     app[BALANCER] = balancer
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
@@ -29,6 +32,27 @@ def build_admin_app(balancer: "Balancer") -> web.Application:
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[BALANCER].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With `admin_token` set, everything but /healthz needs `Authorization: Bearer TOKEN`
+    (or `?token=TOKEN`, which the status page passes on to the requests it makes)."""
+    token = request.app[BALANCER].runtime.config.admin_token
+    if token is None or request.path == "/healthz" or token_matches(request, token):
+        return await handler(request)
+    return unauthorized()
+
+
+def token_matches(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    offered = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
+    return hmac.compare_digest(offered.encode(), token.encode())
+
+
+def unauthorized() -> web.Response:
+    return web.Response(status=401, text="401 admin token required\n",
+                        headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
 
 
 STATUS_PAGE = Path(__file__).with_name("static") / "status.html"

@@ -47,7 +47,8 @@ class Timeouts:
     backend_response: float = 30.0
     upstream_idle: float = 30.0
     client_idle: float = 75.0
-    client_header: float = 10.0
+    client_header: float = 10.0  # from the first byte of a request head to its end (then 408)
+    client_body: float = 10.0    # longest wait for the next piece of a request body (then 408)
     drain: float = 15.0
 
 
@@ -108,6 +109,7 @@ class Config:
     routing: RoutingConfig | None = None
     health: HealthPolicy = field(default_factory=HealthPolicy)
     access_log: AccessLogConfig | None = None
+    admin_token: str | None = None
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -126,7 +128,7 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log")
+            "health", "access_log", "admin_token")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout")
 BACKEND_KEYS = ("address", "weight")
@@ -160,6 +162,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
+    admin_token = None
+    if "admin_token" in entries and not _is_null(entries["admin_token"]):
+        admin_token = reader.convert(entries["admin_token"], "admin_token", as_token)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -185,6 +190,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         routing=routing,
         health=health,
         access_log=access_log,
+        admin_token=admin_token,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -301,6 +307,14 @@ def _section[S](
 TIMEOUT_PARSERS: dict[str, Callable[[object], object]] = {
     name: parse_duration for name in Timeouts.__dataclass_fields__
 }
+
+def as_token(raw: object) -> str:
+    """An admin bearer token: at least 16 printable characters, no spaces."""
+    if not isinstance(raw, str) or len(raw) < 16 or not raw.isprintable() or " " in raw:
+        raise ValueError("an admin token must be a string of at least 16 printable characters "
+                         "without spaces")
+    return raw
+
 
 def as_path(raw: object) -> str:
     if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in " \r\n"):

@@ -75,6 +75,21 @@ class BadRequest(ProxyError):
     reason = "bad request"
 
 
+class ConnectNotAllowed(ProxyError):
+    status = 405
+    reason = "CONNECT is not served (a reverse proxy, not a forward proxy)"
+
+
+class VersionNotSupported(ProxyError):
+    status = 505
+    reason = "HTTP version not supported (HTTP/1.0 and HTTP/1.1 are)"
+
+
+class BodyTimeout(ProxyError):
+    status = 408
+    reason = "request body too slow"
+
+
 class InternalError(ProxyError):
     status = 500
     reason = "balancer internal error"

@@ -27,16 +27,34 @@ class ForwardedRequest:
     """The upstream request head and what the proxy must know to send the body."""
 
     __slots__ = ("chunked", "content_length", "expect_continue", "head", "host",
-                 "request_id", "upgrade")
+                 "request_id", "target", "upgrade")
 
     def __init__(self) -> None:
         self.head = b""
+        self.target = b""  # origin-form (or `*`): what the backend and the classifier see
         self.request_id = ""
         self.host: bytes | None = None
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
         self.expect_continue = False
+
+
+_ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]"
+                       rb"(?::\d{1,5})?)([/?][^#]*)?")
+
+
+def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
+    """(origin-form target, authority or None). An absolute-form target (RFC 9112 section
+    3.2.2) becomes its path and query, and its authority replaces the Host header; anything
+    but origin-form, `*` or an http(s) absolute URI raises ValueError."""
+    if target.startswith(b"/") or target == b"*":
+        return target, None
+    match = _ABSOLUTE.fullmatch(target)
+    if match is None:
+        raise ValueError("request target is not a path or an http(s) URI")
+    rest = match.group(2) or b"/"
+    return (rest if rest.startswith(b"/") else b"/" + rest), match.group(1)
 
 
 def _tokens(value: bytes) -> set[bytes]:
@@ -56,6 +74,8 @@ def forward_request(
 ) -> ForwardedRequest:
     """Build the upstream head; raises ValueError for a request a backend could misread."""
     out = ForwardedRequest()
+    target, authority = origin_form(target)
+    out.target = target
     kept: list[tuple[bytes, bytes, bytes]] = []
     named: set[bytes] = set()
     forwarded_for: list[bytes] = []
@@ -84,6 +104,8 @@ def forward_request(
             if out.host is not None:
                 raise ValueError("repeated Host header")
             out.host = value
+            if authority is not None:
+                continue  # replaced by the absolute URI's authority
         elif lname == b"x-forwarded-for":
             if trusted_client:
                 forwarded_for.append(value)
@@ -107,6 +129,9 @@ def forward_request(
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:
         raise ValueError("both Content-Length and Transfer-Encoding")
+    if authority is not None:
+        out.host = authority
+        kept.append((b"host", b"Host", authority))
     if out.host is None:
         if not http10:
             raise ValueError("missing Host header")  # RFC 9112 section 3.2

@@ -60,6 +60,7 @@ class Metrics:
         self.retries: defaultdict[str, int] = defaultdict(int)
         self.ejections: defaultdict[str, int] = defaultdict(int)
         self.reloads: defaultdict[str, int] = defaultdict(int)
+        self.bad_requests: defaultdict[int, int] = defaultdict(int)  # by status: 400, 408, ...
 
     def request(self, pool: str, request_class: str, status: int, seconds: float) -> None:
         self.requests[(pool, request_class, f"{status // 100}xx")] += 1
@@ -91,6 +92,8 @@ class MetricsCollector(Collector):
         yield CounterMetricFamily("balancer_learned_overrides",
                                   "Decisions where a learned cost overrode a matching rule",
                                   value=metrics.learned_overrides)
+        yield _counters("balancer_bad_requests", "Malformed or too slow requests refused "
+                        "before reaching the proxy", ["status"], metrics.bad_requests)
         yield _counters("balancer_retries", "Requests sent again to another backend",
                         ["reason"], metrics.retries)
         proxy = balancer.proxy

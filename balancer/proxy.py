@@ -28,12 +28,15 @@ from balancer.costs import CostModel
 from balancer.failures import (
     BackendClosed,
     BadRequest,
+    BodyTimeout,
     BodyTooLarge,
     ConnectFailed,
+    ConnectNotAllowed,
     ConnectTimeout,
     InternalError,
     NoBackend,
     ProxyError,
+    VersionNotSupported,
 )
 from balancer.feedback import parse_load_report
 from balancer.headers import (
@@ -74,7 +77,23 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
     headers = {"X-Request-Id": request_id}
     if error.status == 503:
         headers["Retry-After"] = "1"
-    return web.Response(status=error.status, text=text, headers=headers)
+    response = web.Response(status=error.status, text=text, headers=headers)
+    if error.status in CLOSE_AFTER:
+        response.force_close()  # what is left of the request cannot be trusted or skipped
+    return response
+
+
+CLOSE_AFTER = frozenset({400, 408, 413})
+
+
+def _version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+    """505, written as HTTP/1.1 whatever version the request line claimed."""
+    error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")
+    body = f"{error.status} {error.reason}: {error.detail} (request id {request_id})\n".encode()
+    head = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; "
+            b"charset=utf-8\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n"
+            b"Connection: close\r\n\r\n" % (len(body), request_id.encode()))
+    return cast(web.StreamResponse, SentResponse(head + body, False, 505, len(body)))
 
 
 class Outcome:
@@ -110,7 +129,8 @@ class _Facts:
         self._request = request
         self._forwarded = forwarded
         self.method = request.method
-        self.path, _, self.query = request.raw_path.partition("?")
+        self.path, _, self.query = forwarded.target.decode("utf-8", "surrogateescape"
+                                                           ).partition("?")
         self.content_length = forwarded.content_length
 
     def host(self) -> str:
@@ -197,6 +217,12 @@ class Proxy:
     async def _handle(self, request: web.BaseRequest, record: Entry) -> web.StreamResponse:
         runtime = self.runtime
         client_ip = _client_ip(request)
+        if request.version.major != 1:
+            record.request_id = self.ids.new()
+            return _version_not_supported(request, record.request_id)
+        if request.method == "CONNECT":
+            record.request_id = self.ids.new()
+            return error_response(ConnectNotAllowed(), record.request_id)
         try:
             forwarded = forward_request(
                 request.method,
@@ -236,9 +262,12 @@ class Proxy:
             if forwarded.expect_continue:
                 await request.writer.write(CONTINUE)
             try:
-                payload += await request.content.readexactly(length)
+                async with asyncio.timeout(timeouts.client_body):
+                    payload += await request.content.readexactly(length)
             except asyncio.IncompleteReadError:
                 raise BadRequest("client closed before sending the whole body") from None
+            except TimeoutError:
+                raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
 
         decision = None
         if runtime.classifier is not None:
@@ -422,7 +451,15 @@ async def _send_body(
         await request.writer.write(CONTINUE)
     total = 0
     chunked = forwarded.chunked
-    async for chunk in request.content.iter_any():
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeouts.client_body):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyTimeout(f"nothing of the body for {timeouts.client_body:g}s") from None
+        if not chunk:
+            break
         total += len(chunk)
         if total > limits.max_body_size:
             raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")

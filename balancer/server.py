@@ -22,6 +22,7 @@ from aiohttp import web
 from balancer.access_log import FLUSH_INTERVAL, AccessLog
 from balancer.addresses import Address
 from balancer.admin import build_admin_app
+from balancer.client_protocol import ProxyServer
 from balancer.config import Config, load_config
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
@@ -134,20 +135,30 @@ class Balancer:
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         limits = config.limits
-        server = web.Server(
+        bad_requests = self.metrics.bad_requests
+        server = ProxyServer(
             self._proxy.handle,
+            header_timeout=config.timeouts.client_header,
+            max_uri_size=limits.max_uri_size,
+            on_bad_request=lambda status: bad_requests.__setitem__(
+                status, bad_requests[status] + 1),
+            new_request_id=self._proxy.ids.new,
             handler_cancellation=True,
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=config.timeouts.client_idle,
-            max_line_size=limits.max_uri_size,
+            # after an early answer (413, 408) read and drop what the client still sends, so
+            # that closing does not reset the connection under the answer; at most this long
+            lingering_time=config.timeouts.client_body,
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
         self._public = web.ServerRunner(server, handle_signals=False,
                                         shutdown_timeout=config.timeouts.drain)
         await self._public.setup()
-        self._admin = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None,
+        # a worker's private admin socket (in the supervisor's 0700 directory) needs no token
+        app = build_admin_app(self, check_token=self.admin_override is None)
+        self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
                                     shutdown_timeout=1.0)
         await self._admin.setup()
         await self._listen(config)

@@ -1,0 +1,126 @@
+"""The client side of a connection: aiohttp's request handler with what a proxy needs on top.
+
+I/O shell. aiohttp parses requests strictly (llhttp: no obs-fold, bare LF, conflicting
+framing or smuggling-prone Transfer-Encoding gets through); this adds:
+- errors in our format: a malformed request gets one line naming the fault and a request id
+  (never an echo of the offending bytes), 414 for an over-long request line, 431 for an
+  over-long header line or too many headers, 400 otherwise; the connection is closed. Such
+  requests are counted, and logged at debug level only: they are the client's fault, and an
+  attacker must not be able to flood the log.
+- a request-head timeout (slowloris): from the first byte of a request until its head is
+  complete, at most `timeouts.client_header`; then 408 and close. Idle keep-alive
+  connections are governed by `client_idle` instead.
+
+aiohttp's `web.Server` builds a `RequestHandler` per connection in `__call__`; `ProxyServer`
+builds a `ClientConnection` instead. The attributes read here (`_request_count`,
+`_request_in_progress`) are aiohttp's own (3.10 to 3.14); tests cover the behaviour.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+log = logging.getLogger("balancer.client")
+
+
+class ProxyServer(web.Server):
+    def __init__(self, handler: Any, *, header_timeout: float, max_uri_size: int,
+                 on_bad_request: Callable[[int], None], new_request_id: Callable[[], str],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, max_line_size=max_uri_size, **kwargs)
+        self.header_timeout = header_timeout
+        self.max_uri_size = max_uri_size
+        self.on_bad_request = on_bad_request
+        self.new_request_id = new_request_id
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return ClientConnection(self, loop=self._loop, **self._kwargs)
+
+
+class ClientConnection(web_protocol.RequestHandler):
+    __slots__ = ("_header_timer",)
+
+    def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def _server(self) -> ProxyServer:
+        manager = self._manager
+        assert isinstance(manager, ProxyServer)
+        return manager
+
+    def data_received(self, data: bytes) -> None:
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count:  # a whole request head arrived
+            self._cancel_header_timer()
+        elif self._header_timer is None and not self._request_in_progress and data:
+            # the first bytes of a request head: it has client_header seconds to complete
+            self._header_timer = self._loop.call_later(self._server.header_timeout,
+                                                       self._header_timed_out)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        seconds = self._server.header_timeout
+        request_id = self._server.new_request_id()
+        body = (f"408 request timeout: the request head did not arrive within {seconds:g}s "
+                f"(request id {request_id})\n").encode()
+        transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                        b"Content-Type: text/plain; charset=utf-8\r\n"
+                        b"Content-Length: %d\r\nX-Request-Id: %s\r\n\r\n%s"
+                        % (len(body), request_id.encode(), body))
+        self._server.on_bad_request(408)
+        log.debug("408: request head not complete after %gs", seconds)
+        self.force_close()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status != 400 or not isinstance(exc, BadHttpMessage):
+            return super().handle_error(request, status, exc, message)
+        status, reason, detail = self._classify(exc)
+        self._server.on_bad_request(status)
+        request_id = self._server.new_request_id()
+        log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
+        response = web.Response(
+            status=status, reason=reason,
+            text=f"{status} {reason.lower()}: {detail} (request id {request_id})\n",
+            headers={"X-Request-Id": request_id})
+        response.force_close()
+        return response
+
+    def _classify(self, exc: BadHttpMessage) -> tuple[int, str, str]:
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            line = exc.args[0] if exc.args else b""
+            uri_like = isinstance(line, bytes | bytearray) and line[:1] in (b"/", b"h", b"*")
+            if limit == self._server.max_uri_size and uri_like:
+                return 414, "URI Too Long", f"the request line is over {limit} bytes"
+            return (431, "Request Header Fields Too Large",
+                    f"a header line is over {limit} bytes")
+        text = (exc.message or "").split(":\n", 1)[0].split("\n", 1)[0].strip()
+        if text == "Too many headers received":
+            return 431, "Request Header Fields Too Large", "too many header lines"
+        return 400, "Bad Request", _printable(text) or "malformed request"
+
+
+def _printable(text: str) -> str:
+    """The parser's message without anything the client sent (it quotes bytes after `:`)."""
+    return "".join(c for c in text if c.isprintable())[:200]
