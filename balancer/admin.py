@@ -111,6 +111,7 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
         "digest": runtime.config.digest,
         "config": runtime.config.source,
         "listen": balancer.public_addresses,
+        "client_connections": balancer.client_connections,
         "pools": pools,
         "routes": routes,
         "reloads": [

@@ -292,6 +292,9 @@ class Proxy:
                                     over_cap=not queueing or bool(tried))
             if chosen is None:
                 if tried:  # every backend already tried by this request
+                    if isinstance(last_error, ConnectFailed | ConnectTimeout):
+                        raise NoBackend(f"every backend of pool {pool.name} is down "
+                                        f"({len(tried)} tried; last: {last_error.detail})")
                     raise last_error
                 await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue

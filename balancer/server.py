@@ -202,6 +202,12 @@ class Balancer:
         return [listener.bound for listener in self._listeners if not listener.admin]
 
     @property
+    def client_connections(self) -> int:
+        """Client connections open on the public listeners."""
+        server = self._public.server if self._public is not None else None
+        return len(server.connections) if server is not None else 0
+
+    @property
     def admin_address(self) -> str | None:
         return next((listener.bound for listener in self._listeners if listener.admin), None)
 

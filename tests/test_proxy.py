@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -236,15 +237,17 @@ async def refused_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-async def test_refused_connection_is_502_with_reason_and_request_id(
+async def test_all_backends_refusing_is_503_with_reason_and_request_id(
     balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
-    lb = await balancer_factory(one_pool_config(await refused_url()))
+    lb = await balancer_factory(one_pool_config(await refused_url(), await refused_url()))
     async with session.get(f"{lb.url}/") as resp:
         text = await resp.text()
-        assert resp.status == 502
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
         request_id = resp.headers["X-Request-Id"]
-    assert text.startswith("502 backend refused the connection")
+    assert re.match(r"503 no backend available: every backend of pool default is down "
+                    r"\(2 tried; last: backend 127\.0\.0\.1:\d+ refused the connection", text)
     assert text.endswith(f"(request id {request_id})\n") and text.count("\n") == 1
 
 

@@ -189,11 +189,11 @@ async def test_text_access_log_and_failed_requests(
     lb = await balancer_factory(one_pool_config(
         f"http://127.0.0.1:{port}", extra=f"access_log: {{path: '{log_path}'}}\n"))
     async with session.get(f"{lb.url}/a%20b?q=\"x\"") as resp:
-        assert resp.status == 502
+        assert resp.status == 503
         request_id = resp.headers["X-Request-Id"]
     await wait_for(lambda: log_path.exists() and log_path.read_text().endswith("\n"),
                    what="an access log line")
     line = log_path.read_text()
     assert re.fullmatch(
-        rf'{request_id} "GET /a%20b\?q=%22x%22" 502 \d+ class=none pool=default '
+        rf'{request_id} "GET /a%20b\?q=%22x%22" 503 \d+ class=none pool=default '
         rf"backend=127\.0\.0\.1:{port} upstream_ms=- total_ms=\d+\.\d{{3}}\n", line), line

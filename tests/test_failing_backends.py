@@ -1,0 +1,236 @@
+"""Failing backends: each fault gives the right status (or a safe retry) within the configured
+timeouts, the client never hangs, and afterwards the balancer's file descriptors, asyncio
+tasks and upstream connections are back where they were."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import (
+    Backend,
+    RawBackend,
+    RawHandler,
+    Running,
+    echo_app,
+    read_request_head,
+    wait_for,
+)
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+BalancerFactory = Callable[..., Awaitable[Running]]
+RawFactory = Callable[[RawHandler], Awaitable[RawBackend]]
+
+TIMEOUTS = "timeouts: {connect: 500ms, backend_response: 500ms}\n"
+
+
+def resources(lb: Running) -> tuple[int, int, int]:
+    """(open file descriptors of this process, asyncio tasks, upstream connections)."""
+    upstream = sum(pool.open_count for pool in lb.balancer.upstreams.pools().values())
+    return len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks()), upstream
+
+
+async def settled(lb: Running, baseline: tuple[int, int, int]) -> None:
+    await wait_for(lambda: lb.balancer.client_connections == 0, what="client connections closed")
+    await wait_for(lambda: resources(lb) == baseline, timeout=5,
+                   what=f"resources back to {baseline} (now {resources(lb)})")
+
+
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    await reader.read()  # accepts, never answers; returns when the balancer gives up
+
+
+async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"SSH-2.0-OpenSSH_9.2\r\nnot http at all\r\n\r\n")
+    await writer.drain()
+    await reader.read()
+
+
+async def trickle_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+        writer.write(bytes([byte]))  # a byte every 200 ms: the head takes over 7 s
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+
+async def trickle_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nabc")
+    for byte in b"defghijklmnopqrst":
+        await asyncio.sleep(1.0)  # a byte a second: longer than backend_response between reads
+        writer.write(bytes([byte]))
+        await writer.drain()
+
+
+async def reset_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+    await writer.drain()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # RST
+
+
+async def close_between_requests(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive implied
+    await writer.drain()
+    # ... and closes at once, as a backend with a short keep-alive timeout does
+
+
+async def expect_status(url: str, status: int) -> float:
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        await resp.read()
+        assert resp.status == status, await resp.text()
+    return time.monotonic() - started
+
+
+async def expect_cut_off(url: str) -> float:
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(("handler", "status", "within"), [
+    (hang, 504, 2.0),
+    (garbage, 502, 2.0),
+    (trickle_head, 504, 2.0),
+    (trickle_body, None, 3.0),      # the head was sent: the client connection is cut
+    (reset_mid_body, None, 2.0),
+], ids=["hanging", "garbage", "trickled head", "trickled body", "reset mid-body"])
+async def test_a_failing_backend_gets_the_right_answer_and_leaks_nothing(
+    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    handler: RawHandler, status: int | None, within: float,
+) -> None:
+    raw = await raw_backend_factory(handler)
+    lb = await balancer_factory(
+        f"listen: 127.0.0.1:0\n{TIMEOUTS}pools:\n  default: {{backends: [{raw.url}]}}\n")
+    baseline = resources(lb)
+    for _ in range(3):
+        if status is None:
+            elapsed = await expect_cut_off(f"{lb.url}/x")
+        else:
+            elapsed = await expect_status(f"{lb.url}/x", status)
+        assert elapsed < within
+    await settled(lb, baseline)
+
+
+async def test_a_backend_closing_keep_alive_connections_between_requests_is_retried(
+    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+) -> None:
+    raw = await raw_backend_factory(close_between_requests)
+    lb = await balancer_factory(
+        f"listen: 127.0.0.1:0\n{TIMEOUTS}pools:\n  default: {{backends: [{raw.url}]}}\n")
+    baseline = resources(lb)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(10):
+            async with session.get(f"{lb.url}/x") as resp:
+                assert resp.status == 200 and await resp.read() == b"ok"
+    await settled(lb, baseline)
+
+
+async def test_all_backends_down_is_503_within_the_connect_timeout_and_back_up_serves(
+    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backends = [await backend_factory(f"b{i}") for i in range(2)]
+    lb = await balancer_factory(
+        f"listen: 127.0.0.1:0\n{TIMEOUTS}pools:\n  default:\n"
+        f"    backends: [{backends[0].url}, {backends[1].url}]\n")
+    await expect_status(f"{lb.url}/x", 200)
+    ports = [int(b.url.rsplit(":", 1)[1]) for b in backends]
+    for backend in backends:
+        await backend.runner.cleanup()
+    for _ in range(3):
+        assert await expect_status(f"{lb.url}/x", 503) < 1.0
+    # back up on the same ports: served again, no reload
+    runners = []
+    for port in ports:
+        runner = web.AppRunner(echo_app("again"), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+    try:
+        async def served() -> bool:
+            with contextlib.suppress(AssertionError):
+                await expect_status(f"{lb.url}/x", 200)
+                return True
+            return False
+
+        deadline = time.monotonic() + 30
+        while not await served():
+            assert time.monotonic() < deadline, "not served again after the backends came back"
+            await asyncio.sleep(0.2)
+        assert lb.balancer.runtime.generation == 1
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+SLOW_SERVER = textwrap.dedent("""
+    import socket, sys, time
+    server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+    print("ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 100000\\r\\n\\r\\n" + b"x" * 1000)
+        time.sleep(60)  # killed here, mid-response
+""")
+
+
+async def test_a_backend_killed_mid_response_cuts_the_client_off_and_the_next_request_fails_over(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    port = socket.create_server(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(number)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        healthy = await backend_factory("healthy")
+        lb = await balancer_factory(
+            f"listen: 127.0.0.1:0\n{TIMEOUTS}pools:\n  default:\n"
+            f"    policy: round_robin\n"  # in turn, from the first: healthy, then doomed
+            f"    backends: [{healthy.url}, http://127.0.0.1:{number}]\n")
+        async with aiohttp.ClientSession() as session, session.get(f"{lb.url}/x") as warm:
+            assert warm.headers["X-Backend"] == "healthy"  # leaves a pooled connection
+        await wait_for(lambda: lb.balancer.client_connections == 0, what="warm-up closed")
+        baseline = resources(lb)
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(f"{lb.url}/x")
+            assert resp.headers.get("Content-Length") == "100000"  # the doomed backend
+            proc.send_signal(signal.SIGKILL)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+            resp.release()
+            for _ in range(6):  # the dead backend refuses: retried on the healthy one
+                async with session.get(f"{lb.url}/x") as again:
+                    assert again.status == 200
+                    assert again.headers["X-Backend"] == "healthy"
+        await settled(lb, baseline)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
