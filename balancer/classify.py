@@ -19,7 +19,7 @@ from typing import Protocol
 from balancer.costs import CostModel
 from balancer.routing_config import RequestClass, RoutingConfig, Rule
 
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})?")  # a % that starts no escape matches alone
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _SLASHES = re.compile(r"/{2,}")
 _COLLAPSE = (
@@ -34,6 +34,8 @@ CACHE_SIZE = 10_000
 
 
 def _decode(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return "%25"  # a stray %: escaped, so that decoding what follows cannot make an escape
     char = chr(int(match.group(1), 16))
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
@@ -54,7 +56,9 @@ def _remove_dot_segments(path: str) -> str:
 
 
 def normalize_path(path: str) -> str:
-    """The path a backend will see: idempotent, never raises."""
+    """The path as the classifier matches it (how a backend will resolve it): %-escapes of
+    unreserved characters decoded, others upper-cased, a stray % escaped, repeated slashes
+    and dot segments removed. Idempotent, never raises. (The request is forwarded as sent.)"""
     if "%" in path:
         path = _ESCAPE.sub(_decode, path)
     if not path.startswith("/"):
