@@ -5,7 +5,9 @@ Exit codes: 0 success, 2 invalid config (each problem as `file:line:col: message
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s balancer[%(process)d] %(levelname)s %(message)s")
+    _raise_open_file_limit()
     if args.command == "worker":
         return _run(serve(config, args.config, admin=parse_listen(args.admin),
                           worker=args.index))
@@ -76,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 2
     return _run(supervise(config, args.config, workers, args.log_level))
+
+
+def _raise_open_file_limit() -> None:
+    """Every client and backend connection is a file descriptor: take all the system allows
+    (the soft limit up to the hard one), as nginx's worker_rlimit_nofile does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
