@@ -49,6 +49,8 @@ class Timeouts:
     client_idle: float = 75.0
     client_header: float = 10.0  # from the first byte of a request head to its end (then 408)
     client_body: float = 10.0    # longest wait for the next piece of a request body (then 408)
+    client_send: float = 30.0    # longest wait for a client to take the next piece of a
+                                 # streamed response (then the connection is dropped)
     drain: float = 15.0
 
 

@@ -412,11 +412,18 @@ class Proxy:
         try:
             while chunk := await conn.read_chunk(timeouts.backend_response):
                 record.bytes_sent += len(chunk)
-                await reply.write(chunk)
+                async with asyncio.timeout(timeouts.client_send):
+                    await reply.write(chunk)  # waits while the client's buffer is full
         except ProxyError as exc:
             log.warning("%s: response from %s cut off: %s", forwarded.request_id,
                         upstream.address, exc.detail)
             drop_client(request)
+            return reply
+        except TimeoutError:
+            log.info("%s: client took nothing for %gs; dropped", forwarded.request_id,
+                     timeouts.client_send)
+            conn.abort()
+            drop_client(request, discard=True)
             return reply
         except (ConnectionError, asyncio.CancelledError):
             conn.abort()

@@ -58,8 +58,12 @@ async def tunnel(
     return reply
 
 
-def drop_client(request: web.BaseRequest) -> None:
-    request.protocol.force_close()
+def drop_client(request: web.BaseRequest, *, discard: bool = False) -> None:
+    """Close the client connection; `discard`: without waiting to send what is buffered
+    (for a client that takes nothing, which would otherwise keep it open forever)."""
     transport = request.transport
+    if transport is not None and discard:
+        transport.abort()
+    request.protocol.force_close()
     if transport is not None:
         transport.close()

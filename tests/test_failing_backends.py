@@ -234,3 +234,30 @@ async def test_a_backend_killed_mid_response_cuts_the_client_off_and_the_next_re
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_a_client_that_reads_nothing_is_dropped_after_client_send(
+    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    lb = await balancer_factory(
+        f"listen: 127.0.0.1:0\ntimeouts: {{client_send: 500ms}}\n"
+        f"pools:\n  default: {{backends: [{backend.url}]}}\n")
+    baseline = resources(lb)
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up at once
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    sock.send(b"GET /download?bytes=50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+    await wait_for(lambda: resources(lb)[2] == 1, what="the response streaming")
+    started = time.monotonic()
+    try:
+        # the balancer gives up on this client: its connection and the upstream one close
+        await wait_for(lambda: lb.balancer.client_connections == 0
+                       and resources(lb)[2] == 0, timeout=10,
+                       what="the non-reading client dropped")
+        assert time.monotonic() - started < 5
+    finally:
+        sock.close()
+    await settled(lb, baseline)
