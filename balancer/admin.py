@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Application:
-    app = web.Application(middlewares=[require_token] if check_token else [])
+    middlewares = [token_middleware(_config_token)] if check_token else []
+    app = web.Application(middlewares=middlewares)
     app[BALANCER] = balancer
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
@@ -34,25 +36,27 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With `admin_token` set, everything but /healthz needs `Authorization: Bearer TOKEN`
+def token_middleware(get_token: Callable[[web.Request], str | None]) -> Middleware:
+    """With an admin token set, everything but /healthz needs `Authorization: Bearer TOKEN`
     (or `?token=TOKEN`, which the status page passes on to the requests it makes)."""
-    token = request.app[BALANCER].runtime.config.admin_token
-    if token is None or request.path == "/healthz" or token_matches(request, token):
-        return await handler(request)
-    return unauthorized()
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = get_token(request)
+        if token is None or request.path == "/healthz" or token_matches(request, token):
+            return await handler(request)
+        return web.Response(status=401, text="401 admin token required\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
+    return require_token
+
+
+def _config_token(request: web.Request) -> str | None:
+    return request.app[BALANCER].runtime.config.admin_token
 
 
 def token_matches(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     offered = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
     return hmac.compare_digest(offered.encode(), token.encode())
-
-
-def unauthorized() -> web.Response:
-    return web.Response(status=401, text="401 admin token required\n",
-                        headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
 
 
 STATUS_PAGE = Path(__file__).with_name("static") / "status.html"

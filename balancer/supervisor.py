@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from balancer.admin import Handler, status_page, token_matches, unauthorized
+from balancer.admin import status_page, token_middleware
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, describe
 from balancer.yamltree import ConfigError
@@ -145,7 +145,8 @@ class Supervisor:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
         if self.config.admin is not None:
-            app = web.Application(middlewares=[_require_token])
+            app = web.Application(middlewares=[
+                token_middleware(lambda request: request.app[SUPERVISOR].config.admin_token)])
             app[SUPERVISOR] = self
             app.router.add_get("/", status_page)
             app.router.add_get("/healthz", _healthz)
@@ -262,14 +263,6 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
 
 
 # -- the admin listener ---------------------------------------------------------------------
-
-@web.middleware
-async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[SUPERVISOR].config.admin_token
-    if token is None or request.path == "/healthz" or token_matches(request, token):
-        return await handler(request)
-    return unauthorized()
-
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")

@@ -88,25 +88,36 @@ def open_loop_plan(plan: list[tuple[str, str, bytes | None]], rate: float, secon
     """An open-loop load: request i (plan[i % len(plan)]: method, url, body) is sent at
     t0 + i/rate whatever came before (no coordinated omission); each latency counts from its
     scheduled time. Returns (plan index, latency seconds, status; 0 for a transport error)."""
+    return [(kind, latency, status) for _, kind, latency, status, _ in
+            open_loop_records(plan, rate, seconds, timeout=timeout)]
+
+
+def open_loop_records(plan: list[tuple[str, str, bytes | None]], rate: float, seconds: float,
+                      *, timeout: float = 10.0) -> list[tuple[float, int, float, int, str]]:
+    """`open_loop_plan`, with more per request: (time.monotonic() when it ended, plan index,
+    latency seconds, status, the start of the body or the exception when not 200)."""
     import asyncio
 
     import aiohttp
 
-    async def run() -> list[tuple[int, float, int]]:
+    async def run() -> list[tuple[float, int, float, int, str]]:
         loop = asyncio.get_running_loop()
-        results: list[tuple[int, float, int]] = []
+        results: list[tuple[float, int, float, int, str]] = []
         connector = aiohttp.TCPConnector(limit=0)
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
             async def one(kind: int, scheduled: float) -> None:
                 method, target, body = plan[kind]
+                text = ""
                 try:
                     async with session.request(method, target, data=body) as resp:
-                        await resp.read()
+                        payload = await resp.read()
                         status = resp.status
-                except (aiohttp.ClientError, TimeoutError):
-                    status = 0
-                results.append((kind, loop.time() - scheduled, status))
+                        if status != 200:
+                            text = payload[:160].decode("utf-8", "replace").strip()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, text = 0, repr(exc)[:160]
+                results.append((time.monotonic(), kind, loop.time() - scheduled, status, text))
 
             start = loop.time() + 0.05
             tasks = []

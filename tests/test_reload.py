@@ -16,6 +16,14 @@ BackendFactory = Callable[..., Awaitable[Backend]]
 BalancerFactory = Callable[..., Awaitable[Running]]
 
 
+async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
+                     text: str) -> tuple[Running, Path]:
+    """A balancer started from a config file (so that it can reload it)."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(text)
+    return await balancer_factory(text, str(path)), path
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -26,9 +34,7 @@ async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_conn
     tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     backend = await backend_factory("b")
-    path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config(backend.url))
-    lb = await balancer_factory(path.read_text(), str(path))
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
     old_url = lb.url
     connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, reused throughout
     async with aiohttp.ClientSession(connector=connector) as client:
@@ -60,9 +66,7 @@ async def test_an_idle_keep_alive_client_connection_survives_a_reload(
     tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
-    path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config(first.url))
-    lb = await balancer_factory(path.read_text(), str(path))
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(first.url))
     opened: list[object] = []
     trace = aiohttp.TraceConfig()
 
@@ -89,9 +93,7 @@ async def test_a_listen_address_that_cannot_be_bound_refuses_the_reload(
     tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     backend = await backend_factory("b")
-    path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config(backend.url))
-    lb = await balancer_factory(path.read_text(), str(path))
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
     with socket.socket() as taken:  # bound without SO_REUSEPORT: nobody may share it
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -113,9 +115,7 @@ async def test_post_reload_answers_the_outcome_and_counts_failures(
     session: aiohttp.ClientSession,
 ) -> None:
     backend = await backend_factory("b")
-    path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config(backend.url))
-    lb = await balancer_factory(path.read_text(), str(path))
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
     async with session.post(f"{lb.admin_url}/reload") as resp:
         assert resp.status == 200
         body = await resp.json()
@@ -140,9 +140,7 @@ async def test_backend_state_carries_over_a_reload_by_address(
 ) -> None:
     backend = await backend_factory("b", report="TEXT cpu_utilization=0.5, rps_fractional=10")
     other = await backend_factory("other")
-    path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config(backend.url))
-    lb = await balancer_factory(path.read_text(), str(path))
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
     address = lb.balancer.runtime.config.pools[0].backends[0]
     async with session.get(f"{lb.url}/x") as resp:
         assert resp.status == 200

@@ -17,7 +17,6 @@ usage: python bench/soak/run.py [--duration 600] [--rate 30]
 """
 
 import argparse
-import asyncio
 import os
 import shutil
 import signal
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -35,7 +33,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Stack, free_port, wait_healthy, wait_listening  # noqa: E402
+from bench.common import (  # noqa: E402
+    Stack,
+    free_port,
+    open_loop_records,
+    wait_healthy,
+    wait_listening,
+)
 
 KINDS = {"a1": "async", "a2": "async", "t1": "threaded", "m1": "multiprocess"}
 
@@ -64,50 +68,17 @@ routing:
 """
 
 
-@dataclass
-class Record:
-    results: list[tuple[float, int, float, int, str]] = field(default_factory=list)
-    # (sent at, kind, latency s, status, error text)
-
-
-def load(url: str, rate: float, seconds: float, image: bytes, record: Record,
-         started: float) -> None:
-    import aiohttp
-
+def load(url: str, rate: float, seconds: float, image: bytes,
+         results: list[tuple[float, int, float, int, str]], started: float) -> None:
+    """The open-loop load; `results` gets (seconds since `started`, kind, latency, status,
+    error text) per request."""
     plan: list[tuple[str, str, bytes | None]] = [
-        ("GET", "/api/items?id=7", None), ("GET", "/db/query?customer=42", None),
-        ("GET", "/render/page?name=Books", None)] * 3 + [("POST", "/process/image", image)]
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                         timeout=timeout) as session:
-            async def one(kind: int, scheduled: float) -> None:
-                method, path, body = plan[kind]
-                text = ""
-                try:
-                    async with session.request(method, url + path, data=body) as resp:
-                        payload = await resp.read()
-                        status = resp.status
-                        if status != 200:
-                            text = payload[:160].decode("utf-8", "replace").strip()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    status, text = 0, repr(exc)[:160]
-                record.results.append((time.monotonic() - started, kind,
-                                       loop.time() - scheduled, status, text))
-
-            start = loop.time() + 0.05
-            tasks = []
-            for i in range(int(rate * seconds)):
-                scheduled = start + i / rate
-                delay = scheduled - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(one(i % len(plan), scheduled)))
-            await asyncio.gather(*tasks)
-
-    asyncio.run(run())
+        ("GET", url + "/api/items?id=7", None), ("GET", url + "/db/query?customer=42", None),
+        ("GET", url + "/render/page?name=Books", None)] * 3
+    plan.append(("POST", url + "/process/image", image))
+    for ended, kind, latency, status, text in open_loop_records(plan, rate, seconds,
+                                                                 timeout=30):
+        results.append((ended - started, kind, latency, status, text))
 
 
 def main() -> int:
@@ -146,9 +117,9 @@ def main() -> int:
                                 "--log-level", "warning"], "balancer")
         wait_listening(port)
         started = time.monotonic()
-        record = Record()
+        results: list[tuple[float, int, float, int, str]] = []
         loader = threading.Thread(target=load, args=(f"http://127.0.0.1:{port}", args.rate,
-                                                     args.duration, image, record, started))
+                                                     args.duration, image, results, started))
         loader.start()
         proc = psutil.Process(balancer.pid)
         order = list(KINDS)
@@ -183,7 +154,6 @@ def main() -> int:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    results = record.results
     errors = [r for r in results if r[3] != 200]
     attributed = [r for r in errors if any(a <= r[0] <= b for a, b, _ in windows)]
     others = [r for r in errors if r not in attributed]
