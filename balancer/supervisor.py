@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from balancer.addresses import Address
 from balancer.admin import status_page, token_middleware
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, describe
@@ -83,6 +84,7 @@ class Supervisor:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_MergedMetrics(self))
         self._admin: web.AppRunner | None = None
+        self._admin_site: web.SockSite | None = None
         self._last_metrics: list[str] = []
 
     # -- workers ---------------------------------------------------------------------------
@@ -156,11 +158,20 @@ class Supervisor:
             self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
                                         shutdown_timeout=1.0)
             await self._admin.setup()
-            sock = bind(self.config.admin)
-            await web.SockSite(self._admin, sock).start()
-            log.info("admin listening on %s", describe(sock))
+            await self._listen_admin(self.config.admin)
         log.info("serving with %d workers, config generation %d (%s)", len(self.workers),
                  self.generation, self.config.digest)
+
+    async def _listen_admin(self, address: Address) -> None:
+        """Serve the admin API on `address`: the new socket first, then the old one closed."""
+        assert self._admin is not None
+        sock = bind(address)
+        site = web.SockSite(self._admin, sock)
+        await site.start()
+        log.info("admin listening on %s", describe(sock))
+        if self._admin_site is not None:
+            await self._admin_site.stop()
+        self._admin_site = site
 
     async def reload(self) -> ReloadOutcome:
         """Validate the file here; only a valid one is passed on to the workers."""
@@ -181,6 +192,12 @@ class Supervisor:
                     worker.process.send_signal(signal.SIGHUP)
             errors = await self._await_digest(config.digest)
             if not errors:
+                if config.admin != self.config.admin and config.admin is not None \
+                        and self._admin is not None:
+                    try:
+                        await self._listen_admin(config.admin)
+                    except OSError as exc:
+                        errors.append(f"cannot listen on {config.admin} (admin): {exc}")
                 self.generation += 1
                 self.config = config
             outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))

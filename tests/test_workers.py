@@ -127,10 +127,13 @@ async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
         status = await _status(session, lb)
         assert [w["generation"] for w in status["workers"]] == [1, 1]  # type: ignore[attr-defined]
 
-        config.write_text(_config(second.url, port))
+        new_admin = _free_port()  # the good file also moves the admin listener
+        config.write_text(_config(second.url, port).replace(
+            "admin: 127.0.0.1:0", f"admin: 127.0.0.1:{new_admin}"))
         async with session.post(f"{lb.admin_url}/reload") as resp:
             outcome = await resp.json()
         assert resp.status == 200 and outcome["ok"] and outcome["generation"] == 2, outcome
+        lb.admin_url = f"http://127.0.0.1:{new_admin}"
         status = await _status(session, lb)
         assert [w["generation"] for w in status["workers"]] == [2, 2]  # type: ignore[attr-defined]
         assert len(re.findall(r"reloaded config: generation 2", lb.log())) == 2
