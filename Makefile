@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -43,3 +43,9 @@ clean:
 
 bench-reload: $(STAMP)
 	$(BIN)/python bench/reload/run.py
+
+bench-idle: $(STAMP)
+	$(BIN)/python bench/idle/run.py
+
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak/run.py
