@@ -1,6 +1,6 @@
 """What can go wrong while forwarding a request, and the one status each maps to.
 
-Pure. The proxy raises these; `balancer.proxy.error_response` is the one place that turns
+Pure. The proxy raises these; `balancer.replies.error_response` is the one place that turns
 them into a response (status, a one-line plain-text body naming the reason, request id).
 """
 

@@ -11,9 +11,7 @@ Rules this module keeps:
 """
 
 import asyncio
-import itertools
 import logging
-import secrets
 from typing import Any, cast
 
 from aiohttp import HttpVersion11 as HTTP11
@@ -36,7 +34,6 @@ from balancer.failures import (
     InternalError,
     NoBackend,
     ProxyError,
-    VersionNotSupported,
 )
 from balancer.feedback import parse_load_report
 from balancer.headers import (
@@ -48,6 +45,7 @@ from balancer.headers import (
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
 from balancer.queueing import WaitQueue
+from balancer.replies import RequestIds, SentResponse, error_response, version_not_supported
 from balancer.runtime import Pool, Runtime
 from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
@@ -57,43 +55,6 @@ log = logging.getLogger("balancer.proxy")
 
 REPLAY_LIMIT = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class RequestIds:
-    """Short unique request ids: a random per-process prefix and a counter."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(4)
-        self._counter = itertools.count(1)
-
-    def new(self) -> str:
-        return f"{self._prefix}-{next(self._counter):x}"
-
-
-def error_response(error: ProxyError, request_id: str) -> web.Response:
-    """The one place that turns a failure into what the client sees."""
-    detail = "" if error.detail == error.reason else f": {error.detail}"
-    text = f"{error.status} {error.reason}{detail} (request id {request_id})\n"
-    headers = {"X-Request-Id": request_id}
-    if error.status == 503:
-        headers["Retry-After"] = "1"
-    response = web.Response(status=error.status, text=text, headers=headers)
-    if error.status in CLOSE_AFTER:
-        response.force_close()  # what is left of the request cannot be trusted or skipped
-    return response
-
-
-CLOSE_AFTER = frozenset({400, 408, 413})
-
-
-def _version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
-    """505, written as HTTP/1.1 whatever version the request line claimed."""
-    error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")
-    body = f"{error.status} {error.reason}: {error.detail} (request id {request_id})\n".encode()
-    head = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; "
-            b"charset=utf-8\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n"
-            b"Connection: close\r\n\r\n" % (len(body), request_id.encode()))
-    return cast(web.StreamResponse, SentResponse(head + body, False, 505, len(body)))
 
 
 class Outcome:
@@ -142,32 +103,6 @@ class _Facts:
 
     def header(self, name: str) -> str | None:
         return self._request.headers.get(name)
-
-
-class SentResponse:
-    """A response the proxy serialised itself (head and whole body in one write).
-
-    aiohttp's request handler needs only `prepare`, `write_eof` and `keep_alive` of what a
-    handler returns; writing the backend's raw header bytes straight to the transport skips
-    decoding them into a CIMultiDict and encoding them again, the largest per-request cost
-    of the naive proxy after its client side.
-    """
-
-    __slots__ = ("_data", "body_length", "keep_alive", "status")
-
-    def __init__(self, data: bytes, keep_alive: bool, status: int, body_length: int) -> None:
-        self._data = data
-        self.keep_alive = keep_alive
-        self.status = status
-        self.body_length = body_length
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        transport = request.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(self._data)
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
 
 
 class Proxy:
@@ -219,7 +154,7 @@ class Proxy:
         client_ip = _client_ip(request)
         if request.version.major != 1:
             record.request_id = self.ids.new()
-            return _version_not_supported(request, record.request_id)
+            return version_not_supported(request, record.request_id)
         if request.method == "CONNECT":
             record.request_id = self.ids.new()
             return error_response(ConnectNotAllowed(), record.request_id)

@@ -1,0 +1,78 @@
+"""What the proxy writes back itself: request ids, error responses, raw serialised responses.
+
+I/O shell (aiohttp response objects), no state. `error_response` is the one place that
+turns a failure into what the client sees: a one-line plain-text body naming the reason and
+the request id, `X-Request-Id`, `Retry-After` on 503, and the connection closed after a 400,
+408 or 413 (what is left of such a request can be neither trusted nor skipped).
+"""
+
+import itertools
+import secrets
+from typing import cast
+
+from aiohttp import web
+
+from balancer.failures import ProxyError, VersionNotSupported
+
+
+class RequestIds:
+    """Short unique request ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+def error_response(error: ProxyError, request_id: str) -> web.Response:
+    """The one place that turns a failure into what the client sees."""
+    detail = "" if error.detail == error.reason else f": {error.detail}"
+    text = f"{error.status} {error.reason}{detail} (request id {request_id})\n"
+    headers = {"X-Request-Id": request_id}
+    if error.status == 503:
+        headers["Retry-After"] = "1"
+    response = web.Response(status=error.status, text=text, headers=headers)
+    if error.status in CLOSE_AFTER:
+        response.force_close()  # what is left of the request cannot be trusted or skipped
+    return response
+
+
+CLOSE_AFTER = frozenset({400, 408, 413})
+
+
+def version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+    """505, written as HTTP/1.1 whatever version the request line claimed."""
+    error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")
+    body = f"{error.status} {error.reason}: {error.detail} (request id {request_id})\n".encode()
+    head = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; "
+            b"charset=utf-8\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n"
+            b"Connection: close\r\n\r\n" % (len(body), request_id.encode()))
+    return cast(web.StreamResponse, SentResponse(head + body, False, 505, len(body)))
+
+
+class SentResponse:
+    """A response the proxy serialised itself (head and whole body in one write).
+
+    aiohttp's request handler needs only `prepare`, `write_eof` and `keep_alive` of what a
+    handler returns; writing the backend's raw header bytes straight to the transport skips
+    decoding them into a CIMultiDict and encoding them again, the largest per-request cost
+    of the naive proxy after its client side.
+    """
+
+    __slots__ = ("_data", "body_length", "keep_alive", "status")
+
+    def __init__(self, data: bytes, keep_alive: bool, status: int, body_length: int) -> None:
+        self._data = data
+        self.keep_alive = keep_alive
+        self.status = status
+        self.body_length = body_length
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self._data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
