@@ -234,6 +234,10 @@ class Proxy:
                 await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue
             used_pool, address, spilled = chosen
+            if tried:
+                log.info("%s: %s from %s; retrying on %s", forwarded.request_id,
+                         last_error.reason, tried[-1], address)
+                self.metrics.retries[type(last_error).__name__] += 1
             upstream = upstreams.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
                               runtime.explain and decision is not None, upstreams.stats(address))
@@ -253,9 +257,6 @@ class Proxy:
                     self._observe(runtime, outcome, failed=True)
                 if not _retryable(error, request.method, streamed) or not self.retries.try_retry():
                     raise
-                log.info("%s: %s from %s; retrying on another backend", forwarded.request_id,
-                         error.reason, address)
-                self.metrics.retries[type(error).__name__] += 1
                 tried.append(address)
                 last_error = error
         try:
