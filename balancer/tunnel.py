@@ -12,19 +12,38 @@ from aiohttp import web
 from balancer.headers import forward_response
 from balancer.upstream import Response, UpstreamConnection
 
+# Bytes a tunnel lets pile up for a client that reads slower than its backend sends; then the
+# backend is not read until the client has taken them (the kernel's buffers hold the rest).
+CLIENT_HIGH_WATER = 256 * 1024
+
 
 class _TunnelFeed:
-    """Takes the client's bytes after a 101 (aiohttp's payload-parser slot) to the backend."""
+    """Takes the client's bytes after a 101 (aiohttp's payload-parser slot) to the backend,
+    and stops reading the client while the backend is not reading."""
 
-    def __init__(self, conn: UpstreamConnection, done: "asyncio.Future[None]") -> None:
+    def __init__(self, request: web.BaseRequest, conn: UpstreamConnection,
+                 done: "asyncio.Future[None]") -> None:
+        self.request = request
         self.conn = conn
         self.done = done
+        self.waiting: asyncio.Task[None] | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         transport = self.conn.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
+            if self.conn.write_paused and self.waiting is None:
+                client = self.request.transport
+                if client is not None:
+                    client.pause_reading()
+                    self.waiting = asyncio.ensure_future(self._resume(client))
         return False, b""
+
+    async def _resume(self, client: asyncio.Transport) -> None:
+        await self.conn.drained()
+        self.waiting = None
+        if not client.is_closing():
+            client.resume_reading()
 
     def feed_eof(self) -> None:
         if not self.done.done():
@@ -34,25 +53,41 @@ class _TunnelFeed:
 async def tunnel(
     request: web.BaseRequest, conn: UpstreamConnection, response: Response, request_id: str
 ) -> web.StreamResponse:
-    """Relay bytes both ways after 101 Switching Protocols, until either side closes."""
+    """Relay bytes both ways after 101 Switching Protocols, until either side closes; each
+    direction stops reading its source while its destination is not reading."""
     headers, _ = forward_response(response.headers, request_id, upgrade=True)
     reply = web.StreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
                                headers=headers)
     await reply.prepare(request)
     client = request.transport
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting: list[asyncio.Task[None]] = []
+
+    async def resume_backend() -> None:
+        await request.writer.drain()  # returns when the client's transport has room again
+        waiting.clear()
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.resume_reading()
 
     def to_client(data: bytes) -> None:
         if data and client is not None and not client.is_closing():
             client.write(data)
+            if client.get_write_buffer_size() > CLIENT_HIGH_WATER and not waiting \
+                    and conn.transport is not None:
+                conn.transport.pause_reading()
+                waiting.append(asyncio.ensure_future(resume_backend()))
         elif not done.done():
             done.set_result(None)
 
+    feed = _TunnelFeed(request, conn, done)
     conn.open_tunnel(to_client)
-    request.protocol.set_parser(_TunnelFeed(conn, done))  # type: ignore[arg-type]
+    request.protocol.set_parser(feed)  # type: ignore[arg-type]
     try:
         await done
     finally:
+        for task in (*waiting, feed.waiting):
+            if task is not None:
+                task.cancel()
         conn.close()
         drop_client(request)
     return reply

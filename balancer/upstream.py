@@ -252,6 +252,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- tunnel (after 101 Switching Protocols) ------------------------------------------
 
+    @property
+    def write_paused(self) -> bool:
+        """The backend is not reading: its transport's buffer is over the high-water mark."""
+        return self._write_paused
+
+    async def drained(self) -> None:
+        """Return once the backend has taken its buffered bytes (or the connection is gone)."""
+        if not self._write_paused or self._closed:
+            return
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+        await self._drain
+
     def open_tunnel(self, sink: Callable[[bytes], None]) -> None:
         """Send every further byte from the backend to `sink`; b"" means the backend closed."""
         self._tunnel_sink = sink

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+import pytest
 
-from tests.conftest import Backend, Process, one_pool_config
+from tests.conftest import Backend, Process, RawBackend, Running, one_pool_config, wait_for
+
+BalancerFactory = Callable[..., Awaitable[Running]]
 
 SIZE = 200 * 1024**2
 RSS_BOUND = 50 * 1024**2
@@ -73,3 +76,82 @@ async def test_200_mib_upload_and_download_stream_in_bounded_memory(
                     received += len(chunk)
             assert received == SIZE
         assert rss.growth < RSS_BOUND, f"RSS grew by {rss.growth / 2**20:.1f} MiB"
+
+
+TUNNEL_BYTES = 32 * 1024 * 1024
+UPGRADE = (b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: blast\r\n\r\n")
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: blast\r\n\r\n"
+
+
+def _buffered(lb: Running) -> tuple[int, int]:
+    """Bytes the balancer holds in write buffers: (towards clients, towards backends)."""
+    server = lb.balancer._public.server  # type: ignore[union-attr]
+    to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
+                     if h.transport is not None)
+    to_backends = sum(c.transport.get_write_buffer_size()
+                      for pool in lb.balancer.upstreams.pools().values()
+                      for c in pool._open if c.transport is not None)
+    return to_clients, to_backends
+
+
+@pytest.mark.parametrize("direction", ["backend to client", "client to backend"])
+async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
+    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    balancer_factory: BalancerFactory, direction: str,
+) -> None:
+    reader_ready = asyncio.Event()
+    received_by_backend = [0]
+
+    async def blast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(SWITCHING)
+        if direction == "backend to client":
+            for _ in range(TUNNEL_BYTES // 65536):
+                writer.write(b"x" * 65536)
+                await writer.drain()  # blocks while the balancer does not read
+            writer.close()
+        else:
+            await reader_ready.wait()  # not reading until told
+            while chunk := await reader.read(1 << 20):
+                received_by_backend[0] += len(chunk)
+
+    raw = await raw_backend_factory(blast)
+    lb = await balancer_factory(one_pool_config(raw.url))
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(UPGRADE)
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+    if direction == "backend to client":
+        await asyncio.sleep(0)  # the client reads nothing while the backend sends
+        await wait_for(lambda: _buffered(lb)[0] > 0, what="bytes waiting for the client")
+        deadline = asyncio.get_running_loop().time() + 1.0
+        peak = 0
+        while asyncio.get_running_loop().time() < deadline:
+            peak = max(peak, _buffered(lb)[0])
+            await asyncio.sleep(0.02)
+        assert peak < 2 * 1024 * 1024, f"{peak} bytes buffered for a client that reads nothing"
+        total = 0
+        while chunk := await reader.read(1 << 20):
+            total += len(chunk)
+        assert total == TUNNEL_BYTES  # nothing lost by pausing and resuming
+    else:
+        async def send() -> None:
+            for _ in range(TUNNEL_BYTES // 65536):
+                writer.write(b"y" * 65536)
+                await writer.drain()  # blocks while the balancer does not read
+            writer.write_eof()
+
+        sender = asyncio.ensure_future(send())
+        await wait_for(lambda: _buffered(lb)[1] > 0, what="bytes waiting for the backend")
+        deadline = asyncio.get_running_loop().time() + 1.0
+        peak = 0
+        while asyncio.get_running_loop().time() < deadline:
+            peak = max(peak, _buffered(lb)[1])
+            await asyncio.sleep(0.02)
+        assert peak < 2 * 1024 * 1024, f"{peak} bytes buffered for a backend that reads nothing"
+        assert not sender.done()
+        reader_ready.set()
+        await asyncio.wait_for(sender, 30)
+        await wait_for(lambda: received_by_backend[0] == TUNNEL_BYTES, timeout=30,
+                       what="every byte at the backend")
+    writer.close()
