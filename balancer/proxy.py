@@ -335,8 +335,8 @@ class Proxy:
                 http10=request.version < HTTP11, extra=extra,
             )
             self._learn(report, outcome, response.status)
-            return cast(web.StreamResponse, SentResponse(head + body, keep_alive,
-                                                         response.status, len(body)))
+            return cast(web.StreamResponse, SentResponse(
+                head + body, keep_alive, response.status, len(body), timeouts.client_send))
 
         headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
         self._learn(report, outcome, response.status)

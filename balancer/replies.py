@@ -6,13 +6,17 @@ the request id, `X-Request-Id`, `Retry-After` on 503, and the connection closed 
 408 or 413 (what is left of such a request can be neither trusted nor skipped).
 """
 
+import asyncio
 import itertools
+import logging
 import secrets
 from typing import cast
 
 from aiohttp import web
 
 from balancer.failures import ProxyError, VersionNotSupported
+
+log = logging.getLogger("balancer.proxy")
 
 
 class RequestIds:
@@ -61,18 +65,40 @@ class SentResponse:
     of the naive proxy after its client side.
     """
 
-    __slots__ = ("_data", "body_length", "keep_alive", "status")
+    __slots__ = ("_data", "body_length", "keep_alive", "send_timeout", "status")
 
-    def __init__(self, data: bytes, keep_alive: bool, status: int, body_length: int) -> None:
+    def __init__(self, data: bytes, keep_alive: bool, status: int, body_length: int,
+                 send_timeout: float = 0.0) -> None:
         self._data = data
         self.keep_alive = keep_alive
         self.status = status
         self.body_length = body_length
+        self.send_timeout = send_timeout
 
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(self._data)
+        if transport is None or transport.is_closing():
+            return
+        transport.write(self._data)
+        if self.send_timeout and transport.get_write_buffer_size():
+            await _until_taken(request, transport, self.send_timeout)
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+async def _until_taken(request: web.BaseRequest, transport: asyncio.Transport,
+                       timeout: float) -> None:
+    """Wait while the client's buffer is full; a client that takes nothing of it for
+    `timeout` seconds is dropped (else a client that never reads would hold it forever)."""
+    while True:
+        before = transport.get_write_buffer_size()
+        try:
+            async with asyncio.timeout(timeout):
+                await request.writer.drain()
+            return
+        except TimeoutError:
+            if transport.get_write_buffer_size() >= before:
+                log.info("client took nothing of a response for %gs; dropped", timeout)
+                transport.abort()
+                return

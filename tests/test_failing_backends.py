@@ -261,3 +261,47 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_send(
     finally:
         sock.close()
     await settled(lb, baseline)
+
+
+async def test_a_pipelining_client_that_reads_nothing_is_dropped_too(
+    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Responses that arrive whole are written in one go (SentResponse), not streamed; a
+    client that pipelines requests for them and reads nothing would pile them all up in the
+    balancer once the kernel's buffers are full. It is dropped after client_send instead."""
+    body = b"z" * (100 << 10)
+
+    async def whole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b"
+                         % (len(body), body))
+            await writer.drain()
+
+    raw = await raw_backend_factory(whole)
+    lb = await balancer_factory(
+        f"listen: 127.0.0.1:0\ntimeouts: {{client_send: 500ms}}\n"
+        f"pools:\n  default: {{backends: [{raw.url}]}}\n")
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    await asyncio.get_running_loop().sock_sendall(
+        sock, b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n" * 200)  # 20 MB of answers
+    await wait_for(lambda: lb.balancer.client_connections == 1, what="the client connected")
+    try:
+        with caplog.at_level("INFO", logger="balancer.proxy"):
+            await wait_for(lambda: lb.balancer.client_connections == 0, timeout=10,
+                           what="the non-reading client dropped")
+        assert "took nothing of a response" in caplog.text  # the whole-response path
+        assert _buffered_for_clients(lb) == 0
+    finally:
+        sock.close()
+
+
+def _buffered_for_clients(lb: Running) -> int:
+    server = lb.balancer._public.server  # type: ignore[union-attr]
+    return sum(h.transport.get_write_buffer_size() for h in server.connections
+               if h.transport is not None)
