@@ -5,6 +5,7 @@ tasks and upstream connections are back where they were."""
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -305,3 +306,40 @@ def _buffered_for_clients(lb: Running) -> int:
     server = lb.balancer._public.server  # type: ignore[union-attr]
     return sum(h.transport.get_write_buffer_size() for h in server.connections
                if h.transport is not None)
+
+
+async def test_backends_that_never_accept_are_503_within_the_connect_timeouts(
+    balancer_factory: BalancerFactory,
+) -> None:
+    """A backend whose accept queue is full drops new SYNs: connecting hangs. Each attempt
+    gives up at `timeouts.connect` (500 ms); both backends down is 503 in about 1 s."""
+    blackholes, fillers = [], []
+    for _ in range(2):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # never accepted: the queue fills up
+        blackholes.append(server)
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(server.getsockname())
+            fillers.append(filler)
+    try:
+        urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in blackholes]
+        lb = await balancer_factory(
+            f"listen: 127.0.0.1:0\n{TIMEOUTS}pools:\n  default:\n"
+            f"    backends: [{urls[0]}, {urls[1]}]\n")
+        baseline = resources(lb)
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as session, session.get(f"{lb.url}/x") as resp:
+            text = await resp.text()
+        elapsed = time.monotonic() - started
+        assert resp.status == 503, text
+        assert re.search(r"every backend of pool default is down \(2 tried; last: backend "
+                         r"127\.0\.0\.1:\d+ did not accept within 0\.5s\)", text), text
+        assert 0.9 < elapsed < 2.0
+        await settled(lb, baseline)
+    finally:
+        for sock in fillers + blackholes:
+            sock.close()
