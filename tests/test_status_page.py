@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Backend, Running, one_pool_config
+from tests.conftest import Backend, Process, Running, one_pool_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -112,3 +113,24 @@ async def test_status_page_shows_live_backends_and_updates_when_one_goes_down(
     await browser.wait_for(STATES, [[first.url, "up"], [second.url, "down"]])
     second.set_healthy(True)
     await browser.wait_for(STATES, [[first.url, "up"], [second.url, "up"]])
+
+
+WORKERS = ("[...document.querySelectorAll('tr[data-worker]')]"
+           ".map(row => [row.children[0].textContent, row.children[2].textContent])")
+
+
+async def test_status_page_of_a_supervisor_lists_its_workers(
+    browser: Page, tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_process: Callable[..., Process],
+) -> None:
+    backend = await backend_factory("b")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
+                                                           f"listen: 127.0.0.1:{port}"))
+    lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
+    await browser.call("Page.navigate", url=f"{lb.admin_url}/")
+    await browser.wait_for(WORKERS, [["0", "running"], ["1", "running"]])
+    await browser.wait_for(STATES, [[backend.url, "up"]])
