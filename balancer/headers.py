@@ -31,7 +31,7 @@ class ForwardedRequest:
 
     def __init__(self) -> None:
         self.head = b""
-        self.target = b""  # origin-form (or `*`): what the backend and the classifier see
+        self.target = b""  # set when the request target was rewritten (absolute-form)
         self.request_id = ""
         self.host: bytes | None = None
         self.content_length: int | None = None
@@ -75,7 +75,8 @@ def forward_request(
     """Build the upstream head; raises ValueError for a request a backend could misread."""
     out = ForwardedRequest()
     target, authority = origin_form(target)
-    out.target = target
+    if authority is not None:
+        out.target = target
     kept: list[tuple[bytes, bytes, bytes]] = []
     named: set[bytes] = set()
     forwarded_for: list[bytes] = []

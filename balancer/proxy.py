@@ -90,8 +90,9 @@ class _Facts:
         self._request = request
         self._forwarded = forwarded
         self.method = request.method
-        self.path, _, self.query = forwarded.target.decode("utf-8", "surrogateescape"
-                                                           ).partition("?")
+        target = (forwarded.target.decode("utf-8", "surrogateescape") if forwarded.target
+                  else request.raw_path)  # the origin-form the backend gets
+        self.path, _, self.query = target.partition("?")
         self.content_length = forwarded.content_length
 
     def host(self) -> str:

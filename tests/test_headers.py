@@ -2,7 +2,7 @@
 
 import pytest
 
-from balancer.headers import ForwardedRequest, forward_request, forward_response
+from balancer.headers import ForwardedRequest, forward_request, forward_response, origin_form
 
 
 def head_lines(head: bytes) -> list[bytes]:
@@ -134,3 +134,31 @@ def test_missing_host_is_refused_on_http11_and_supplied_on_http10() -> None:
     out = forward_request("GET", b"/", [], client_ip="1.2.3.4", trusted_client=False,
                           new_request_id="r", http10=True)
     assert b"\r\nHost: localhost\r\n" in out.head
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    (b"/a?b=1", (b"/a?b=1", None)),
+    (b"*", (b"*", None)),
+    (b"http://Example.com/a?b=1", (b"/a?b=1", b"Example.com")),
+    (b"HTTPS://h:8443", (b"/", b"h:8443")),
+    (b"http://h?x=1", (b"/?x=1", b"h")),
+    (b"http://[::1]:80/p", (b"/p", b"[::1]:80")),
+])
+def test_origin_form_of_request_targets(target: bytes, expected: tuple[bytes, bytes | None],
+                                        ) -> None:
+    assert origin_form(target) == expected
+
+
+@pytest.mark.parametrize("target", [b"ftp://h/x", b"http://u@h/x", b"http:///x", b"h/x",
+                                    b"http://h:99999999/x", b"http://h/x#frag"])
+def test_targets_that_are_neither_paths_nor_http_uris_are_refused(target: bytes) -> None:
+    with pytest.raises(ValueError):
+        origin_form(target)
+
+
+def test_absolute_form_replaces_the_host_header_with_the_uri_authority() -> None:
+    out = forward_request("GET", b"http://real.example/x", [(b"Host", b"spoofed")],
+                          client_ip="10.0.0.1", trusted_client=False, new_request_id="r1")
+    assert out.target == b"/x" and out.host == b"real.example"
+    assert out.head.startswith(b"GET /x HTTP/1.1\r\n")
+    assert b"Host: real.example\r\n" in out.head and b"spoofed" not in out.head
