@@ -13,7 +13,7 @@ framing or smuggling-prone Transfer-Encoding gets through); this adds:
 
 aiohttp's `web.Server` builds a `RequestHandler` per connection in `__call__`; `ProxyServer`
 builds a `ClientConnection` instead. The attributes read here (`_request_count`,
-`_request_in_progress`) are aiohttp's own (3.10 to 3.14); tests cover the behaviour.
+`_request_in_progress`, `_keepalive`) are aiohttp's own (3.10 to 3.14); tests cover the behaviour.
 """
 
 import asyncio
@@ -59,7 +59,8 @@ class ClientConnection(web_protocol.RequestHandler):
         super().data_received(data)
         if self._request_count != count:  # a whole request head arrived
             self._cancel_header_timer()
-        elif self._header_timer is None and not self._request_in_progress and data:
+        elif self._header_timer is None and not self._request_in_progress and data \
+                and self._keepalive:  # (not after a final answer: lingering bytes are no head)
             # the first bytes of a request head: it has client_header seconds to complete
             self._header_timer = self._loop.call_later(self._server.header_timeout,
                                                        self._header_timed_out)
