@@ -62,6 +62,9 @@ class Metrics:
         self.reloads: defaultdict[str, int] = defaultdict(int)
         self.bad_requests: defaultdict[int, int] = defaultdict(int)  # by status: 400, 408, ...
 
+    def bad_request(self, status: int) -> None:
+        self.bad_requests[status] += 1
+
     def request(self, pool: str, request_class: str, status: int, seconds: float) -> None:
         self.requests[(pool, request_class, f"{status // 100}xx")] += 1
         self.latency[(pool, request_class)].observe(seconds)

@@ -129,20 +129,18 @@ class Balancer:
             on_connect=lambda address, seconds: self.metrics.connect_latency[
                 address.key].observe(seconds))
         self._upstreams.start()
-        self._access_log = _open_access_log(config)
+        self._access_log = _open_access_log(config)  # may raise ApplyError
         self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics,
                             self._access_log)
         self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         limits = config.limits
-        bad_requests = self.metrics.bad_requests
         server = ProxyServer(
             self._proxy.handle,
             header_timeout=config.timeouts.client_header,
             max_uri_size=limits.max_uri_size,
-            on_bad_request=lambda status: bad_requests.__setitem__(
-                status, bad_requests[status] + 1),
+            on_bad_request=self.metrics.bad_request,
             new_request_id=self._proxy.ids.new,
             handler_cancellation=True,
             access_log=None,
@@ -185,7 +183,7 @@ class Balancer:
         except OSError as exc:
             for _, _, sock in fresh:
                 sock.close()
-            raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise ApplyError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         for address, admin, sock in fresh:
             site = web.SockSite(self._admin if admin else self._public, sock)
             await site.start()
@@ -232,7 +230,7 @@ class Balancer:
             except ConfigError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         tuple(str(p) for p in exc.problems))
-            except ListenError as exc:
+            except ApplyError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         (f"{self.config_path}: {exc}",))
         outcome = replace(outcome, at=time.time(),
@@ -251,16 +249,24 @@ class Balancer:
     async def _swap(self, config: Config) -> ReloadOutcome:
         current = self.runtime
         runtime = Runtime(config, generation=current.generation + 1, rng=self.rng)
-        await self._listen(config)
+        access_log = self._access_log
+        if config.access_log != current.config.access_log:
+            access_log = _open_access_log(config)  # before anything changes: may refuse
+        try:
+            await self._listen(config)
+        except ApplyError:
+            if access_log is not self._access_log and access_log is not None:
+                access_log.close()
+            raise
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
                                  cpu_threshold_ms=config.routing.cpu_threshold_ms,
                                  io_threshold=config.routing.io_threshold)
-        if config.access_log != current.config.access_log:
+        if access_log is not self._access_log:
             if self._access_log is not None:
                 self._access_log.close()
-            self._access_log = _open_access_log(config)
+            self._access_log = access_log
         self.runtime = runtime
         if self._proxy is not None:
             self._proxy.runtime = runtime
@@ -283,8 +289,9 @@ class Balancer:
             self._access_log.close()
 
 
-class ListenError(Exception):
-    """A listen address of a new config could not be bound."""
+class ApplyError(Exception):
+    """A valid config that cannot be put in place here (an address that cannot be bound, an
+    access log that cannot be opened): at start the balancer exits, on reload it refuses."""
 
 
 @dataclass(eq=False, slots=True)
@@ -306,7 +313,13 @@ def _find(listeners: list["Listener"], address: Address, admin: bool) -> "Listen
 
 
 def _open_access_log(config: Config) -> AccessLog | None:
-    return None if config.access_log is None else AccessLog(config.access_log)
+    if config.access_log is None:
+        return None
+    try:
+        return AccessLog(config.access_log)
+    except OSError as exc:
+        raise ApplyError(f"cannot open the access log {config.access_log.path}: "
+                         f"{exc.strerror or exc}") from None
 
 
 async def serve(config: Config, config_path: str | None, *, admin: Address | None = None,
@@ -318,7 +331,12 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     """
     loop = asyncio.get_running_loop()
     balancer = Balancer(config, config_path, admin=admin)
-    await balancer.start()
+    try:
+        await balancer.start()
+    except ApplyError as exc:
+        log.error("%s: %s", config.source, exc)
+        await balancer.stop()
+        return 1
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)

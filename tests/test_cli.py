@@ -1,5 +1,6 @@
 """`balancer check` and `balancer run` as the operator sees them: exit codes and messages."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,18 @@ def test_run_refuses_an_invalid_file_with_exit_2(tmp_path: Path) -> None:
 def test_the_shipped_config_is_valid() -> None:
     result = run_cli("check", "-c", "config/balancer.yaml")
     assert result.returncode == 0, result.stderr
+
+
+def test_run_exits_1_with_a_clear_message_when_it_cannot_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: nobody may share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "lb.yaml"
+        config.write_text(f"listen: 127.0.0.1:{port}\n"
+                          "pools:\n  default:\n    backends: [http://127.0.0.1:1]\n")
+        result = subprocess.run([sys.executable, "-m", "balancer", "run", "-c", str(config)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

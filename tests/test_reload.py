@@ -195,3 +195,19 @@ async def test_text_access_log_and_failed_requests(
     assert re.fullmatch(
         rf'{request_id} "GET /a%20b\?q=%22x%22" 503 \d+ class=none pool=default '
         rf"backend=127\.0\.0\.1:{port} upstream_ms=- total_ms=\d+\.\d{{3}}\n", line), line
+
+
+async def test_an_access_log_that_cannot_be_opened_refuses_the_reload(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
+    missing = tmp_path / "no-such-dir" / "access.log"
+    path.write_text(one_pool_config(backend.url,
+                                    extra=f"access_log: {{path: '{missing}'}}\n"))
+    outcome = await lb.balancer.reload()
+    assert not outcome.ok and outcome.generation == 1
+    assert f"cannot open the access log {missing}: No such file or directory" in \
+        outcome.errors[0]
+    async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x") as resp:
+        assert resp.status == 200
