@@ -69,6 +69,8 @@ async def status_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[BALANCER].draining:
+        return web.Response(status=503, text="draining\n")
     return web.Response(text="ok\n")
 
 

@@ -51,6 +51,9 @@ class Timeouts:
     client_body: float = 10.0    # longest wait for the next piece of a request body (then 408)
     client_send: float = 30.0    # longest wait for a client to take the next piece of a
                                  # streamed response (then the connection is dropped)
+    grace: float = 0.0           # SIGTERM: keep serving this long first, /healthz 503 and
+                                 # every response `Connection: close` (for a load balancer
+                                 # or Kubernetes to take the instance out); then drain
     drain: float = 15.0
 
 

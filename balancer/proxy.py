@@ -113,6 +113,7 @@ class Proxy:
                  metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.runtime = runtime
         self.access_log = access_log
+        self.draining = False  # SIGTERM's grace period: every response closes its connection
         self.upstreams = upstreams
         self.costs = costs
         self.metrics = metrics
@@ -136,6 +137,8 @@ class Proxy:
         started = self.upstreams.loop.time()
         record = Entry()
         reply = await self._handle(request, record)
+        if self.draining and isinstance(reply, web.StreamResponse) and not reply.prepared:
+            reply.force_close()
         record.total_s = self.upstreams.loop.time() - started
         self.metrics.request(record.pool, record.request_class, reply.status, record.total_s)
         access_log = self.access_log
@@ -329,7 +332,7 @@ class Proxy:
             length = len(body) if body else response.content_length
             if length is None and request.method != "HEAD" and response.status != 304:
                 length = 0  # an empty chunked or close-delimited body
-            keep_alive = request.keep_alive
+            keep_alive = request.keep_alive and not self.draining
             head, report = response_head(
                 response.status, response.reason, response.headers, forwarded.request_id,
                 content_length=length, keep_alive=keep_alive,
@@ -345,6 +348,8 @@ class Proxy:
         reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
         if response.content_length is not None:
             reply.content_length = response.content_length
+        if self.draining:
+            reply.force_close()
         await reply.prepare(request)
         try:
             while chunk := await conn.read_chunk(timeouts.backend_response):

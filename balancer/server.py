@@ -197,6 +197,16 @@ class Balancer:
         self._listeners = kept
 
     @property
+    def draining(self) -> bool:
+        """In SIGTERM's grace period: /healthz answers 503, every response closes."""
+        return self._proxy is not None and self._proxy.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        if self._proxy is not None:
+            self._proxy.draining = value
+
+    @property
     def public_addresses(self) -> list[str]:
         return [listener.bound for listener in self._listeners if not listener.admin]
 
@@ -354,6 +364,15 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
         if sig == signal.SIGHUP:
             await balancer.reload()
             continue
+        grace = balancer.runtime.config.timeouts.grace
+        if grace > 0 and not balancer.draining:
+            balancer.draining = True
+            log.info("%s: grace period of %gs: still serving, /healthz answers 503, every "
+                     "response closes its connection (signal again to skip)", sig.name, grace)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    while (sig := await received.get()) == signal.SIGHUP:
+                        await balancer.reload()
         log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
         break
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -228,14 +228,13 @@ class Supervisor:
 
     async def stop(self) -> int:
         """SIGTERM to every worker; wait for them to drain; 0 when all exited 0."""
-        self.stopping = True
-        if self._admin is not None:
-            await self._admin.cleanup()
+        self.stopping = True  # from now on /healthz answers 503
         running = [w.process for w in self.workers
                    if w.process is not None and w.process.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        grace = self.config.timeouts.drain + 5.0
+        timeouts = self.config.timeouts
+        grace = timeouts.grace + timeouts.drain + 5.0
         try:
             codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), grace)
         except TimeoutError:
@@ -247,6 +246,8 @@ class Supervisor:
         for worker in self.workers:
             if worker.watcher is not None:
                 worker.watcher.cancel()
+        if self._admin is not None:
+            await self._admin.cleanup()
         for worker in self.workers:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(worker.admin_socket)
@@ -282,6 +283,8 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
 # -- the admin listener ---------------------------------------------------------------------
 
 async def _healthz(request: web.Request) -> web.Response:
+    if request.app[SUPERVISOR].stopping:
+        return web.Response(status=503, text="draining\n")
     return web.Response(text="ok\n")
 
 

@@ -202,3 +202,31 @@ async def test_sigterm_under_load_fails_no_request_in_flight(
     assert in_flight <= set(answered)  # every request in flight at the signal was answered
     assert set(backend.seen) <= set(answered)
     assert "SIGTERM: draining" in lb.log()
+
+
+async def test_sigterm_grace_period_keeps_serving_with_connection_close_and_healthz_503(
+    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_process: Callable[[Path], Process],
+) -> None:
+    backend = await backend_factory()
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config(backend.url, extra="timeouts: {grace: 2s, drain: 5s}\n"))
+    lb = balancer_process(config)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{lb.admin_url}/healthz") as resp:
+            assert resp.status == 200
+        async with session.get(f"{lb.url}/x") as resp:
+            assert resp.status == 200 and "close" not in resp.headers.get("Connection", "")
+        lb.signal(signal.SIGTERM)
+        await asyncio.to_thread(lb.wait_for_log, r"SIGTERM: grace period of 2s")
+        async with session.get(f"{lb.admin_url}/healthz") as resp:
+            assert resp.status == 503 and await resp.text() == "draining\n"
+        for path in ("/x", "/status/404"):  # whole answers, and one that is no 2xx
+            async with session.get(f"{lb.url}{path}") as resp:  # new requests still served
+                assert resp.headers["Connection"] == "close"
+        async with session.get(f"{lb.url}/download?bytes=300000") as resp:  # streamed
+            assert resp.status == 200 and resp.headers["Connection"] == "close"
+            assert len(await resp.read()) == 300000
+        await asyncio.to_thread(lb.wait_for_log, r"SIGTERM: draining")
+    assert await asyncio.to_thread(lb.proc.wait, 15) == 0
+    assert lb.log().index("grace period") < lb.log().index("draining (up to 5s)")
