@@ -1,7 +1,7 @@
 """The access log: one line per request, as text or JSON, written in batches.
 
 I/O shell, kept off the hot path: `record` formats one line into a list; the lines are
-written (one `os.write` for the batch) when the batch is large or, at the latest, by `flush`,
+written (a few `os.write`s for the batch) when the batch is large or, at the latest, by `flush`,
 which the server calls every `FLUSH_INTERVAL` seconds and at shutdown: one system call per
 second or per BATCH lines, not one per request; a crash loses at most the last second.
 """
@@ -14,6 +14,7 @@ from balancer.config import AccessLogConfig
 
 FLUSH_INTERVAL = 1.0
 BATCH = 256
+ATOMIC = 4096  # PIPE_BUF: writes up to this size to a pipe are never interleaved
 
 
 class Entry:
@@ -36,8 +37,9 @@ class Entry:
 
 
 class AccessLog:
-    """Lines go out with one `os.write` per batch on an O_APPEND descriptor: with several
-    worker processes appending to one file, their lines never interleave mid-line."""
+    """Lines go out in writes of whole lines of at most PIPE_BUF bytes, on an O_APPEND
+    descriptor when a file: with several worker processes writing to one file or one pipe
+    (standard error), their lines never interleave mid-line."""
 
     def __init__(self, config: AccessLogConfig) -> None:
         self.config = config
@@ -57,15 +59,26 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        if self._lines:
-            data = "".join(self._lines).encode("utf-8", "backslashreplace")
-            self._lines = []
-            while data:
-                try:
-                    written = os.write(self._fd, data)
-                except BlockingIOError:  # a non-blocking pipe that is full: drop, never wait
-                    return
-                data = data[written:]
+        lines, self._lines = self._lines, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            encoded = line.encode("utf-8", "backslashreplace")
+            if size + len(encoded) > ATOMIC and chunk:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(encoded)
+            size += len(encoded)
+        if chunk:
+            self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        while data:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:  # a non-blocking pipe that is full: drop, never wait
+                return
+            data = data[written:]
 
     def close(self) -> None:
         self.flush()

@@ -211,3 +211,23 @@ async def test_an_access_log_that_cannot_be_opened_refuses_the_reload(
         outcome.errors[0]
     async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x") as resp:
         assert resp.status == 200
+
+
+def test_access_log_lines_are_written_whole_in_pipe_atomic_chunks(tmp_path: Path) -> None:
+    from balancer.access_log import ATOMIC, AccessLog, Entry
+    from balancer.config import AccessLogConfig
+
+    path = tmp_path / "access.log"
+    log = AccessLog(AccessLogConfig(format="json", path=str(path)))
+    writes: list[int] = []
+    real_write = log._write
+    log._write = lambda data: (writes.append(len(data)), real_write(data))  # type: ignore[method-assign]
+    for index in range(300):
+        entry = Entry()
+        entry.request_id = f"r{index}"
+        entry.path = "/p" + "x" * (index % 50)
+        log.record(entry)
+    log.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(300)]
+    assert writes and max(writes) <= ATOMIC
