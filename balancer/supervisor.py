@@ -30,11 +30,11 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
 from balancer.admin import status_page, token_middleware
+from balancer.aggregate import merge_expositions, merge_status
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, describe
 from balancer.yamltree import ConfigError
@@ -321,55 +321,15 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def merge_status(documents: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """One `/status` document for all workers: per backend, in-flight and connection counts
-    add up; weights and reports are the first worker's; learned routes are the entry with
-    the most samples. Workers that did not answer are left out."""
-    present = [d for d in documents if d is not None]
-    if not present:
-        return {"generation": 0, "digest": "", "config": "", "listen": [], "pools": [],
-                "routes": []}
-    merged = present[0]
-    for other in present[1:]:
-        for pool, other_pool in zip(merged["pools"], other["pools"], strict=False):
-            for backend, other_backend in zip(pool["backends"], other_pool["backends"],
-                                              strict=False):
-                for key in ("inflight", "open_connections", "idle_connections"):
-                    backend[key] += other_backend[key]
-        routes = {r["route"]: r for r in merged["routes"]}
-        for route in other["routes"]:
-            if route["samples"] > routes.get(route["route"], {"samples": -1})["samples"]:
-                routes[route["route"]] = route
-        merged["routes"] = sorted(routes.values(), key=lambda r: -r["samples"])
-    return merged
-
-
 class _MergedMetrics(Collector):
-    """The workers' expositions as one: counters and histograms summed per label set;
-    gauges per worker (a `worker` label), as prometheus-client's multiprocess mode does."""
+    """The workers' last expositions merged (balancer.aggregate), and the workers' own."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
         supervisor = self.supervisor
-        families: dict[str, Metric] = {}
-        sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-        for index, text in enumerate(supervisor._last_metrics):
-            for family in text_string_to_metric_families(text):
-                families.setdefault(
-                    family.name, Metric(family.name, family.documentation, family.type))
-                values = sums.setdefault(family.name, {})
-                for sample in family.samples:
-                    labels = dict(sample.labels)
-                    if family.type == "gauge":
-                        labels["worker"] = str(index)
-                    key = (sample.name, tuple(sorted(labels.items())))
-                    values[key] = values.get(key, 0.0) + sample.value
-        for name, family in families.items():
-            for (sample_name, label_pairs), value in sums[name].items():
-                family.add_sample(sample_name, dict(label_pairs), value)
-            yield family
+        yield from merge_expositions(supervisor._last_metrics)
         running = sum(1 for w in supervisor.workers
                       if w.process is not None and w.process.returncode is None)
         yield GaugeMetricFamily("balancer_workers", "Worker processes running", value=running)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.core import Metric
 
-from balancer.supervisor import merge_status, workers_from_arg
+from balancer.aggregate import merge_expositions, merge_status
+from balancer.supervisor import workers_from_arg
 from tests.conftest import Backend, Process, wait_for
 
 READY = r"serving with 2 workers"
@@ -202,3 +204,29 @@ def test_merged_status_adds_in_flight_counts_and_keeps_the_best_learned_route() 
     backend = merged["pools"][0]["backends"][0]
     assert (backend["inflight"], backend["open_connections"]) == (5, 2)
     assert merged["routes"] == [{"route": "GET /x", "samples": 9}]
+
+
+def test_merged_expositions_sum_counters_and_histograms_and_keep_gauges_per_worker() -> None:
+    def exposition(requests: int, le_1: int, weight: float) -> str:
+        return (
+            "# HELP r_total Requests\n# TYPE r_total counter\n"  # as prometheus-client writes
+            f'r_total{{pool="p"}} {requests}\n'
+            "# HELP d Duration\n# TYPE d histogram\n"
+            f'd_bucket{{le="1.0"}} {le_1}\nd_bucket{{le="+Inf"}} {le_1 + 1}\n'
+            f"d_count {le_1 + 1}\nd_sum 2.5\n"
+            "# HELP w Weight\n# TYPE w gauge\n"
+            f'w{{backend="b"}} {weight}\n')
+
+    merged = {family.name: family for family in
+              merge_expositions([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
+
+    def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+
+    assert samples(merged["r"]) == {("r_total", (("pool", "p"),)): 7.0}
+    assert samples(merged["d"]) == {
+        ("d_bucket", (("le", "1.0"),)): 3.0, ("d_bucket", (("le", "+Inf"),)): 5.0,
+        ("d_count", ()): 5.0, ("d_sum", ()): 5.0}
+    assert samples(merged["w"]) == {
+        ("w", (("backend", "b"), ("worker", "0"))): 0.5,
+        ("w", (("backend", "b"), ("worker", "1"))): 0.7}
