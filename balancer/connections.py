@@ -29,6 +29,7 @@ class Upstreams:
         self._pools: dict[Address, ConnectionPool] = {}
         self._stats: dict[Address, BackendStats] = {}
         self._health: dict[Address, BackendHealth] = {}
+        self._retired: set[Address] = set()  # left the config: not recorded any more
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -51,15 +52,18 @@ class Upstreams:
         return upstream
 
     def configure(self, pools: tuple[PoolConfig, ...], timeouts: Timeouts) -> None:
-        """Apply new limits to kept pools and close the pools of backends no longer listed."""
+        """Apply new limits to kept pools and retire the pools of backends no longer listed
+        (their requests in flight finish; what they report afterwards is not kept)."""
         wanted = {address: pool for pool in pools for address in pool.backends}
+        self._retired = (self._retired | set(self._pools) | set(self._stats)) - set(wanted)
+        for address in self._retired:
+            self._stats.pop(address, None)
+            self._health.pop(address, None)
         for address in list(self._pools):
             upstream = self._pools[address]
             if address not in wanted:
                 del self._pools[address]
-                self._stats.pop(address, None)
-                self._health.pop(address, None)
-                upstream.close()
+                upstream.retire()
                 continue
             upstream.max_connections = wanted[address].max_connections
             upstream.max_idle = wanted[address].max_idle
@@ -70,13 +74,17 @@ class Upstreams:
         """What is known of a backend (weights, errors), kept across reloads."""
         stats = self._stats.get(address)
         if stats is None:
-            stats = self._stats[address] = BackendStats(self.loop.time())
+            stats = BackendStats(self.loop.time())
+            if address not in self._retired:
+                self._stats[address] = stats
         return stats
 
     def health(self, address: Address) -> BackendHealth:
         health = self._health.get(address)
         if health is None:
-            health = self._health[address] = BackendHealth()
+            health = BackendHealth()
+            if address not in self._retired:
+                self._health[address] = health
         return health
 
     def inflight(self, address: Address) -> int:

@@ -396,12 +396,19 @@ class ConnectionPool:
                 conn.close()
         return len(expired)
 
-    def close(self) -> None:
+    def retire(self) -> None:
+        """The backend left the config: close the idle connections now; those in flight
+        finish their request and are closed when released."""
         self._closed = True
-        for conn in list(self._open):
+        for conn in self._idle:
             conn.close()
         self._idle.clear()
         self._room.fail_all(PoolExhausted("backend removed"))
+
+    def close(self) -> None:
+        self.retire()
+        for conn in list(self._open):
+            conn.close()
 
     async def _connect(self) -> UpstreamConnection:
         self._connecting += 1

@@ -231,3 +231,29 @@ def test_access_log_lines_are_written_whole_in_pipe_atomic_chunks(tmp_path: Path
     lines = path.read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(300)]
     assert writes and max(writes) <= ATOMIC
+
+
+async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    first, second = await backend_factory("first"), await backend_factory("second")
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(
+        first.url, extra="routing:\n  classes: {io: default, light_cpu: default, "
+                         "heavy_cpu: default}\n  explain: true\n"))
+    async with aiohttp.ClientSession() as client:
+        slow = asyncio.ensure_future(client.get(f"{lb.url}/slow?s=0.5&id=in-flight"))
+        await wait_for(lambda: first.seen == ["in-flight"], what="the request at the backend")
+        path.write_text(one_pool_config(second.url))  # another backend, and no routing
+        assert (await lb.balancer.reload()).ok
+        async with client.get(f"{lb.url}/x") as resp:
+            assert resp.headers["X-Backend"] == "second"
+            assert "X-Balancer-Decision" not in resp.headers
+        async with await slow as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Backend"] == "first"
+            assert "pool=default" in resp.headers["X-Balancer-Decision"]  # generation 1's
+    # the removed backend's connection is closed once its last request is done
+    server = first.runner.server
+    assert server is not None
+    await wait_for(lambda: len(server.connections) == 0, what="first's connection closed")
+    assert set(lb.balancer.upstreams.pools()) == set(lb.balancer.runtime.config.pools[0].backends)
