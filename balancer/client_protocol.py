@@ -12,8 +12,9 @@ framing or smuggling-prone Transfer-Encoding gets through); this adds:
   connections are governed by `client_idle` instead.
 
 aiohttp's `web.Server` builds a `RequestHandler` per connection in `__call__`; `ProxyServer`
-builds a `ClientConnection` instead. The attributes read here (`_request_count`,
-`_request_in_progress`, `_keepalive`) are aiohttp's own (3.10 to 3.14); tests cover the behaviour.
+builds a `ClientConnection` instead. The attributes used here (`_request_count`,
+`_request_in_progress`, `_keepalive`, and the server's `_kwargs` for new connections) are
+aiohttp's own (3.10 to 3.14); tests cover the behaviour.
 """
 
 import asyncio
@@ -24,18 +25,36 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
+from balancer.config import Config
+
 log = logging.getLogger("balancer.client")
 
 
 class ProxyServer(web.Server):
-    def __init__(self, handler: Any, *, header_timeout: float, max_uri_size: int,
-                 on_bad_request: Callable[[int], None], new_request_id: Callable[[], str],
-                 **kwargs: Any) -> None:
-        super().__init__(handler, max_line_size=max_uri_size, **kwargs)
-        self.header_timeout = header_timeout
-        self.max_uri_size = max_uri_size
+    """aiohttp's low-level server whose connections are `ClientConnection`s, with the
+    client-side limits and timeouts of a config; `apply` puts a reloaded config's in place
+    for the connections accepted from then on."""
+
+    def __init__(self, handler: Any, config: Config, *, on_bad_request: Callable[[int], None],
+                 new_request_id: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
         self.on_bad_request = on_bad_request
         self.new_request_id = new_request_id
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        limits, timeouts = config.limits, config.timeouts
+        self.header_timeout = timeouts.client_header
+        self.max_uri_size = limits.max_uri_size
+        self._kwargs.update(
+            keepalive_timeout=timeouts.client_idle,
+            # after an early answer (413, 408) read and drop what the client still sends, so
+            # that closing does not reset the connection under the answer; at most this long
+            lingering_time=timeouts.client_body,
+            max_line_size=limits.max_uri_size,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+        )
 
     def __call__(self) -> web_protocol.RequestHandler:
         return ClientConnection(self, loop=self._loop, **self._kwargs)

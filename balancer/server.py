@@ -103,6 +103,7 @@ class Balancer:
         self.reloads: list[ReloadOutcome] = []
         self._listeners: list[Listener] = []
         self._public: web.ServerRunner | None = None
+        self._server: ProxyServer | None = None
         self._admin: web.AppRunner | None = None
         self._access_log: AccessLog | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -135,22 +136,13 @@ class Balancer:
         self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
-        limits = config.limits
-        server = ProxyServer(
-            self._proxy.handle,
-            header_timeout=config.timeouts.client_header,
-            max_uri_size=limits.max_uri_size,
+        server = self._server = ProxyServer(
+            self._proxy.handle, config,
             on_bad_request=self.metrics.bad_request,
             new_request_id=self._proxy.ids.new,
             handler_cancellation=True,
             access_log=None,
             auto_decompress=False,
-            keepalive_timeout=config.timeouts.client_idle,
-            # after an early answer (413, 408) read and drop what the client still sends, so
-            # that closing does not reset the connection under the answer; at most this long
-            lingering_time=config.timeouts.client_body,
-            max_field_size=limits.max_header_size,
-            max_headers=limits.max_headers,
         )
         self._public = web.ServerRunner(server, handle_signals=False,
                                         shutdown_timeout=config.timeouts.drain)
@@ -268,6 +260,8 @@ class Balancer:
             if access_log is not self._access_log and access_log is not None:
                 access_log.close()
             raise
+        if self._server is not None:
+            self._server.apply(config)  # limits and client timeouts of new connections
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,

@@ -257,3 +257,17 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
     assert server is not None
     await wait_for(lambda: len(server.connections) == 0, what="first's connection closed")
     assert set(lb.balancer.upstreams.pools()) == set(lb.balancer.runtime.config.pools[0].backends)
+
+
+async def test_client_limits_and_timeouts_of_a_reload_apply_to_new_connections(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
+    big = {"X-Big": "a" * 3000}
+    async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x", headers=big) as resp:
+        assert resp.status == 200
+    path.write_text(one_pool_config(backend.url, extra="limits: {max_header_size: 2KiB}\n"))
+    assert (await lb.balancer.reload()).ok
+    async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x", headers=big) as resp:
+        assert resp.status == 431
