@@ -262,6 +262,8 @@ class Balancer:
             raise
         if self._server is not None:
             self._server.apply(config)  # limits and client timeouts of new connections
+        if self._public is not None:
+            self._public._shutdown_timeout = config.timeouts.drain  # aiohttp's, read at stop
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,

@@ -2,9 +2,11 @@
 state carries over; the access log writes one line per request."""
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -271,3 +273,21 @@ async def test_client_limits_and_timeouts_of_a_reload_apply_to_new_connections(
     assert (await lb.balancer.reload()).ok
     async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x", headers=big) as resp:
         assert resp.status == 431
+
+
+async def test_a_reloaded_drain_timeout_is_the_one_stop_uses(
+    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+) -> None:
+    backend = await backend_factory("b")
+    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(
+        backend.url, extra="timeouts: {drain: 30s}\n"))
+    path.write_text(one_pool_config(backend.url, extra="timeouts: {drain: 300ms}\n"))
+    assert (await lb.balancer.reload()).ok
+    async with aiohttp.ClientSession() as client:
+        slow = asyncio.ensure_future(client.get(f"{lb.url}/slow?s=6&id=long"))
+        await wait_for(lambda: backend.seen == ["long"], what="the request at the backend")
+        started = time.monotonic()
+        await lb.balancer.stop()  # drains for at most 300 ms, not 30 s
+        assert time.monotonic() - started < 3
+        with contextlib.suppress(aiohttp.ClientError):
+            (await slow).close()
