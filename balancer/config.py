@@ -49,8 +49,8 @@ class Timeouts:
     client_idle: float = 75.0
     client_header: float = 10.0  # from the first byte of a request head to its end (then 408)
     client_body: float = 10.0    # longest wait for the next piece of a request body (then 408)
-    client_send: float = 30.0    # longest wait for a client to take the next piece of a
-                                 # streamed response (then the connection is dropped)
+    client_send: float = 30.0    # longest a client may take nothing of a response the
+                                 # balancer holds more of (then it is dropped)
     grace: float = 0.0           # SIGTERM: keep serving this long first, /healthz 503 and
                                  # every response `Connection: close` (for a load balancer
                                  # or Kubernetes to take the instance out); then drain
