@@ -94,6 +94,18 @@ def _buffered(lb: Running) -> tuple[int, int]:
     return to_clients, to_backends
 
 
+async def _peak_for_a_second(lb: Running, side: int) -> int:
+    """The most the balancer buffered towards clients (side 0) or backends (side 1), sampled
+    for a second once bytes started to wait."""
+    await wait_for(lambda: _buffered(lb)[side] > 0, what="bytes waiting in the balancer")
+    loop = asyncio.get_running_loop()
+    deadline, peak = loop.time() + 1.0, 0
+    while loop.time() < deadline:
+        peak = max(peak, _buffered(lb)[side])
+        await asyncio.sleep(0.02)
+    return peak
+
+
 @pytest.mark.parametrize("direction", ["backend to client", "client to backend"])
 async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
     raw_backend_factory: Callable[..., Awaitable[RawBackend]],
@@ -122,13 +134,7 @@ async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
     writer.write(UPGRADE)
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
     if direction == "backend to client":
-        await asyncio.sleep(0)  # the client reads nothing while the backend sends
-        await wait_for(lambda: _buffered(lb)[0] > 0, what="bytes waiting for the client")
-        deadline = asyncio.get_running_loop().time() + 1.0
-        peak = 0
-        while asyncio.get_running_loop().time() < deadline:
-            peak = max(peak, _buffered(lb)[0])
-            await asyncio.sleep(0.02)
+        peak = await _peak_for_a_second(lb, 0)  # the client reads nothing meanwhile
         assert peak < 2 * 1024 * 1024, f"{peak} bytes buffered for a client that reads nothing"
         total = 0
         while chunk := await reader.read(1 << 20):
@@ -142,12 +148,7 @@ async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
             writer.write_eof()
 
         sender = asyncio.ensure_future(send())
-        await wait_for(lambda: _buffered(lb)[1] > 0, what="bytes waiting for the backend")
-        deadline = asyncio.get_running_loop().time() + 1.0
-        peak = 0
-        while asyncio.get_running_loop().time() < deadline:
-            peak = max(peak, _buffered(lb)[1])
-            await asyncio.sleep(0.02)
+        peak = await _peak_for_a_second(lb, 1)  # the backend reads nothing meanwhile
         assert peak < 2 * 1024 * 1024, f"{peak} bytes buffered for a backend that reads nothing"
         assert not sender.done()
         reader_ready.set()
