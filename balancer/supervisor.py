@@ -81,11 +81,8 @@ class Supervisor:
         self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
         self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
                         for i in range(workers)]
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_MergedMetrics(self))
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
-        self._last_metrics: list[str] = []
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -316,20 +313,22 @@ async def _metrics(request: web.Request) -> web.Response:
     supervisor = request.app[SUPERVISOR]
     texts = await asyncio.gather(*(supervisor._worker_get(w, "/metrics")
                                    for w in supervisor.workers))
-    supervisor._last_metrics = [text or "" for text in texts]
-    body = generate_latest(supervisor.registry)
+    registry = CollectorRegistry(auto_describe=False)  # one scrape's worth
+    registry.register(_MergedMetrics(supervisor, [text or "" for text in texts]))
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _MergedMetrics(Collector):
-    """The workers' last expositions merged (balancer.aggregate), and the workers' own."""
+    """One scrape: the workers' expositions merged (balancer.aggregate), and the workers' own."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, expositions: list[str]) -> None:
         self.supervisor = supervisor
+        self.expositions = expositions
 
     def collect(self) -> Iterator[Metric]:
         supervisor = self.supervisor
-        yield from merge_expositions(supervisor._last_metrics)
+        yield from merge_expositions(self.expositions)
         running = sum(1 for w in supervisor.workers
                       if w.process is not None and w.process.returncode is None)
         yield GaugeMetricFamily("balancer_workers", "Worker processes running", value=running)
