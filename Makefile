@@ -19,7 +19,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check balancer backends tests bench
 	$(BIN)/mypy
-	@sh scripts/ensure-debs.sh chromium:chromium || echo "note: the status page test will be skipped"
+	@sh scripts/ensure-debs.sh chromium:chromium || echo "note: no chromium: the status page tests skip (and fail under CI=true)"
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
