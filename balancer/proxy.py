@@ -211,7 +211,7 @@ class Proxy:
         decision = None
         if runtime.classifier is not None:
             decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
-        pool = runtime.pool_for(decision.request_class if decision else None)
+        pool = runtime.pool_for_decision(decision)
         record.pool = pool.name
         if decision is not None:
             record.request_class = decision.request_class
@@ -388,8 +388,8 @@ class Proxy:
         now = self.upstreams.loop.time()
         outcome.stats.observe_report(parsed, now, balancing)
         decision = outcome.decision
-        if decision is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
-            self.costs.observe(decision.template, parsed.cpu_ms, parsed.wall_ms, now)
+        if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
+            self.costs.observe_report(decision.template, parsed, now)
 
 
 async def _send_body(

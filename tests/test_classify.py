@@ -8,6 +8,7 @@ from balancer.classify import Classifier, glob_to_regex, normalize_path, path_te
 from balancer.config import parse_config
 from balancer.costs import CostModel
 from balancer.routing_config import Learning, RoutingConfig
+from balancer.yamltree import ConfigError
 
 
 @dataclass
@@ -85,6 +86,7 @@ pools:
   io: {{backends: [http://127.0.0.1:1]}}
   light: {{backends: [http://127.0.0.1:2]}}
   heavy: {{backends: [http://127.0.0.1:3]}}
+  gpu: {{backends: [http://127.0.0.1:4]}}
 routing:
   cpu_threshold: 100ms
   io_threshold: 0.5
@@ -141,21 +143,93 @@ def test_request_facts_decide_for_routes_with_no_rule_and_no_history() -> None:
     assert classify.classify(Facts(path="/anything"), costs).source == "default"
 
 
-def test_learned_cost_overrides_an_unpinned_rule_once_confident_but_not_a_pinned_one() -> None:
+def teach(classify: Classifier, costs: CostModel, facts: Facts, cpu_ms: float, io_ms: float,
+          times: int) -> None:
+    for sample in range(times):
+        template = classify.classify(facts, costs).template
+        costs.observe(template, cpu_ms, cpu_ms + io_ms, float(sample), io_ms=io_ms)
+
+
+def test_one_heavy_report_escalates_an_unpinned_cheap_rule_but_not_a_pinned_one() -> None:
     classify, costs = classifier(RULES)
     render = Facts(path="/render/page", query="name=x")
     pinned = Facts(path="/pinned")
-    for sample in range(5):
-        decision = classify.classify(render, costs)
-        assert decision.source == "rule"  # not confident yet (min_samples is 5)
-        costs.observe(decision.template, cpu_ms=250, wall_ms=260, now=float(sample))
-        costs.observe(classify.classify(pinned, costs).template, 250, 260, float(sample))
+    assert classify.classify(render, costs).source == "rule"
+    teach(classify, costs, render, cpu_ms=250, io_ms=0, times=1)
+    teach(classify, costs, pinned, cpu_ms=250, io_ms=0, times=1)
     decision = classify.classify(render, costs)
-    assert (decision.request_class, decision.source) == ("heavy_cpu", "learned")
-    assert decision.template == "GET /render/page?name"
+    assert (decision.request_class, decision.source) == ("heavy_cpu", "learned-escalation")
+    assert decision.template == "GET /render/page?name" and decision.rule == 1
     assert decision.score == pytest.approx(2.5)
     pinned_decision = classify.classify(pinned, costs)
     assert (pinned_decision.request_class, pinned_decision.source) == ("light_cpu", "rule")
+
+
+@pytest.mark.parametrize(("facts", "cpu_ms", "io_ms", "ruled"), [
+    (Facts(path="/api/items"), 2.0, 0.0, "io"),            # learned light_cpu: stays io
+    (Facts(path="/render/page"), 1.0, 20.0, "light_cpu"),  # learned io: stays light_cpu
+    (Facts(path="/process/x", method="POST"), 1.0, 0.0, "heavy_cpu"),  # learned cheap: stays
+])
+def test_learning_never_moves_a_route_against_its_rule_except_to_isolate_cpu(
+    facts: Facts, cpu_ms: float, io_ms: float, ruled: str,
+) -> None:
+    classify, costs = classifier(RULES)
+    teach(classify, costs, facts, cpu_ms, io_ms, times=30)
+    learned = costs.lookup(classify.classify(facts, costs).template)
+    assert learned is not None and costs.decides(learned) and learned.learned_class != ruled
+    decision = classify.classify(facts, costs)
+    assert (decision.request_class, decision.source) == (ruled, "rule")
+
+
+def test_with_no_rule_the_learned_class_decides_once_stable() -> None:
+    classify, costs = classifier("    - {path: /never, class: io}")
+    query = Facts(path="/db/query", query="user=3")
+    teach(classify, costs, query, cpu_ms=1.0, io_ms=20.0, times=4)
+    assert classify.classify(query, costs).source == "default"
+    teach(classify, costs, query, cpu_ms=1.0, io_ms=20.0, times=1)
+    decision = classify.classify(query, costs)
+    assert (decision.request_class, decision.source) == ("io", "learned")
+
+
+def test_a_rule_may_send_requests_to_any_pool_and_an_escalation_still_goes_heavy() -> None:
+    classify, costs = classifier(RULES.replace('- {path: "/api/**", class: io}',
+                                               '- {path: "/infer/**", pool: gpu}'))
+    infer = Facts(path="/infer/model", method="POST")
+    decision = classify.classify(infer, costs)
+    assert (decision.pool, decision.request_class, decision.source) == ("gpu", "light_cpu", "rule")
+    teach(classify, costs, infer, cpu_ms=400, io_ms=0, times=1)
+    decision = classify.classify(infer, costs)
+    assert (decision.pool, decision.request_class, decision.source) == (
+        None, "heavy_cpu", "learned-escalation")
+
+
+def test_a_rule_naming_an_unknown_pool_is_a_located_error() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config("""listen: 127.0.0.1:0
+pools: {a: {backends: [http://127.0.0.1:1]}}
+routing:
+  classes: {light_cpu: a}
+  rules: [{path: /x, pool: gpu}]
+""", "lb.yaml")
+    expected = "lb.yaml:5:28: routing.rules[0].pool: no pool named 'gpu' (defined: a)"
+    assert expected in str(error.value)
+
+
+def test_cpu_threshold_is_auto_unless_written() -> None:
+    base = """listen: 127.0.0.1:0
+pools: {a: {backends: [http://127.0.0.1:1]}}
+routing:
+  classes: {light_cpu: a}
+"""
+    for extra, expected in [("", None), ("  cpu_threshold: auto\n", None),
+                            ("  cpu_threshold: 20ms\n", 20.0)]:
+        routing = parse_config(base + extra).routing
+        assert routing is not None and routing.cpu_threshold_ms == expected
+    hinted = parse_config(base + "  rules: [{path: /r, cpu_ms: 30}]\n").routing
+    assert hinted is not None
+    classify = Classifier(hinted)
+    costs = CostModel(hinted.learning, cpu_threshold_ms=None, io_threshold=0.5)
+    assert classify.classify(Facts(path="/r"), costs).request_class == "heavy_cpu"  # 30 >= 10
 
 
 def test_fifty_rules_cost_one_lookup_per_route_after_the_first() -> None:
