@@ -17,9 +17,9 @@ flight (the uncontended figure), never otherwise. Rules this module keeps:
 - Confidence is stability of the class (`min_samples` reports since the class last changed
   or was put in question), not a spread of a tiny figure. A route decides once it has been
   stable once (or escalated): it keeps deciding with its current class while its cost changes.
-- `cpu_threshold: auto` (the default): heavy is AUTO_FACTOR times the CPU of a cheap request
-  of the traffic (the request-weighted quartile), never under AUTO_FLOOR_MS nor over
-  AUTO_CEILING_MS (see README for the measurement behind the floor).
+- `cpu_threshold: auto` (the default): heavy is AUTO_FACTOR times the CPU of a cheap route
+  of the traffic (the first quartile of the known routes' CPU, each route one vote), never
+  under AUTO_FLOOR_MS nor over AUTO_CEILING_MS (see README for the floor).
 - Bounded, and not flushed by hostile traffic: a new template waits in a small probation
   table until it is stable; only then does it enter the main table (`max_routes`, least
   recently used evicted), so a spray of distinct paths churns probation only. A path that has
@@ -57,7 +57,6 @@ class RouteCost:
     stable: int = 0         # reports since the class last changed or was put in question
     pending: int = 0        # reports in a row whose averages point to a lighter class
     settled: bool = False   # the learned class decides (stable once, or escalated)
-    hits: float = 0.0       # recent reports (halved at every auto-threshold computation)
 
     @property
     def io_share(self) -> float:
@@ -121,7 +120,6 @@ class CostModel:
         if io_ms is not None:
             io_ms = min(max(io_ms, 0.0), wall_ms if wall_ms > 0 else MAX_COST_MS)
         route = self._entry(template)
-        route.hits += 1
         if route.samples == 0:
             route.cpu_ms, route.io_ms = cpu_ms, io_ms or 0.0
             route.learned_class = self._class_of(cpu_ms, route.io_ms, None)
@@ -258,18 +256,11 @@ class CostModel:
         return "light_cpu"
 
     def _update_auto_threshold(self) -> None:
-        """AUTO_FACTOR x the request-weighted AUTO_QUANTILE of the routes' CPU, clamped."""
-        routes = sorted(self.routes(), key=lambda r: r.cpu_ms)
-        total = sum(r.hits for r in routes)
+        """AUTO_FACTOR x the AUTO_QUANTILE of the known routes' CPU (each route one vote, so
+        a burst of one route's traffic does not move it), clamped."""
         threshold = AUTO_FLOOR_MS
-        if self._reports >= AUTO_MIN_REPORTS and total > 0:
-            seen = 0.0
-            for route in routes:
-                seen += route.hits
-                if seen >= AUTO_QUANTILE * total:
-                    threshold = min(AUTO_CEILING_MS, max(AUTO_FLOOR_MS,
-                                                         AUTO_FACTOR * route.cpu_ms))
-                    break
-        for route in routes:
-            route.hits /= 2
+        if self._reports >= AUTO_MIN_REPORTS and len(self):
+            costs = sorted(route.cpu_ms for route in self.routes())
+            cheap = costs[int(AUTO_QUANTILE * (len(costs) - 1))]
+            threshold = min(AUTO_CEILING_MS, max(AUTO_FLOOR_MS, AUTO_FACTOR * cheap))
         self.threshold_ms = threshold

@@ -87,6 +87,15 @@ def test_with_no_threshold_written_the_mix_is_isolated_as_an_expert_would(seed: 
     assert costs.threshold_ms == AUTO_FLOOR_MS
 
 
+def test_a_burst_of_heavy_traffic_alone_does_not_raise_the_auto_threshold() -> None:
+    costs = model(threshold=None)
+    mix(costs, 400)
+    for i in range(400):  # the cheap routes pause; only the heavy one is served
+        route = costs.observe("POST /cpu", cpu_ms=55, wall_ms=60, now=1000 + i, io_ms=0)
+        assert route.learned_class == "heavy_cpu"
+    assert costs.threshold_ms == AUTO_FLOOR_MS
+
+
 def test_auto_threshold_rises_when_every_request_is_expensive() -> None:
     costs = model(threshold=None)
     for i in range(200):
