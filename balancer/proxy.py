@@ -216,7 +216,7 @@ class Proxy:
         if decision is not None:
             record.request_class = decision.request_class
             self.metrics.decisions[(decision.request_class, decision.source)] += 1
-            if decision.source == "learned" and decision.rule is not None:
+            if decision.source == "learned-escalation":
                 self.metrics.learned_overrides += 1
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")

@@ -5,6 +5,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from balancer.costs import AUTO_FLOOR_MS, SPRAY_VARIANTS, CostModel
 from balancer.feedback import parse_load_report
@@ -231,3 +233,25 @@ def test_reconfigure_keeps_what_was_learned_and_applies_new_thresholds() -> None
     assert costs.lookup("GET /x").learned_class == "light_cpu"  # type: ignore[union-attr]
     costs.configure(Learning(), cpu_threshold_ms=50, io_threshold=0.5)
     assert costs.lookup("GET /x").learned_class == "heavy_cpu"  # type: ignore[union-attr]
+
+
+# -- properties --------------------------------------------------------------------------------
+
+REPORTS = st.lists(st.tuples(st.floats(0, 1e7), st.floats(0, 1e7),
+                             st.one_of(st.none(), st.floats(0, 1e7)),
+                             st.one_of(st.none(), st.floats(0, 64))), min_size=1, max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(threshold=st.one_of(st.none(), st.floats(1, 1000)), reports=REPORTS)
+def test_a_route_whose_every_request_burns_cpu_is_never_io(
+    threshold: float | None, reports: list[tuple[float, float, float | None, float | None]],
+) -> None:
+    """Whatever the wall and I/O figures a backend reports (any contention, any lie)."""
+    costs = model(threshold=threshold)
+    floor = (threshold or 100) * 0.25 * 1.2  # a quarter of the threshold, over the margin
+    for now, (cpu, wall, io, inflight) in enumerate(reports):
+        route = costs.observe("GET /r", max(cpu, floor), wall, float(now), io_ms=io,
+                              inflight=inflight)
+        assert route.learned_class != "io"
+        assert 0 <= route.cpu_ms <= 600_000 and 0 <= route.io_ms <= 600_000

@@ -15,7 +15,14 @@ import pytest
 from balancer.costs import CostModel
 from balancer.feedback import LoadReport
 from balancer.routing_config import Learning
-from tests.conftest import RawBackend, RawHandler, Running, one_pool_config, read_request_head
+from tests.conftest import (
+    Backend,
+    RawBackend,
+    RawHandler,
+    Running,
+    one_pool_config,
+    read_request_head,
+)
 from tests.test_backends import BackendProcess, report_of, start_backend  # noqa: F401
 
 
@@ -161,3 +168,37 @@ routing:
     assert "GET /missing/heavy" not in routes
     assert routes["GET /heavy"]["class"] == "heavy_cpu" and routes["GET /heavy"]["samples"] == 6
     assert len(routes) <= 12, sorted(routes)
+
+
+async def test_a_rule_sends_requests_to_any_named_pool_and_learned_cpu_still_goes_heavy(
+    backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+) -> None:
+    light, heavy, gpu = [await backend_factory(n) for n in ("light", "heavy", "gpu")]
+    lb = await balancer_factory(f"""\
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+pools:
+  light: {{backends: [{light.url}]}}
+  heavy: {{backends: [{heavy.url}]}}
+  gpu:   {{backends: [{gpu.url}]}}
+routing:
+  classes: {{light_cpu: light, heavy_cpu: heavy}}
+  explain: true
+  rules:
+    - {{path: "/infer/**", pool: gpu}}
+    - {{path: "/pinned/**", pool: gpu, pin: true}}
+""")
+    async with aiohttp.ClientSession() as session:
+        for path, pools in [("/infer/a?cpu=1", ["gpu"] * 3),
+                            ("/infer/b?cpu=400", ["gpu", "heavy", "heavy"]),  # escalated
+                            ("/pinned/c?cpu=400", ["gpu"] * 3)]:
+            got = []
+            for _ in range(3):
+                async with session.get(f"{lb.url}{path}") as resp:
+                    assert resp.status == 200
+                    got.append(resp.headers["X-Backend"])
+                    assert explained(resp)["pool"] == got[-1]
+            assert got == pools, path
+        async with session.get(f"{lb.url}/infer/b?cpu=400") as resp:
+            assert explained(resp)["source"] == "learned-escalation"
