@@ -33,7 +33,7 @@ from balancer.feedback import LoadReport
 from balancer.routing_config import Learning, RequestClass
 
 RANK: dict[RequestClass, int] = {"io": 0, "light_cpu": 1, "heavy_cpu": 2}
-AUTO_FLOOR_MS = 10.0       # two GIL switch intervals (5 ms): see README, "Cost-aware routing"
+AUTO_FLOOR_MS = 10.0       # measured: bench/results/threshold.md
 AUTO_CEILING_MS = 100.0
 AUTO_FACTOR = 10.0
 AUTO_QUANTILE = 0.25

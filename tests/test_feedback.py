@@ -47,4 +47,5 @@ def test_round_trip_from_the_backend_emitter() -> None:
     assert (report.inflight, report.queue, report.workers) == (3, 2, 6)  # 1 in the app + 2 queued
     assert report.cpu_ms is not None and 4.5 <= report.cpu_ms <= 50
     assert report.wall_ms is not None and report.wall_ms >= report.cpu_ms * 0.9
+    assert report.io_ms is not None and 0 <= report.io_ms <= report.wall_ms  # burning: ~0
     assert meter.counters.snapshot() == (0, 1, 0)
