@@ -6,6 +6,14 @@ hop-by-hop headers (Connection and the headers it names, Keep-Alive, TE, Trailer
 Transfer-Encoding, Upgrade unless upgrading, Proxy-*) are dropped; X-Forwarded-For is
 appended (from trusted proxies) or replaced; X-Forwarded-Proto/Host set; Via added;
 X-Request-Id passed through when well-formed, or replaced by a new one, and returned.
+
+Rules that keep a backend from reading a request differently from the balancer (issue 11):
+- the balancer writes the framing of every forwarded request itself (Content-Length or
+  `Transfer-Encoding: chunked`), and Connection can never nominate the framing, Host or a
+  header the balancer sets (RFC 9112 section 6.3, CVE-2022-31813's class of bug);
+- a header name with `_` that reads as one the balancer sets (`X_Forwarded_For`) is dropped,
+  since some servers map `-` and `_` to the same variable;
+- only the upgrade protocols in `upgrades` (default websocket) are forwarded as upgrades.
 """
 
 import re
@@ -19,8 +27,18 @@ HOP_BY_HOP = frozenset({
 LOAD_REPORT_HEADER = b"endpoint-load-metrics"
 VIA = b"1.1 echonext-balancer"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+# what the balancer writes into every forwarded request itself
+SET_BY_BALANCER = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"via", b"x-request-id", b"connection", b"upgrade",
+})
+UPGRADES = frozenset({b"websocket"})
 
 Headers = Iterable[tuple[bytes, bytes]]
+
+
+class UnsupportedCoding(ValueError):
+    """A transfer coding the balancer does not implement (501, RFC 9112 section 6.1)."""
 
 
 class ForwardedRequest:
@@ -71,8 +89,13 @@ def forward_request(
     new_request_id: str,
     proto: bytes = b"http",
     http10: bool = False,
+    upgrades: frozenset[bytes] = UPGRADES,
+    drop: frozenset[bytes] = frozenset(),
 ) -> ForwardedRequest:
-    """Build the upstream head; raises ValueError for a request a backend could misread."""
+    """Build the upstream head; raises ValueError for a request a backend could misread
+    (UnsupportedCoding for a transfer coding other than chunked before chunked). `upgrades`:
+    the protocols (lower case) an Upgrade may ask for; `drop`: more header names not to
+    forward (lower case)."""
     out = ForwardedRequest()
     target, authority = origin_form(target)
     if authority is not None:
@@ -93,6 +116,9 @@ def forward_request(
                 codings = [c.strip().lower() for c in value.split(b",")]
                 if codings[-1] != b"chunked" or out.chunked:
                     raise ValueError("unsupported Transfer-Encoding")
+                if len(codings) > 1:
+                    raise UnsupportedCoding(
+                        "transfer codings other than chunked are not implemented")
                 out.chunked = True
             elif lname == b"upgrade":
                 upgrade_value = value
@@ -101,6 +127,7 @@ def forward_request(
             if out.content_length is not None or not value.strip().isdigit():
                 raise ValueError("invalid or repeated Content-Length")
             out.content_length = int(value)
+            continue  # written by the balancer from the length it read
         elif lname == b"host":
             if out.host is not None:
                 raise ValueError("repeated Host header")
@@ -127,6 +154,8 @@ def forward_request(
         elif lname == b"expect":
             out.expect_continue = value.strip().lower() == b"100-continue"
             continue
+        elif lname in drop or (b"_" in lname and lname.replace(b"_", b"-") in SET_BY_BALANCER):
+            continue
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:
         raise ValueError("both Content-Length and Transfer-Encoding")
@@ -136,9 +165,12 @@ def forward_request(
     if out.host is None:
         if not http10:
             raise ValueError("missing Host header")  # RFC 9112 section 3.2
-        kept.append((b"host", b"Host", b"localhost"))  # upstream requests are HTTP/1.1
-    if upgrade_value is not None and b"upgrade" in named:
+        # an HTTP/1.0 request names no authority: the upstream HTTP/1.1 request says so with
+        # an empty Host (RFC 9112 section 3.2), rather than inventing one
+        kept.append((b"host", b"Host", b""))
+    if upgrade_value is not None and b"upgrade" in named and _tokens(upgrade_value) <= upgrades:
         out.upgrade = upgrade_value
+    named -= SET_BY_BALANCER
 
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for lname, name, value in kept:
@@ -149,7 +181,7 @@ def forward_request(
     parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n",
               b"X-Forwarded-Proto: ", forwarded_proto or proto, b"\r\n")
     host = forwarded_host or out.host
-    if host is not None:
+    if host:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")
     via.append(VIA)
     parts += (b"Via: ", b", ".join(via), b"\r\n",
@@ -158,6 +190,8 @@ def forward_request(
         parts += (b"Connection: upgrade\r\nUpgrade: ", out.upgrade, b"\r\n")
     if out.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif out.content_length is not None:
+        parts.append(b"Content-Length: %d\r\n" % out.content_length)
     parts.append(b"\r\n")
     out.head = b"".join(parts)
     return out

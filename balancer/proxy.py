@@ -26,6 +26,7 @@ from balancer.costs import CostModel
 from balancer.failures import (
     BackendClosed,
     BadRequest,
+    BadResponse,
     BodyTimeout,
     BodyTooLarge,
     ConnectFailed,
@@ -259,17 +260,20 @@ class Proxy:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
                     self._observe(runtime, outcome, failed=True)
-                if not _retryable(error, request.method, streamed) or not self.retries.try_retry():
+                if not _retryable(error, request, streamed) or not self.retries.try_retry():
                     raise
                 tried.append(address)
                 last_error = error
         try:
-            if response.status == 101 and forwarded.upgrade is not None:
+            if response.status == 101:
+                if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
+                    raise BadResponse("backend switched protocols for a request that asked "
+                                      "for no upgrade")
                 return await tunnel(request, conn, response, forwarded.request_id)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,
                                        outcome, record)
         finally:
-            if not conn.is_reusable() or not conn.is_complete():
+            if not conn.released:  # on every path, whatever was raised
                 conn.abort()
             self._wake(used_pool.name)  # this backend may have room now
 
@@ -305,7 +309,8 @@ class Proxy:
                 return conn, await conn.read_head(timeouts.backend_response)
             except BackendClosed as exc:
                 conn.abort()
-                if attempt == 1 and reused and exc.before_response and not streamed:
+                if attempt == 1 and reused and exc.before_response and not streamed \
+                        and _replayable(request):
                     log.debug("stale keep-alive connection to %s; retrying", upstream.address)
                     continue
                 raise
@@ -370,8 +375,14 @@ class Proxy:
         except (ConnectionError, asyncio.CancelledError):
             conn.abort()
             raise
-        await reply.write_eof()
-        upstream.release(conn)
+        upstream.release(conn)  # read whole: the backend is done whatever the client does
+        try:
+            async with asyncio.timeout(timeouts.client_send):
+                await reply.write_eof()
+        except TimeoutError:
+            log.info("%s: client took nothing of the end of a response for %gs; dropped",
+                     forwarded.request_id, timeouts.client_send)
+            drop_client(request, discard=True)
         return reply
 
     def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
@@ -428,13 +439,19 @@ async def _send_body(
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-def _retryable(error: ProxyError, method: str, streamed: bool) -> bool:
-    """Safe to send again elsewhere: the connection never came up (nothing was sent), or an
-    idempotent request whose connection broke before any byte of a response."""
+def _replayable(request: web.BaseRequest) -> bool:
+    """May be sent again once a backend may have read (and executed) it: an idempotent method
+    or a request carrying an Idempotency-Key (RFC 9110 section 9.2.2)."""
+    return request.method in IDEMPOTENT or "Idempotency-Key" in request.headers
+
+
+def _retryable(error: ProxyError, request: web.BaseRequest, streamed: bool) -> bool:
+    """Safe to send again elsewhere: the connection never came up (nothing was sent), or a
+    replayable request whose connection broke before any byte of a response."""
     if isinstance(error, ConnectFailed | ConnectTimeout):
         return True
     return (isinstance(error, BackendClosed) and error.before_response and not streamed
-            and method in IDEMPOTENT)
+            and _replayable(request))
 
 
 def _client_ip(request: web.BaseRequest) -> str:

@@ -9,6 +9,9 @@ Rules this module keeps:
   pauses while more than HIGH_WATER bytes of its body wait for the client.
 - A reused connection that closes before any response byte is reported with
   `before_response=True`, so the caller can retry the stale keep-alive race on a fresh one.
+- Nothing after a complete response is parsed: a byte that arrives after it and before the
+  next request is sent (in the same read, later, or while idle in the pool) means the backend
+  spoke out of turn, and the connection is closed, never reused (response queue poisoning).
 """
 
 import asyncio
@@ -31,6 +34,10 @@ from balancer.queueing import WaitQueue
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+
+
+class _OutOfTurn(Exception):
+    """Raised from a parser callback to stop parsing bytes that follow a complete response."""
 
 
 class Response:
@@ -73,6 +80,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._tunnel_sink: Callable[[bytes], None] | None = None
         self._tunnel_buffer = b""
         self._upgraded = False
+        self.out_of_turn = False  # the backend sent bytes nobody asked for: closed
+        self.released = False  # given back to the pool (or closed by it) since acquired
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("busy" if not self._complete else "idle")
@@ -87,6 +96,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self._upgraded:
             self._tunnel_data(data)
             return
+        if self._complete:
+            self._spoke_out_of_turn()
+            return
         self._received = True
         try:
             self._parser.feed_data(data)
@@ -96,8 +108,14 @@ class UpstreamConnection(asyncio.Protocol):
             self._tunnel_data(data[offset:])
             self._wake()
         except httptools.HttpParserError as exc:
+            if self.out_of_turn:
+                return  # the response before the extra bytes stands; the connection is closed
             self._fail(BadResponse(f"backend sent an invalid response ({exc})"))
             self.close()
+
+    def _spoke_out_of_turn(self) -> None:
+        self.out_of_turn = True
+        self.close()
 
     def eof_received(self) -> bool:
         return False
@@ -129,6 +147,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._spoke_out_of_turn()
+            raise _OutOfTurn
+
     def on_status(self, status: bytes) -> None:
         self._response.reason += status
 
@@ -151,8 +174,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self._complete:
-            return
+        if self._complete:  # a body after a HEAD response's head
+            self._spoke_out_of_turn()
+            raise _OutOfTurn
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._reading_paused and self.transport:
@@ -176,7 +200,7 @@ class UpstreamConnection(asyncio.Protocol):
         """True when the response was read whole and both sides keep the connection alive."""
         return (
             self._complete and self._error is None and self._response.keep_alive
-            and not self._upgraded and self.is_usable()
+            and not self._upgraded and not self.out_of_turn and self.is_usable()
         )
 
     def send(self, data: bytes, *, expect_body: bool = True) -> None:
@@ -368,6 +392,7 @@ class ConnectionPool:
             while idle:
                 conn = idle.pop()
                 if conn.is_usable() and now - conn.idle_since < self.idle_timeout:
+                    conn.released = False
                     return conn, True
                 conn.close()
         deadline = self.loop.time() + self.connect_timeout
@@ -379,6 +404,7 @@ class ConnectionPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after its response: kept when reusable, else closed."""
+        conn.released = True
         if conn.is_reusable() and not self._closed and len(self._idle) < self.max_idle:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)

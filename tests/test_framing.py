@@ -1,0 +1,240 @@
+"""Two-sided framing tests: what the backend received (parsed by h11) and what each client
+got, for requests and backends built to desynchronise a proxy (issue 11)."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.conftest import Running, one_pool_config, wait_for
+from tests.recording import (
+    Handler,
+    Recorded,
+    RecordingBackend,
+    answer_ok,
+    parse_responses,
+    raw_exchange,
+)
+
+BalancerFactory = Callable[..., Awaitable[Running]]
+Started = Callable[..., Awaitable[tuple[Running, RecordingBackend]]]
+
+
+@pytest.fixture
+async def proxied(balancer_factory: BalancerFactory) -> AsyncIterator[Started]:
+    """A balancer in front of one recording backend with the given handler."""
+    backends: list[RecordingBackend] = []
+
+    async def start(handler: Handler = answer_ok, extra: str = "") -> tuple[Running,
+                                                                            RecordingBackend]:
+        backend = await RecordingBackend(handler).start()
+        backends.append(backend)
+        lb = await balancer_factory(one_pool_config(backend.url, extra=extra))
+        return lb, backend
+
+    yield start
+    for backend in backends:
+        await backend.close()
+
+
+SMUGGLED = b"GET /slow-smuggled HTTP/1.1\r\nHost: internal\r\n\r\n"
+
+
+# -- item 1: Connection may not remove the framing, Host or the balancer's own headers ---------
+
+@pytest.mark.parametrize("nominated", [
+    b"content-length", b"Content-Length, keep-alive", b"host", b"x-forwarded-for",
+    b"x-request-id", b"via", b"x-forwarded-proto", b"x-forwarded-host",
+])
+async def test_connection_cannot_remove_framing_host_or_forwarding_headers(
+    proxied: Started, nominated: bytes,
+) -> None:
+    lb, backend = await proxied()
+    body = SMUGGLED.ljust(48, b" ")
+    request = (b"POST /api/a HTTP/1.1\r\nHost: a\r\nConnection: %b\r\n"
+               b"Content-Length: %d\r\n\r\n%b" % (nominated, len(body), body))
+    received, _ = await raw_exchange(lb.url, request, until=b"for /api/a")
+    answers = parse_responses(received, [b"POST"])
+    assert [a.status for a in answers] == [200]
+    assert answers[0].body == b"for /api/a"
+    await wait_for(lambda: len(backend.requests) >= 1)
+    assert [(r.method, r.target, r.body) for r in backend.requests] == [
+        (b"POST", b"/api/a", body)]
+    seen = backend.requests[0]
+    assert seen.header(b"host") == [b"a"]
+    assert seen.header(b"content-length") == [b"48"]
+    assert seen.header(b"x-forwarded-for") == [b"127.0.0.1"]
+    assert seen.header(b"x-forwarded-proto") == [b"http"]
+    assert seen.header(b"x-forwarded-host") == [b"a"]
+    assert len(seen.header(b"x-request-id")) == 1
+    assert seen.header(b"via") == [b"1.1 echonext-balancer"]
+
+
+async def test_connection_transfer_encoding_keeps_the_chunked_body_framed(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    request = (b"POST /api/b HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n"
+               % (len(SMUGGLED), SMUGGLED))
+    received, _ = await raw_exchange(lb.url, request, until=b"for /api/b")
+    assert [a.status for a in parse_responses(received, [b"POST"])] == [200]
+    await wait_for(lambda: len(backend.requests) >= 1)
+    assert [(r.target, r.body) for r in backend.requests] == [(b"/api/b", SMUGGLED)]
+
+
+# -- item 2: nothing after a complete response is ever read as (part of) another -----------------
+
+async def test_bytes_after_a_complete_response_never_reach_another_client(
+    proxied: Started,
+) -> None:
+    async def extra_bytes(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        if request.target == b"/attacker":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nsmuggled-for")
+        else:
+            await answer_ok(request, writer)
+
+    lb, backend = await proxied(extra_bytes)
+    first, _ = await raw_exchange(lb.url, b"GET /attacker HTTP/1.1\r\nHost: a\r\n\r\n",
+                                  until=b"OK")
+    assert [(a.status, a.body) for a in parse_responses(first)] == [(200, b"OK")]
+    victim, _ = await raw_exchange(lb.url, b"GET /victim HTTP/1.1\r\nHost: a\r\n\r\n",
+                                   until=b"for /victim", timeout=3)
+    answers = parse_responses(victim)
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /victim")], victim
+    assert b"smuggled" not in victim
+    assert backend.requests[-1].connection == 1  # the poisoned connection was not reused
+
+
+async def test_an_unsolicited_response_on_an_idle_connection_retires_it(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    first, _ = await raw_exchange(lb.url, b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n",
+                                  until=b"for /one")
+    assert parse_responses(first)[0].body == b"for /one"
+    await wait_for(lambda: len(backend.writers) == 1)
+    backend.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nunsolic!")
+    await wait_for(lambda: backend.links[0].closed, timeout=5,
+                   what="the balancer to close the connection that spoke out of turn")
+    second, _ = await raw_exchange(lb.url, b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+                                   until=b"for /two", timeout=3)
+    assert [(a.status, a.body) for a in parse_responses(second)] == [(200, b"for /two")]
+
+
+async def test_extra_bytes_after_a_head_response_retire_the_connection(
+    proxied: Started,
+) -> None:
+    async def head_with_body(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        if request.method == b"HEAD":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
+        else:
+            await answer_ok(request, writer)
+
+    lb, _ = await proxied(head_with_body)
+    first, _ = await raw_exchange(lb.url, b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n",
+                                  until=b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    second, _ = await raw_exchange(lb.url, b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+                                   until=b"for /two", timeout=3)
+    assert [(a.status, a.body) for a in parse_responses(second)] == [(200, b"for /two")]
+    assert b"evil" not in first + second
+
+
+# -- item 5: a request that may have been executed is not sent again -----------------------------
+
+def crash_after_reading(target: bytes) -> Handler:
+    async def handler(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        if request.target == target:
+            writer.transport.abort()  # "executed", then the worker died without answering
+        else:
+            await answer_ok(request, writer)
+    return handler
+
+
+async def test_a_post_read_by_a_backend_that_then_closes_is_not_sent_again(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied(crash_after_reading(b"/crash-after-read"))
+    warm, _ = await raw_exchange(lb.url, b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n",
+                                 until=b"for /warm")
+    assert b"for /warm" in warm
+    received, _ = await raw_exchange(
+        lb.url, b"POST /crash-after-read HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n"
+        b"transfer=100", until=b"\r\n\r\n")
+    assert parse_responses(received, [b"POST"])[0].status == 502
+    posts = [r for r in backend.requests if r.method == b"POST"]
+    assert len(posts) == 1, posts
+
+
+@pytest.mark.parametrize(("method", "key"), [(b"GET", b""), (b"POST", b"Idempotency-Key: k1\r\n")])
+async def test_an_idempotent_request_is_retried_after_a_stale_connection(
+    proxied: Started, method: bytes, key: bytes,
+) -> None:
+    closed_once: list[bool] = []
+
+    async def close_first(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        if request.target == b"/again" and not closed_once:
+            closed_once.append(True)
+            writer.transport.abort()
+        else:
+            await answer_ok(request, writer)
+
+    lb, backend = await proxied(close_first)
+    await raw_exchange(lb.url, b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n", until=b"for /warm")
+    received, _ = await raw_exchange(
+        lb.url, b"%b /again HTTP/1.1\r\nHost: a\r\n%bContent-Length: 0\r\n\r\n" % (method, key),
+        until=b"for /again")
+    assert parse_responses(received, [method])[0].status == 200
+    assert [r.target for r in backend.requests].count(b"/again") == 2
+
+
+# -- item 9: 101 only for an upgrade the client asked for; only websocket is tunnelled ---------
+
+async def test_a_101_to_a_request_without_upgrade_is_a_502(proxied: Started) -> None:
+    async def switch(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: upgrade\r\n\r\n")
+
+    lb, _ = await proxied(switch)
+    received, _ = await raw_exchange(
+        lb.url, b"GET /101 HTTP/1.1\r\nHost: a\r\n\r\n", until=b"\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 502 "), received
+
+
+async def test_an_h2c_upgrade_is_not_forwarded_and_a_pipelined_request_is_answered(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    request = (b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+               b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    received, _ = await raw_exchange(lb.url, request, until=b"for /after", timeout=3)
+    answers = parse_responses(received)
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /h2c"), (200, b"for /after")]
+    assert backend.requests[0].header(b"upgrade") == []
+    assert backend.requests[0].header(b"http2-settings") == []
+
+
+# -- item 8: an exception while answering never leaks the backend connection ---------------------
+
+async def test_an_error_while_answering_releases_the_backend_connection(
+    proxied: Started, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from balancer import proxy
+
+    def broken(self: proxy.Outcome) -> tuple[tuple[bytes, bytes]]:
+        raise UnicodeEncodeError("latin-1", "", 0, 1, "not latin-1")
+
+    monkeypatch.setattr(proxy.Outcome, "header", broken)
+    lb, _ = await proxied(extra="trusted_proxies: [127.0.0.1]\n"
+                                "routing: {explain: true, classes: {light_cpu: default}}\n")
+    for _ in range(3):
+        received, _ = await raw_exchange(lb.url, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                                         until=b"\r\n\r\n")
+        assert received.startswith(b"HTTP/1.1 500 ")
+    pools = lb.balancer.upstreams.pools()
+    await wait_for(lambda: all(p.inflight == 0 for p in pools.values()),
+                   what="every backend connection to be released")
