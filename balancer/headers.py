@@ -44,8 +44,8 @@ class UnsupportedCoding(ValueError):
 class ForwardedRequest:
     """The upstream request head and what the proxy must know to send the body."""
 
-    __slots__ = ("chunked", "content_length", "expect_continue", "head", "host",
-                 "request_id", "target", "upgrade")
+    __slots__ = ("chunked", "content_length", "declined_upgrade", "expect_continue", "head",
+                 "host", "request_id", "target", "upgrade")
 
     def __init__(self) -> None:
         self.head = b""
@@ -55,6 +55,7 @@ class ForwardedRequest:
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
+        self.declined_upgrade = False  # asked for a protocol not in `upgrades`
         self.expect_continue = False
 
 
@@ -168,8 +169,11 @@ def forward_request(
         # an HTTP/1.0 request names no authority: the upstream HTTP/1.1 request says so with
         # an empty Host (RFC 9112 section 3.2), rather than inventing one
         kept.append((b"host", b"Host", b""))
-    if upgrade_value is not None and b"upgrade" in named and _tokens(upgrade_value) <= upgrades:
-        out.upgrade = upgrade_value
+    if upgrade_value is not None and b"upgrade" in named:
+        if _tokens(upgrade_value) <= upgrades:
+            out.upgrade = upgrade_value
+        else:
+            out.declined_upgrade = True
     named -= SET_BY_BALANCER
 
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
@@ -257,8 +261,11 @@ def response_head(
     keep_alive: bool,
     http10: bool = False,
     extra: Headers = (),
+    transfer_coding: bytes | None = None,
 ) -> tuple[bytes, bytes | None]:
-    """The serialised head of a response whose length is known, and the load report."""
+    """The serialised head of a response, and the load report. Its body is framed by
+    `content_length`, else by `transfer_coding` (`chunked`, or codings that end with the
+    connection), else by the end of the connection."""
     kept, report, via = _response_headers(headers, upgrade=False)
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _reason(status))]
     for name, value in kept:
@@ -268,12 +275,26 @@ def response_head(
         parts += (name, b": ", value, b"\r\n")
     if content_length is not None and status not in _NO_LENGTH:
         parts.append(b"Content-Length: %d\r\n" % content_length)
+    elif transfer_coding is not None:
+        parts += (b"Transfer-Encoding: ", transfer_coding, b"\r\n")
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     elif http10:
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), report
+
+
+def close_delimited_coding(headers: Headers) -> bytes | None:
+    """The Transfer-Encoding of a response whose codings do not end with chunked (its body
+    ends with the connection, RFC 9112 section 6.3), else None."""
+    value = None
+    for name, field in headers:
+        if name.lower() == b"transfer-encoding":
+            value = field if value is None else value + b", " + field
+    if value is None or value.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
+        return None
+    return value
 
 
 def _reason(status: int) -> bytes:

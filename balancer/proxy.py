@@ -29,6 +29,7 @@ from balancer.failures import (
     BadResponse,
     BodyTimeout,
     BodyTooLarge,
+    CodingNotImplemented,
     ConnectFailed,
     ConnectNotAllowed,
     ConnectTimeout,
@@ -39,14 +40,21 @@ from balancer.failures import (
 from balancer.feedback import parse_load_report
 from balancer.headers import (
     ForwardedRequest,
+    UnsupportedCoding,
+    close_delimited_coding,
     forward_request,
-    forward_response,
     response_head,
 )
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
 from balancer.queueing import WaitQueue
-from balancer.replies import RequestIds, SentResponse, error_response, version_not_supported
+from balancer.replies import (
+    RequestIds,
+    SentResponse,
+    StreamedResponse,
+    error_response,
+    version_not_supported,
+)
 from balancer.runtime import Pool, Runtime
 from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
@@ -79,7 +87,8 @@ class Outcome:
         value = (f"class={decision.request_class}; pool={self.pool.name}; "
                  f"backend={self.address.key}; "
                  f"score={decision.score:.2f}; source={source}")
-        return ((b"X-Balancer-Decision", value.encode("latin-1")),)
+        # header-safe whatever the names hold (config checks them too)
+        return ((b"X-Balancer-Decision", value.encode("ascii", "backslashreplace")),)
 
 
 class _Facts:
@@ -173,6 +182,9 @@ class Proxy:
                 new_request_id=self.ids.new(),
                 http10=request.version < HTTP11,
             )
+        except UnsupportedCoding as exc:
+            record.request_id = self.ids.new()
+            return error_response(CodingNotImplemented(str(exc)), record.request_id)
         except ValueError as exc:
             record.request_id = self.ids.new()
             return error_response(BadRequest(str(exc)), record.request_id)
@@ -198,6 +210,8 @@ class Proxy:
             raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
         streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
         payload = forwarded.head
+        if request.version < HTTP11:
+            forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
         if length and not streamed:
             if forwarded.expect_continue:
                 await request.writer.write(CONTINUE)
@@ -331,30 +345,45 @@ class Proxy:
         record: Entry,
     ) -> web.StreamResponse:
         extra = outcome.header() if outcome.explain else ()
+        http10 = request.version < HTTP11
+        # after an upgrade aiohttp's parser does not switch for (not websocket), the bytes that
+        # came with the request are lost: close, so that the client resends what it pipelined
+        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade
+        length = response.content_length
+        coding = close_delimited_coding(response.headers) if length is None else None
+        if coding is not None:  # e.g. `Transfer-Encoding: gzip`: the body ends with the close
+            if http10:  # RFC 9112 section 6.1: no Transfer-Encoding to an HTTP/1.0 client
+                raise BadResponse("backend used a transfer coding an HTTP/1.0 client cannot "
+                                  "receive")
+            keep_alive = False
         if conn.is_complete():
             body = conn.take_body()
             upstream.release(conn)
-            length = len(body) if body else response.content_length
-            if length is None and request.method != "HEAD" and response.status != 304:
+            if body:
+                length = len(body) if coding is None else None
+            elif length is None and coding is None and request.method != "HEAD" \
+                    and response.status != 304:
                 length = 0  # an empty chunked or close-delimited body
-            keep_alive = request.keep_alive and not self.draining
             head, report = response_head(
                 response.status, response.reason, response.headers, forwarded.request_id,
-                content_length=length, keep_alive=keep_alive,
-                http10=request.version < HTTP11, extra=extra,
+                content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
+                transfer_coding=coding,
             )
             self._learn(report, outcome, response.status)
             return cast(web.StreamResponse, SentResponse(
                 head + body, keep_alive, response.status, len(body), timeouts.client_send))
 
-        headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
+        chunked = length is None and coding is None and not http10
+        if length is None and not chunked:
+            keep_alive = False  # the body ends with the connection
+        head, report = response_head(
+            response.status, response.reason, response.headers, forwarded.request_id,
+            content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
+            transfer_coding=b"chunked" if chunked else coding,
+        )
         self._learn(report, outcome, response.status)
-        reason = response.reason.decode("latin-1") or None
-        reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
-        if response.content_length is not None:
-            reply.content_length = response.content_length
-        if self.draining:
-            reply.force_close()
+        reply = StreamedResponse(head, chunked=chunked, keep_alive=keep_alive,
+                                 status=response.status)
         await reply.prepare(request)
         try:
             while chunk := await conn.read_chunk(timeouts.backend_response):
@@ -365,13 +394,13 @@ class Proxy:
             log.warning("%s: response from %s cut off: %s", forwarded.request_id,
                         upstream.address, exc.detail)
             drop_client(request)
-            return reply
+            return cast(web.StreamResponse, reply)
         except TimeoutError:
             log.info("%s: client took nothing for %gs; dropped", forwarded.request_id,
                      timeouts.client_send)
             conn.abort()
             drop_client(request, discard=True)
-            return reply
+            return cast(web.StreamResponse, reply)
         except (ConnectionError, asyncio.CancelledError):
             conn.abort()
             raise
@@ -383,7 +412,7 @@ class Proxy:
             log.info("%s: client took nothing of the end of a response for %gs; dropped",
                      forwarded.request_id, timeouts.client_send)
             drop_client(request, discard=True)
-        return reply
+        return cast(web.StreamResponse, reply)
 
     def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
         """Fold the response into the backend's weight and error rate, and the backend's

@@ -30,6 +30,7 @@ from balancer.failures import (
     PoolExhausted,
     ResponseTimeout,
 )
+from balancer.headers import close_delimited_coding
 from balancer.queueing import WaitQueue
 
 HIGH_WATER = 256 * 1024
@@ -309,7 +310,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------
 
     def _until_eof(self) -> bool:
-        return not any(name.lower() == b"transfer-encoding" for name, _ in self._response.headers)
+        """A body that ends with the connection: no chunked coding (and no length)."""
+        chunked = any(name.lower() == b"transfer-encoding" for name, _ in self._response.headers)
+        return not chunked or close_delimited_coding(self._response.headers) is not None
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
