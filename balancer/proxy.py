@@ -35,6 +35,7 @@ from balancer.failures import (
     ConnectTimeout,
     InternalError,
     NoBackend,
+    PoolExhausted,
     ProxyError,
 )
 from balancer.feedback import parse_load_report
@@ -283,7 +284,8 @@ class Proxy:
                 if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
                     raise BadResponse("backend switched protocols for a request that asked "
                                       "for no upgrade")
-                return await tunnel(request, conn, response, forwarded.request_id)
+                return await tunnel(request, conn, response, forwarded.request_id,
+                                    timeouts.tunnel_idle)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,
                                        outcome, record)
         finally:
@@ -314,6 +316,9 @@ class Proxy:
     ) -> tuple[UpstreamConnection, Response]:
         """Send the request and read the response head, retrying the stale keep-alive race."""
         expect_body = request.method != "HEAD"
+        if forwarded.upgrade is not None and not upstream.has_tunnel_room():
+            raise PoolExhausted(f"backend {upstream.address} has its {upstream.max_tunnels} "
+                                "tunnels (max_tunnels) open")
         for attempt in (1, 2):
             conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
             try:

@@ -356,15 +356,18 @@ class ConnectionPool:
         max_idle: int,
         idle_timeout: float,
         connect_timeout: float,
+        max_tunnels: int = 1024,
     ) -> None:
         self.loop = loop
         self.address = address
         self.max_connections = max_connections
+        self.max_tunnels = max_tunnels
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self._idle: list[UpstreamConnection] = []
         self._open: set[UpstreamConnection] = set()
+        self._tunnels: set[UpstreamConnection] = set()  # upgraded: no requests, not counted
         self._connecting = 0
         self._room = WaitQueue(loop, timeout_error=PoolExhausted)
         self._closed = False
@@ -372,7 +375,8 @@ class ConnectionPool:
 
     def __repr__(self) -> str:
         return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
-                f"{len(self._idle)} idle, {len(self._room)} waiting]>")
+                f"{len(self._idle)} idle, {len(self._room)} waiting, "
+                f"{len(self._tunnels)} tunnels]>")
 
     @property
     def open_count(self) -> int:
@@ -381,6 +385,21 @@ class ConnectionPool:
     @property
     def idle_count(self) -> int:
         return len(self._idle)
+
+    @property
+    def tunnel_count(self) -> int:
+        return len(self._tunnels)
+
+    def has_tunnel_room(self) -> bool:
+        return len(self._tunnels) < self.max_tunnels
+
+    def to_tunnel(self, conn: UpstreamConnection) -> None:
+        """The connection switched protocols: from now on it is no request in flight and
+        holds no room under max_connections (tunnels have their own cap, max_tunnels)."""
+        if conn in self._open:
+            self._open.discard(conn)
+            self._tunnels.add(conn)
+            self._room.wake_one()
 
     @property
     def inflight(self) -> int:
@@ -432,11 +451,13 @@ class ConnectionPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
-        self._room.fail_all(PoolExhausted("backend removed"))
+        # requests waiting for room started on the config that had this backend: they get
+        # it as connections in flight are released (closed), not a 503
 
     def close(self) -> None:
         self.retire()
-        for conn in list(self._open):
+        self._room.fail_all(PoolExhausted("balancer stopping"))
+        for conn in [*self._open, *self._tunnels]:
             conn.close()
 
     async def _connect(self) -> UpstreamConnection:
@@ -467,6 +488,7 @@ class ConnectionPool:
 
     def _forget(self, conn: UpstreamConnection) -> None:
         self._open.discard(conn)
+        self._tunnels.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
         self._room.wake_one()

@@ -3,6 +3,7 @@ got, for requests and backends built to desynchronise a proxy (issue 11)."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -391,3 +392,109 @@ async def test_a_refused_connect_closes_the_connection(proxied: Started) -> None
     assert received.startswith(b"HTTP/1.1 405 ")
     assert closed
     assert backend.requests == []
+
+
+# -- item 6: tunnels are no requests in flight, have their own cap and an idle timeout ----------
+
+async def upgrade_to_tunnel(request: Recorded, writer: asyncio.StreamWriter) -> None:
+    if request.header(b"upgrade"):
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: upgrade\r\n\r\n")
+        await writer.drain()
+    else:
+        await answer_ok(request, writer)
+
+
+WEBSOCKET = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def open_tunnel(lb: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(WEBSOCKET)
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, head
+
+
+async def test_idle_tunnels_are_not_requests_in_flight_and_have_their_own_cap(
+    balancer_factory: BalancerFactory,
+) -> None:
+    backend = await RecordingBackend(upgrade_to_tunnel).start()
+    try:
+        lb = await balancer_factory(
+            f"listen: 127.0.0.1:0\npools:\n  default:\n    max_connections: 2\n"
+            f"    max_tunnels: 2\n    backends: [{backend.url}]\n")
+        tunnels = [await open_tunnel(lb) for _ in range(2)]
+        assert all(head.startswith(b"HTTP/1.1 101 ") for _, _, head in tunnels)
+        received, _ = await raw_exchange(lb.url, b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n",
+                                         until=b"for /plain")
+        assert parse_responses(received)[0].status == 200  # not 503: tunnels hold no slot
+        pool = next(iter(lb.balancer.upstreams.pools().values()))
+        assert pool.inflight == 0
+        assert pool.open_count <= 1  # (the plain request's connection, idle)
+        assert pool.tunnel_count == 2
+        _, extra, third = await open_tunnel(lb)
+        assert third.startswith(b"HTTP/1.1 503 "), third  # over max_tunnels
+        for _, writer, _ in [*tunnels, (None, extra, b"")]:
+            writer.close()
+        await wait_for(lambda: pool.tunnel_count == 0)
+    finally:
+        await backend.close()
+
+
+async def test_a_tunnel_with_no_traffic_is_closed_after_tunnel_idle(proxied: Started) -> None:
+    lb, backend = await proxied(upgrade_to_tunnel, extra="timeouts: {tunnel_idle: 300ms}\n")
+    reader, writer, head = await open_tunnel(lb)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    writer.write(b"ping")  # traffic: the timeout counts from the last byte
+    await wait_for(lambda: bool(backend.links) and backend.links[0].raw.endswith(b"ping"))
+    async with asyncio.timeout(5):
+        rest = await reader.read()  # returns when the balancer closes the idle tunnel
+    assert rest == b""
+    await wait_for(lambda: backend.links[0].closed, what="the backend side closed too")
+    writer.close()
+
+
+
+# -- item 12: a retired pool lets its waiters finish on the config they started with -----------
+
+async def test_a_request_waiting_for_a_removed_backend_is_served_not_503(
+    balancer_factory: BalancerFactory, tmp_path: Path,
+) -> None:
+    release = asyncio.Event()
+
+    async def slow_first(request: Recorded, writer: asyncio.StreamWriter) -> None:
+        if request.target == b"/hold":
+            await release.wait()
+        await answer_ok(request, writer)
+
+    old = await RecordingBackend(slow_first).start()
+    new = await RecordingBackend().start()
+    path = tmp_path / "b.yaml"
+
+    def config(url: str) -> str:
+        return ("listen: 127.0.0.1:0\ntimeouts: {connect: 10s}\n"
+                f"pools:\n  default:\n    max_connections: 1\n    backends: [{url}]\n")
+
+    path.write_text(config(old.url))
+    try:
+        lb = await balancer_factory(path.read_text(), str(path))
+        hold = asyncio.ensure_future(raw_exchange(
+            lb.url, b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n", until=b"for /hold", timeout=10))
+        await wait_for(lambda: len(old.requests) == 1)
+        waiter = asyncio.ensure_future(raw_exchange(
+            lb.url, b"GET /waits HTTP/1.1\r\nHost: a\r\n\r\n", until=b"\r\n\r\n", timeout=10))
+        pool = next(iter(lb.balancer.upstreams.pools().values()))
+        await wait_for(lambda: "1 waiting" in repr(pool), what="the second request waiting")
+        path.write_text(config(new.url))
+        assert (await lb.balancer.reload()).ok
+        release.set()
+        first, _ = await hold
+        second, _ = await waiter
+        assert parse_responses(first)[0].status == 200
+        assert second.startswith(b"HTTP/1.1 200 "), second
+    finally:
+        await old.close()
+        await new.close()
