@@ -44,8 +44,8 @@ class UnsupportedCoding(ValueError):
 class ForwardedRequest:
     """The upstream request head and what the proxy must know to send the body."""
 
-    __slots__ = ("chunked", "content_length", "declined_upgrade", "expect_continue", "head",
-                 "host", "request_id", "target", "upgrade")
+    __slots__ = ("chunked", "content_length", "declined_upgrade", "expect_continue",
+                 "explain_token", "head", "host", "request_id", "target", "upgrade")
 
     def __init__(self) -> None:
         self.head = b""
@@ -57,6 +57,7 @@ class ForwardedRequest:
         self.upgrade: bytes | None = None
         self.declined_upgrade = False  # asked for a protocol not in `upgrades`
         self.expect_continue = False
+        self.explain_token: bytes | None = None  # X-Balancer-Token: never forwarded
 
 
 _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]"
@@ -91,12 +92,10 @@ def forward_request(
     proto: bytes = b"http",
     http10: bool = False,
     upgrades: frozenset[bytes] = UPGRADES,
-    drop: frozenset[bytes] = frozenset(),
 ) -> ForwardedRequest:
     """Build the upstream head; raises ValueError for a request a backend could misread
     (UnsupportedCoding for a transfer coding other than chunked before chunked). `upgrades`:
-    the protocols (lower case) an Upgrade may ask for; `drop`: more header names not to
-    forward (lower case)."""
+    the protocols (lower case) an Upgrade may ask for."""
     out = ForwardedRequest()
     target, authority = origin_form(target)
     if authority is not None:
@@ -155,7 +154,10 @@ def forward_request(
         elif lname == b"expect":
             out.expect_continue = value.strip().lower() == b"100-continue"
             continue
-        elif lname in drop or (b"_" in lname and lname.replace(b"_", b"-") in SET_BY_BALANCER):
+        elif lname == b"x-balancer-token":
+            out.explain_token = value
+            continue
+        elif b"_" in lname and lname.replace(b"_", b"-") in SET_BY_BALANCER:
             continue
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:

@@ -11,6 +11,7 @@ Rules this module keeps:
 """
 
 import asyncio
+import hmac
 import logging
 from typing import Any, cast
 
@@ -173,13 +174,14 @@ class Proxy:
         if request.method == "CONNECT":
             record.request_id = self.ids.new()
             return error_response(ConnectNotAllowed(), record.request_id)
+        trusted = runtime.is_trusted(client_ip)
         try:
             forwarded = forward_request(
                 request.method,
                 request.raw_path.encode("utf-8", "surrogateescape"),
                 request.raw_headers,
                 client_ip=client_ip,
-                trusted_client=runtime.is_trusted(client_ip),
+                trusted_client=trusted,
                 new_request_id=self.ids.new(),
                 http10=request.version < HTTP11,
             )
@@ -190,8 +192,9 @@ class Proxy:
             record.request_id = self.ids.new()
             return error_response(BadRequest(str(exc)), record.request_id)
         record.request_id = forwarded.request_id
+        explain = runtime.explain and (trusted or _has_admin_token(forwarded, runtime))
         try:
-            return await self._forward(request, runtime, forwarded, record)
+            return await self._forward(request, runtime, forwarded, record, explain)
         except ProxyError as error:
             return error_response(error, forwarded.request_id)
         except (ConnectionError, asyncio.CancelledError):
@@ -202,7 +205,7 @@ class Proxy:
 
     async def _forward(
         self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest,
-        record: Entry,
+        record: Entry, explain: bool,
     ) -> web.StreamResponse:
         limits = runtime.config.limits
         timeouts = runtime.config.timeouts
@@ -260,7 +263,7 @@ class Proxy:
                 self.metrics.retries[type(last_error).__name__] += 1
             upstream = upstreams.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
-                              runtime.explain and decision is not None, upstreams.stats(address))
+                              explain and decision is not None, upstreams.stats(address))
             record.pool = used_pool.name
             record.backend = address.key
             sent_at = upstreams.loop.time()
@@ -486,6 +489,13 @@ def _retryable(error: ProxyError, request: web.BaseRequest, streamed: bool) -> b
         return True
     return (isinstance(error, BackendClosed) and error.before_response and not streamed
             and _replayable(request))
+
+
+def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
+    """The request carries the admin token in X-Balancer-Token (it may see explain)."""
+    token, expected = forwarded.explain_token, runtime.config.admin_token
+    return (token is not None and expected is not None
+            and hmac.compare_digest(token, expected.encode()))
 
 
 def _client_ip(request: web.BaseRequest) -> str:

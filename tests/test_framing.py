@@ -498,3 +498,33 @@ async def test_a_request_waiting_for_a_removed_backend_is_served_not_503(
     finally:
         await old.close()
         await new.close()
+
+
+# -- item 13 (explain): the decision header only for trusted clients or the admin token --------
+
+EXPLAIN = "routing: {explain: true, classes: {light_cpu: default}}\n"
+TOKEN = "0123456789abcdef-token"
+
+
+@pytest.mark.parametrize(("extra", "header", "shown"), [
+    ("", b"", False),
+    ("", b"X-Balancer-Token: wrong-token-0123456\r\n", False),
+    (f"admin_token: {TOKEN}\n", b"", False),
+    (f"admin_token: {TOKEN}\n", b"X-Balancer-Token: wrong-token-0123456\r\n", False),
+    (f"admin_token: {TOKEN}\n", f"X-Balancer-Token: {TOKEN}\r\n".encode(), True),
+    ("trusted_proxies: [127.0.0.1]\n", b"", True),
+], ids=["public", "wrong token, none set", "no token sent", "wrong token", "admin token",
+        "trusted proxy"])
+async def test_explain_is_only_for_trusted_clients_or_the_admin_token(
+    proxied: Started, extra: str, header: bytes, shown: bool,
+) -> None:
+    lb, backend = await proxied(extra=extra + EXPLAIN)
+    received, _ = await raw_exchange(
+        lb.url, b"GET /e HTTP/1.1\r\nHost: a\r\n%b\r\n" % header, until=b"for /e")
+    answer = parse_responses(received)[0]
+    assert answer.status == 200
+    decision = answer.header(b"x-balancer-decision")
+    assert bool(decision) == shown, received
+    if shown:
+        assert b"backend=127.0.0.1:" in decision[0]
+    assert backend.requests[0].header(b"x-balancer-token") == []  # never forwarded
