@@ -33,6 +33,7 @@ SET_BY_BALANCER = frozenset({
     b"x-forwarded-host", b"via", b"x-request-id", b"connection", b"upgrade",
 })
 UPGRADES = frozenset({b"websocket"})
+_NOT_WITH_UNDERSCORES = SET_BY_BALANCER | {b"x-balancer-token"}
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -157,7 +158,7 @@ def forward_request(
         elif lname == b"x-balancer-token":
             out.explain_token = value
             continue
-        elif b"_" in lname and lname.replace(b"_", b"-") in SET_BY_BALANCER:
+        elif b"_" in lname and lname.replace(b"_", b"-") in _NOT_WITH_UNDERSCORES:
             continue
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:

@@ -55,6 +55,14 @@ class PlainResponse(web.Response):
         self.headers.popall("Server", None)
 
 
+class PlainStreamResponse(web.StreamResponse):
+    """aiohttp's StreamResponse without its Server header (for the 101 of a tunnel)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Server", None)
+
+
 def version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
     """505, written as HTTP/1.1 whatever version the request line claimed."""
     error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")

@@ -13,6 +13,7 @@ import asyncio
 from aiohttp import web
 
 from balancer.headers import forward_response
+from balancer.replies import PlainStreamResponse
 from balancer.upstream import Response, UpstreamConnection
 
 # Bytes a tunnel lets pile up for a client that reads slower than its backend sends; then the
@@ -64,7 +65,7 @@ async def tunnel(
     destination is not reading."""
     conn.pool.to_tunnel(conn)
     headers, _ = forward_response(response.headers, request_id, upgrade=True)
-    reply = web.StreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
+    reply = PlainStreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
                                headers=headers)
     await reply.prepare(request)
     client = request.transport

@@ -239,6 +239,7 @@ async def test_a_websocket_upgrade_keeps_the_bytes_sent_with_it(proxied: Started
                b"\r\nRAWDATA-1")
     received, _ = await raw_exchange(lb.url, request, until=b"\r\n\r\n", timeout=3)
     assert received.startswith(b"HTTP/1.1 101 ")
+    assert b"aiohttp" not in received  # no versions disclosed, as on every other answer
     await wait_for(lambda: bool(backend.links) and backend.links[0].raw.endswith(b"RAWDATA-1"),
                    what="the bytes sent with the upgrade request to reach the backend")
 
