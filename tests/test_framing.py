@@ -529,3 +529,12 @@ async def test_explain_is_only_for_trusted_clients_or_the_admin_token(
     if shown:
         assert b"backend=127.0.0.1:" in decision[0]
     assert backend.requests[0].header(b"x-balancer-token") == []  # never forwarded
+
+
+async def test_parse_errors_disclose_no_versions(proxied: Started) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(lb.url, b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert received.split(b" ", 2)[1] == b"400"
+    assert closed
+    assert b"aiohttp" not in received and b"Python" not in received
+    assert backend.requests == []
