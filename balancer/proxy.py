@@ -19,7 +19,7 @@ from aiohttp import web
 
 from balancer.access_log import AccessLog, Entry
 from balancer.addresses import Address
-from balancer.classify import Decision
+from balancer.classify import BadTarget, Decision
 from balancer.config import Limits, Timeouts
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
@@ -210,7 +210,10 @@ class Proxy:
 
         decision = None
         if runtime.classifier is not None:
-            decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            try:
+                decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            except BadTarget as exc:  # a path the backend could route differently
+                raise BadRequest(str(exc)) from None
         pool = runtime.pool_for(decision.request_class if decision else None)
         record.pool = pool.name
         if decision is not None:
