@@ -2,6 +2,7 @@
 and the classifier's work and route cache are bounded whatever the path."""
 
 import os
+import re
 import tracemalloc
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -37,7 +38,7 @@ def test_the_routed_path_is_the_decoded_path(raw: str, path: str) -> None:
 
 
 @pytest.mark.parametrize("raw", [
-    "/process/image#/../../api/items",       # a fragment: not part of an origin-form target
+    "/process/image#/../../api/items", "/a#b",  # a fragment: not part of an origin-form target
     "/api/../process/image", "/api/./x", "/a/..", "/.", "/api/%2e%2e/process",  # dot segments
     "/%2E%2E/x", "/a/%2e",
     "//api/process/image",                   # waitress reads `//api` as an authority
@@ -132,3 +133,15 @@ def test_the_route_cache_is_bounded_in_entries_and_key_size() -> None:
     assert len(classifier._cache) <= classify.CACHE_SIZE
     assert all(len(path) <= classify.MAX_CACHED_PATH for _, path in classifier._cache)
     assert grown < 16 * 2**20, f"the route cache grew by {grown / 2**20:.1f} MiB"
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None)
+@given(st.text(st.sampled_from("%=3Dd0aAfFzZ/\\_~"), max_size=24).map(str.encode)
+       | st.binary(max_size=24).map(lambda b: bytes(c for c in b if 0x21 <= c < 0x7F)))
+def test_percent_decoding_is_unquote_or_none_for_a_stray_percent(raw: bytes) -> None:
+    """The C-speed decoder (quoted-printable in disguise) against urllib's."""
+    decoded = classify._percent_decoded(raw)
+    if re.fullmatch(rb"(?:[^%]|%[0-9A-Fa-f]{2})*", raw):
+        assert decoded == unquote_to_bytes(raw)
+    else:
+        assert decoded is None
