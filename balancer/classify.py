@@ -67,7 +67,7 @@ def routed_path(raw: str, encoded_slashes: EncodedSlashes = "reject") -> str:
         if decoded is None:
             raise BadTarget("request path has a % that starts no %-escape")
         if reject and (decoded.count(b"/") != raw.count("/") or b"\\" in decoded
-                       or b"%" in decoded and _encodes_a_separator(decoded)):
+                       or (b"%" in decoded and _encodes_a_separator(decoded))):
             raise BadTarget("request path has an encoded slash or backslash")
         try:
             path = decoded.decode("utf-8")

@@ -80,7 +80,7 @@ def test_the_routed_path_is_a_path_or_a_refusal(path: str, mode: str) -> None:
         routed = routed_path(path, mode)  # type: ignore[arg-type]
     except BadTarget:
         return
-    assert routed == "*" or routed.startswith("/") and not routed.startswith("//")
+    assert routed == "*" or (routed.startswith("/") and not routed.startswith("//"))
     assert "/../" not in routed + "/" and "/./" not in routed + "/"
     template = path_template(routed)
     assert isinstance(template, str)
