@@ -4,13 +4,17 @@ numbers, thousands of named metrics, a megabyte of text), the parser never raise
 figure it lets through is finite and bounded, and the weights built from it never starve
 the honest backends of the pool (each keeps at least the exploration floor)."""
 
+import asyncio
 import math
+from collections import Counter
+from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from balancer.feedback import MAX_REPORT_CHARS, MAX_VALUE, LoadReport, parse_load_report
 from balancer.weights import BackendStats, Balancing, effective_weights, report_weight
+from tests.conftest import one_pool_config, read_request_head
 
 KEYS = st.sampled_from([
     "cpu_utilization", "rps_fractional", "eps", "named_metrics.inflight",
@@ -87,3 +91,46 @@ def test_huge_reports_are_ignored_not_parsed() -> None:
     report = parse_load_report("TEXT cpu_utilization=0.42, rps_fractional=118.0, eps=0.0, "
                                "named_metrics.inflight=3, request_cost.cpu_ms=12.5")
     assert report is not None and report.rps == 118.0 and report.cpu_ms == 12.5
+
+
+LIES = [
+    "TEXT cpu_utilization=nan, rps_fractional=1e308, request_cost.cpu_ms=-5",
+    "TEXT cpu_utilization=0, rps_fractional=1e308, eps=0",
+    "TEXT " + ", ".join(f"named_metrics.m{i}=1" for i in range(10_000)),
+    "TEXT cpu_utilization=0.1, " + "x" * 1_000_000,
+]
+
+
+async def test_lying_backends_cannot_crash_the_balancer_or_starve_the_pool(
+    raw_backend_factory: Any, backend_factory: Any, balancer_factory: Any, session: Any,
+) -> None:
+    """Through a real balancer: a backend whose every response carries a lie (NaN, huge
+    figures, 10,000 named metrics, a 1 MB header) beside an honest one. Every request is
+    answered, the honest backend keeps its share, and the balancer keeps serving."""
+    lie_index = [0]
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request_head(reader)
+            lie = LIES[lie_index[0] % len(LIES)]
+            lie_index[0] += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Backend: liar\r\n"
+                         b"endpoint-load-metrics: " + lie.encode() + b"\r\n\r\nlie\n")
+            await writer.drain()
+
+    lying = await raw_backend_factory(liar)
+    honest = await backend_factory(
+        "honest", report="TEXT cpu_utilization=0.5, rps_fractional=100.0, eps=0.0")
+    running = await balancer_factory(one_pool_config(lying.url, honest.url))
+    served: Counter[str] = Counter()
+    for _ in range(80):
+        async with session.get(running.url + "/x") as resp:
+            await resp.read()
+            served[resp.headers.get("X-Backend", str(resp.status))] += 1
+    assert served["honest"] >= 80 * 0.05, served  # never below the exploration floor
+    assert sum(served.values()) == 80
+    async with session.get(running.admin_url + "/status") as resp:
+        assert resp.status == 200
+        backends = (await resp.json())["pools"][0]["backends"]
+    for backend in backends:
+        assert math.isfinite(backend["weight"]) and backend["weight"] > 0, backends
