@@ -31,8 +31,9 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
-Policy = Literal["weighted_least_request", "least_request", "round_robin"]
-POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
+Policy = Literal["least_latency", "weighted_least_request", "least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "least_request",
+                                "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 LogFormat = Literal["text", "json"]
