@@ -17,7 +17,7 @@ from balancer.health import BackendHealth, available, may_eject
 from balancer.latency import predicted_service
 from balancer.routing_config import CLASSES, RequestClass
 from balancer.selection import LeastLatency, LeastRequest, RandomSource, RoundRobin
-from balancer.weights import BackendStats, Balancing, effective_weights
+from balancer.weights import BackendStats, Balancing, effective_weights, slow_start_factor
 
 
 class BackendView(Protocol):
@@ -158,10 +158,9 @@ class Runtime:
         balancing = self.balancing
         stats = [view.stats(a) for a in candidates]
         static = pool.static_weight
-        base = [static[a] for a in candidates]
-        weights = effective_weights(stats, base, now, balancing, reports=False)
-        scale = [weight / static_weight for weight, static_weight in zip(weights, base,
-                                                                         strict=True)]
+        weights = effective_weights(stats, [static[a] for a in candidates], now, balancing,
+                                    reports=False)
+        scale = [slow_start_factor(now - s.added_at, balancing) for s in stats]
         rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
                for s, a in zip(stats, candidates, strict=True)]
         service = predicted_service([s.latency for s in stats], request_class, now,

@@ -88,8 +88,10 @@ class LeastLatency:
     hot (at its in-flight cap), take the lowest service estimate x (RIF + 1) / scale: the
     latency a request can expect there, as nginx's least_time and Finagle's peak-EWMA rank
     backends; when all are hot, latency estimates say little and the lowest (RIF + 1) /
-    scale wins, as in Prequal. `scale` is what slow start and errors leave of a backend's
-    weight (1.0: all of it). Costs within `tolerance` of the lowest are a tie (measured
+    scale wins, as in Prequal. `scale` is what slow start leaves of a backend's weight (1.0:
+    all of it); errors lower its weight, i.e. its chances in a draw and in a tie (in the
+    cost they would starve a backend that failed once at low load: nothing would ever
+    try it again). Costs within `tolerance` of the lowest are a tie (measured
     latencies are never exactly equal, and the noise in them must not send all traffic to
     one of equal backends); a tie goes to the first drawn, so ties follow the weights.
     Estimates come from `balancer.latency`; weights from `balancer.weights`."""

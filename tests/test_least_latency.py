@@ -222,7 +222,7 @@ def test_when_every_backend_is_hot_the_lowest_rif_wins() -> None:
     assert shares(rt, view, picks=100) == [1.0, 0.0]
 
 
-def test_slow_start_and_errors_scale_the_cost() -> None:
+def test_slow_start_scales_the_cost_and_errors_lower_the_weight() -> None:
     rt = runtime()
     view = View(rt.pools["p"])
     a, b, c = view.backends
@@ -231,9 +231,11 @@ def test_slow_start_and_errors_scale_the_cost() -> None:
     assert shares(rt, view)[1] == 0.0
     late = NOW + B.slow_start                    # ramped up: the idle one wins
     assert shares(rt, view, now=late)[1] == 1.0
-    for _ in range(50):
+    view.own[a] = view.own[c] = 0                # all idle: a tie
+    assert shares(rt, view, now=late)[1] == pytest.approx(1 / 3, abs=0.05)
+    for _ in range(5):
         view.stats(b).observe_outcome(True, B)   # b fails: weight / (1 + 10 x rate)
-    assert shares(rt, view, now=late)[1] == 0.0
+    assert 0.01 < shares(rt, view, now=late)[1] < 0.15  # less, but still tried
 
 
 def test_an_ejected_backend_is_never_chosen() -> None:
