@@ -106,17 +106,27 @@ def rotated(names: list[str], round_index: int) -> list[str]:
 
 
 def highest_rate(url: str, start: int, step: int, seconds: float) -> tuple[int, list[str]]:
-    """The highest rate, from `start` up in `step`s, at which p99 stays under 100 ms."""
-    rate, best, notes = start, start - step, []
-    while rate <= 2000:
+    """The highest rate, from `start` up (or down, when `start` is already too much) in
+    `step`s, at which p99 stays under 100 ms."""
+    notes: list[str] = []
+
+    def passes(rate: int) -> bool:
         load(url, rate, 2)
         p99 = load(url, rate, seconds)["p99"]
         notes.append(f"{rate}: {p99:.0f} ms")
         print(f"search: {rate} req/s p99 {p99:.1f} ms", flush=True)
-        if not p99 < 100:
-            break
-        best, rate = rate, rate + step
-    return best, notes
+        return p99 < 100
+
+    rate = start
+    if not passes(rate):
+        while rate > step:
+            rate -= step
+            if passes(rate):
+                return rate, notes
+        return rate, notes
+    while rate + step <= 2000 and passes(rate + step):
+        rate += step
+    return rate, notes
 
 
 def adaptation_run(url: str, rate: int, seconds: float, slow_pid: int) -> dict[str, float]:
@@ -225,7 +235,8 @@ def main() -> int:
                 start = max(rates, default=250) + args.step
                 found, search = highest_rate(f"http://127.0.0.1:{targets[HAPROXY][0]}",
                                              start, args.step, 6)
-                rates.append(found)
+                if found not in rates:
+                    rates.append(found)
             else:
                 rates.append(int(item))
         names = list(targets)
