@@ -160,7 +160,9 @@ class Runtime:
         static = pool.static_weight
         weights = effective_weights(stats, [static[a] for a in candidates], now, balancing,
                                     reports=False)
-        scale = [slow_start_factor(now - s.added_at, balancing) for s in stats]
+        ramp = [slow_start_factor(now - s.added_at, balancing) for s in stats]
+        most = max(ramp)  # relative: backends that all started together ramp up as one
+        scale = [factor / most for factor in ramp]
         rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
                for s, a in zip(stats, candidates, strict=True)]
         service = predicted_service([s.latency for s in stats], request_class, now,

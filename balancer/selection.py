@@ -85,15 +85,17 @@ class LeastLatency:
 
     Draw `probes` backends in proportion to their weights (without replacement; with a pool
     that small, all of them in a weighted random order). Among them, unless every backend is
-    hot (at its in-flight cap), take the lowest service estimate x (RIF + 1) / scale: the
-    latency a request can expect there, as nginx's least_time and Finagle's peak-EWMA rank
-    backends; when all are hot, latency estimates say little and the lowest (RIF + 1) /
-    scale wins, as in Prequal. `scale` is what slow start leaves of a backend's weight (1.0:
-    all of it); errors lower its weight, i.e. its chances in a draw and in a tie (in the
-    cost they would starve a backend that failed once at low load: nothing would ever
-    try it again). Costs within `tolerance` of the lowest are a tie (measured
-    latencies are never exactly equal, and the noise in them must not send all traffic to
-    one of equal backends); a tie goes to the first drawn, so ties follow the weights.
+    hot (at its in-flight cap), take the lowest service estimate x (RIF + 1): the latency a
+    request can expect there, as nginx's least_time and Finagle's peak-EWMA rank backends;
+    when all are hot, latency estimates say little and the fewest in flight wins, as in
+    Prequal. `scale` is what slow start leaves of a backend's weight (1.0: all of it): a
+    drawn backend stays a probe with that probability, so its share ramps up at any load
+    (in the cost it would get nothing at low load until the ramp is nearly over). Errors
+    lower the weight, i.e. the chances in a draw and in a tie (in the cost they would
+    starve a backend that failed once at low load: nothing would ever try it again). Costs
+    within `tolerance` of the lowest are a tie (measured latencies are never exactly equal,
+    and the noise in them must not send all traffic to one of equal backends); a tie goes
+    to the first drawn, so ties follow the weights.
     Estimates come from `balancer.latency`; weights from `balancer.weights`."""
 
     __slots__ = ("_probes", "_rng", "_tolerance")
@@ -113,11 +115,12 @@ class LeastLatency:
         if count == 1:
             return candidates[0]
         drawn = weighted_sample(self._rng, weights, min(self._probes, count))
+        if scale is not None:  # a backend in slow start is probed only `scale` of the time
+            kept = [i for i in drawn if scale[i] >= 1.0 or self._rng.random() < scale[i]]
+            drawn = kept or drawn[:1]
         costs = []
         for index in drawn:
             load = rif[index] + 1.0
-            if scale is not None:
-                load /= scale[index]
             costs.append(load if hot else service[index] * load)
         good_enough = min(costs) * (1.0 + self._tolerance)
         for index, cost in zip(drawn, costs, strict=True):

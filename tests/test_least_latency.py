@@ -222,13 +222,14 @@ def test_when_every_backend_is_hot_the_lowest_rif_wins() -> None:
     assert shares(rt, view, picks=100) == [1.0, 0.0]
 
 
-def test_slow_start_scales_the_cost_and_errors_lower_the_weight() -> None:
+def test_slow_start_ramps_the_share_at_any_load_and_errors_lower_the_weight() -> None:
     rt = runtime()
     view = View(rt.pools["p"])
     a, b, c = view.backends
     view.own[a] = view.own[c] = 2                # expect 3 units of wait on a and c
     view.stats(b).restart(NOW)                   # b just joined: 10% of its weight
-    assert shares(rt, view)[1] == 0.0
+    assert shares(rt, view)[1] == pytest.approx(0.1, abs=0.03)   # probed 10% of the time
+    assert shares(rt, view, now=NOW + B.slow_start / 2)[1] == pytest.approx(0.55, abs=0.05)
     late = NOW + B.slow_start                    # ramped up: the idle one wins
     assert shares(rt, view, now=late)[1] == 1.0
     view.own[a] = view.own[c] = 0                # all idle: a tie
