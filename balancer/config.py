@@ -31,8 +31,9 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
-Policy = Literal["weighted_least_request", "least_request", "round_robin"]
-POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
+Policy = Literal["least_latency", "weighted_least_request", "least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "least_request",
+                                "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 LogFormat = Literal["text", "json"]
@@ -88,7 +89,7 @@ class PoolConfig:
     max_idle: int = 64
     max_inflight: int | None = None
     spill_to: tuple[str, ...] = ()
-    policy: Policy = "weighted_least_request"
+    policy: Policy = "least_latency"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
     max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
     queue_timeout: float = 5.0

@@ -231,7 +231,8 @@ class Proxy:
         deadline = upstreams.loop.time() + pool.config.queue_timeout
         while True:
             chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried,
-                                    over_cap=not queueing or bool(tried))
+                                    over_cap=not queueing or bool(tried),
+                                    request_class=record.request_class)
             if chosen is None:
                 if tried:  # every backend already tried by this request
                     if isinstance(last_error, ConnectFailed | ConnectTimeout):
@@ -256,6 +257,9 @@ class Proxy:
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
                 record.upstream_s = upstreams.loop.time() - sent_at
+                outcome.stats.observe_latency(record.upstream_s, response.status,
+                                              upstreams.inflight(address), record.request_class,
+                                              sent_at + record.upstream_s, runtime.balancing)
                 self.metrics.upstream_latency[address.key].observe(record.upstream_s)
                 break
             except ProxyError as error:
@@ -389,7 +393,8 @@ class Proxy:
         if parsed is None:
             return
         now = self.upstreams.loop.time()
-        outcome.stats.observe_report(parsed, now, balancing)
+        outcome.stats.observe_report(parsed, now, balancing,
+                                     self.upstreams.inflight(outcome.address))
         decision = outcome.decision
         if decision is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
             self.costs.observe(decision.template, parsed.cpu_ms, parsed.wall_ms, now)
