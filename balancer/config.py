@@ -32,8 +32,9 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
-Policy = Literal["weighted_least_request", "least_request", "round_robin"]
-POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
+Policy = Literal["least_latency", "weighted_least_request", "least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "least_request",
+                                "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 LogFormat = Literal["text", "json"]
@@ -91,7 +92,7 @@ class PoolConfig:
     max_tunnels: int = 1024           # upgraded connections (websockets) per backend
     max_inflight: int | None = None
     spill_to: tuple[str, ...] = ()
-    policy: Policy = "weighted_least_request"
+    policy: Policy = "least_latency"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
     max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
     queue_timeout: float = 5.0

@@ -68,7 +68,10 @@ _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-
 def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
     """(origin-form target, authority or None). An absolute-form target (RFC 9112 section
     3.2.2) becomes its path and query, and its authority replaces the Host header; anything
-    but origin-form, `*` or an http(s) absolute URI raises ValueError."""
+    but origin-form, `*` or an http(s) absolute URI raises ValueError, as does a #fragment
+    (RFC 9112 section 3.2 has none; servers disagree on what it leaves of the path)."""
+    if b"#" in target:
+        raise ValueError("a request target has no #fragment")
     if target.startswith(b"/") or target == b"*":
         return target, None
     match = _ABSOLUTE.fullmatch(target)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from balancer.access_log import AccessLog, Entry
 from balancer.addresses import Address
-from balancer.classify import Decision
+from balancer.classify import BadTarget, Decision
 from balancer.config import Limits, Timeouts
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
@@ -229,7 +229,10 @@ class Proxy:
 
         decision = None
         if runtime.classifier is not None:
-            decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            try:
+                decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            except BadTarget as exc:  # a path the backend could route differently
+                raise BadRequest(str(exc)) from None
         pool = runtime.pool_for(decision.request_class if decision else None)
         record.pool = pool.name
         if decision is not None:
@@ -247,7 +250,8 @@ class Proxy:
         deadline = upstreams.loop.time() + pool.config.queue_timeout
         while True:
             chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried,
-                                    over_cap=not queueing or bool(tried))
+                                    over_cap=not queueing or bool(tried),
+                                    request_class=record.request_class)
             if chosen is None:
                 if tried:  # every backend already tried by this request
                     if isinstance(last_error, ConnectFailed | ConnectTimeout):
@@ -272,6 +276,9 @@ class Proxy:
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
                 record.upstream_s = upstreams.loop.time() - sent_at
+                outcome.stats.observe_latency(record.upstream_s, response.status,
+                                              upstreams.inflight(address), record.request_class,
+                                              sent_at + record.upstream_s, runtime.balancing)
                 self.metrics.upstream_latency[address.key].observe(record.upstream_s)
                 break
             except ProxyError as error:
@@ -434,7 +441,8 @@ class Proxy:
         if parsed is None:
             return
         now = self.upstreams.loop.time()
-        outcome.stats.observe_report(parsed, now, balancing)
+        outcome.stats.observe_report(parsed, now, balancing,
+                                     self.upstreams.inflight(outcome.address))
         decision = outcome.decision
         if decision is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
             self.costs.observe(decision.template, parsed.cpu_ms, parsed.wall_ms, now)
