@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=8, help="threads (threaded, async)")
     serve.add_argument("--slowdown", type=float, default=1.0,
                        help="make the demo's work F times slower (imbalance benchmarks)")
+    serve.add_argument("--slowdown-on-signal", type=float, default=0.0, metavar="F",
+                       help="SIGUSR1 makes the demo's work F times slower from then on "
+                            "(threaded and async runners)")
     serve.add_argument("--log-file", help="append stdout and stderr here")
     serve.add_argument("--nice", type=int, default=0,
                        help="lower the CPU priority by N (e.g. 10 for a heavy-CPU pool, so it "
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.kind}[%(process)d] %(levelname)s %(message)s")
     os.environ["ECHONEXT_SLOWDOWN"] = str(args.slowdown)
+    if args.slowdown_on_signal > 0:
+        os.environ["ECHONEXT_SLOWDOWN_ON_SIGNAL"] = str(args.slowdown_on_signal)
     if args.nice:
         os.nice(args.nice)  # before any worker is forked: every process of the instance
     try:

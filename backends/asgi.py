@@ -78,6 +78,8 @@ def environ_for(scope: Scope, body: bytes) -> dict[str, Any]:
         "wsgi.run_once": False,
     }
     for raw_name, raw_value in scope["headers"]:
+        if b"_" in raw_name:  # would merge with the dashed header (X_Forwarded_For), as
+            continue          # gunicorn and nginx know: skipped
         name = raw_name.decode("latin-1").upper().replace("-", "_")
         value = raw_value.decode("latin-1")
         if name == "CONTENT_TYPE":

@@ -17,11 +17,15 @@ the async runner awaits it on its event loop while threaded and multiprocess run
 a thread or a process for the wait, as they would on a real database driver.
 
 ECHONEXT_SLOWDOWN=F (the runners' --slowdown) multiplies every wait and every CPU burn.
+ECHONEXT_SLOWDOWN_ON_SIGNAL=F (--slowdown-on-signal): SIGUSR1 sets that factor to F from then
+on, SIGUSR2 back to ECHONEXT_SLOWDOWN (threaded and async runners: the process that imports
+this module on its main thread), so a benchmark can turn a backend slow mid-run.
 """
 
 import asyncio
 import os
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -38,6 +42,18 @@ from pyechonext.config import Settings  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SLOWDOWN = float(os.environ.get("ECHONEXT_SLOWDOWN", "1") or 1)
+SLOWDOWN_AT_START = SLOWDOWN
+SLOWDOWN_ON_SIGNAL = float(os.environ.get("ECHONEXT_SLOWDOWN_ON_SIGNAL", "0") or 0)
+
+
+def _set_slowdown(signum: int, frame: object) -> None:
+    global SLOWDOWN
+    SLOWDOWN = SLOWDOWN_ON_SIGNAL if signum == signal.SIGUSR1 else SLOWDOWN_AT_START
+
+
+if SLOWDOWN_ON_SIGNAL > 0 and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGUSR1, _set_slowdown)
+    signal.signal(signal.SIGUSR2, _set_slowdown)
 DB_LATENCY_MS = float(os.environ.get("ECHONEXT_DB_LATENCY_MS", "20"))
 
 app = EchoNext(

@@ -47,6 +47,8 @@ def _unix(text: str, original: str, expected: str) -> Address:
         path = path[2:]
     if not path.startswith("/"):
         raise ValueError(f"{original!r} is not {expected} (a unix path must be absolute)")
+    if not path.isprintable():  # it is named in logs and headers
+        raise ValueError(f"{original!r}: a unix path must have no control characters")
     return Address("unix", path=path)
 
 

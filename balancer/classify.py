@@ -8,78 +8,118 @@ Pure. The decision, in order:
    (`learned-escalation`); learning never moves a cheap route between two cheap pools;
 2. else the route's learned class, once it decides (stable once, or escalated);
 3. else the request's own facts (method, content type, body size), as the seed router did.
-Paths are normalised before matching (unreserved percent-escapes decoded, dot segments
-removed, repeated slashes collapsed), so `/api/../process/x` is matched as `/process/x`,
-which is what the backend will see. What depends only on the route (its template and the
-matching rule) is cached per route, so the hot path is a dictionary lookup.
+Rules match the path the backend routes (`routed_path`: what uvicorn, waitress and gunicorn
+put in `scope["path"]` / PATH_INFO), and a target they could resolve differently from each
+other or from the classifier is refused (`BadTarget`, a 400). What depends only on the route
+(its template and the matching rule) is cached per route, so the hot path is a dictionary
+lookup; the work on a cache miss is bounded (C-speed scans, at most MAX_TEMPLATE_SEGMENTS
+segments templated) and so is the cache (CACHE_SIZE entries, keys up to MAX_CACHED_PATH).
 """
 
+import binascii
 import fnmatch
 import re
 from typing import Protocol
 
 from balancer.costs import AUTO_FLOOR_MS, CostModel
-from balancer.routing_config import RequestClass, RoutingConfig, Rule
+from balancer.routing_config import EncodedSlashes, RequestClass, RoutingConfig, Rule
 
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})?")  # a % that starts no escape matches alone
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_SLASHES = re.compile(r"/{2,}")
-_COLLAPSE = (
-    (re.compile(r"^\d+$"), "{n}"),
-    (re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
-     "{uuid}"),
-    (re.compile(r"^[0-9a-fA-F]{16,}$"), "{hash}"),
-    (re.compile(r"^(?=[^/]*\d)[A-Za-z0-9_-]{20,}$"), "{id}"),
-)
+CACHE_SIZE = 4096          # routes cached (then the cache starts over)
+MAX_CACHED_PATH = 512      # longer method + raw path: classified afresh, never kept
+MAX_TEMPLATE_SEGMENTS = 32  # segments a template is made of; the rest becomes `/**`
 MEDIA = ("image/", "video/", "audio/", "application/octet-stream", "multipart/form-data")
-CACHE_SIZE = 10_000
+
+MAX_SEGMENT = 64            # a longer segment is `{long}` in a template
+_PRINTABLE = bytes(range(0x21, 0x7F))
+_PERCENT_AS_QP = bytes.maketrans(b"%", b"=")
+_COLLAPSE = re.compile(
+    r"(\d+)|([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"|([0-9a-fA-F]{16,})|((?=[^/]*\d)[A-Za-z0-9_-]{20,})")
+_COLLAPSED = (None, "{n}", "{uuid}", "{hash}", "{id}")
 
 
-def _decode(match: re.Match[str]) -> str:
-    if match.group(1) is None:
-        return "%25"  # a stray %: escaped, so that decoding what follows cannot make an escape
-    char = chr(int(match.group(1), 16))
-    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+class BadTarget(ValueError):
+    """A request target whose path the backends could resolve differently (answered 400)."""
 
 
-def _remove_dot_segments(path: str) -> str:
-    out: list[str] = []
-    segments = path.split("/")[1:]
-    for segment in segments:
-        if segment == "..":
-            if out:
-                out.pop()
-        elif segment != ".":
-            out.append(segment)
-    result = "/" + "/".join(out)
-    if segments and segments[-1] in (".", "..") and not result.endswith("/"):
-        result += "/"
-    return result
-
-
-def normalize_path(path: str) -> str:
-    """The path as the classifier matches it (how a backend will resolve it): %-escapes of
-    unreserved characters decoded, others upper-cased, a stray % escaped, repeated slashes
-    and dot segments removed. Idempotent, never raises. (The request is forwarded as sent.)"""
-    if "%" in path:
-        path = _ESCAPE.sub(_decode, path)
-    if not path.startswith("/"):
-        path = "/" + path
-    if "//" in path:
-        path = _SLASHES.sub("/", path)
-    if "/." in path:
-        path = _remove_dot_segments(path)
+def routed_path(raw: str, encoded_slashes: EncodedSlashes = "reject") -> str:
+    """The path a backend routes for the origin-form `raw` (without the query): every
+    %-escape decoded once, as UTF-8, nothing else changed, which is what uvicorn (httptools
+    and h11), waitress and gunicorn agree on. Raises BadTarget for a target they may resolve
+    differently, from each other or from a framework: a fragment, a byte outside printable
+    ASCII, a malformed escape, a decoded path that is not UTF-8, a leading `//`, a dot
+    segment (also encoded); with `encoded_slashes: reject`, also `%2F`, `%5C` (also
+    double-encoded), a triple encoding (`%2525`) and a raw backslash. Linear time, and
+    every step a C-speed pass over the path (no Python loop per character or escape)."""
+    if raw == "*":
+        return raw
+    if not raw.startswith("/") or raw.startswith("//"):
+        raise BadTarget("request path must start with a single /")
+    if "#" in raw:
+        raise BadTarget("a request target has no #fragment (RFC 9112 section 3.2)")
+    if not raw.isascii() or raw.encode().translate(None, _PRINTABLE):
+        raise BadTarget("request path has a byte outside printable ASCII")
+    reject = encoded_slashes == "reject"
+    if reject and "\\" in raw:
+        raise BadTarget("request path has a backslash")
+    if "%" not in raw:
+        path = raw
+    else:
+        decoded = _percent_decoded(raw.encode())
+        if decoded is None:
+            raise BadTarget("request path has a % that starts no %-escape")
+        if reject and (decoded.count(b"/") != raw.count("/") or b"\\" in decoded
+                       or (b"%" in decoded and _encodes_a_separator(decoded))):
+            raise BadTarget("request path has an encoded slash or backslash")
+        try:
+            path = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadTarget("request path does not decode to UTF-8") from None
+        if path.startswith("//"):
+            raise BadTarget("request path must start with a single /")
+    if "." in path and _has_dot_segment(path):
+        raise BadTarget("request path has a dot segment (. or ..)")
     return path
 
 
+def _percent_decoded(raw: bytes) -> bytes | None:
+    """Every %XX decoded, or None if a % starts no escape. Done as quoted-printable
+    (`binascii.a2b_qp` decodes =XX in C), with each `=` of the path escaped first."""
+    escapes = raw.count(b"%")
+    if b"=" in raw:
+        escapes += raw.count(b"=")
+        raw = raw.replace(b"=", b"=3D")
+    decoded = binascii.a2b_qp(raw.translate(_PERCENT_AS_QP))
+    return decoded if len(decoded) == len(raw) - 2 * escapes else None
+
+
+def _encodes_a_separator(decoded: bytes) -> bool:
+    """Still an escape of / or \\ after one decoding (double-encoded), or a triple encoding."""
+    lowered = decoded.lower()
+    return b"%2f" in lowered or b"%5c" in lowered or b"%25" in lowered
+
+
+def _has_dot_segment(path: str) -> bool:
+    if "\\" in path:  # no separator for these servers, but one for some frameworks
+        path = path.replace("\\", "/")
+    path += "/"
+    return "/./" in path or "/../" in path
+
+
 def path_template(path: str) -> str:
-    """`/user/42/orders/9f86d081884c7d65` → `/user/{n}/orders/{hash}`."""
-    segments = path.split("/")
+    """`/user/42/orders/9f86d081884c7d65` → `/user/{n}/orders/{hash}`; only the first
+    MAX_TEMPLATE_SEGMENTS segments are looked at (the rest is `/**`), and a segment over
+    MAX_SEGMENT characters is `{long}`."""
+    segments = path.split("/", MAX_TEMPLATE_SEGMENTS + 1)
+    if len(segments) > MAX_TEMPLATE_SEGMENTS + 1:
+        segments[-1] = "**"
     for index, segment in enumerate(segments):
-        for pattern, name in _COLLAPSE:
-            if segment and pattern.match(segment):
-                segments[index] = name
-                break
+        if len(segment) > MAX_SEGMENT:
+            segments[index] = "{long}"
+        elif segment and (segment[0].isdigit() or len(segment) >= 16):
+            match = _COLLAPSE.fullmatch(segment)
+            if match is not None:
+                segments[index] = _COLLAPSED[match.lastindex or 0] or segment
     return "/".join(segments)
 
 
@@ -188,31 +228,41 @@ class _CompiledRule:
 
 
 class Classifier:
-    """Rules compiled once per config; route-level work cached per (method, path)."""
+    """Rules compiled once per config; route-level work cached per (method, raw path)."""
 
     def __init__(self, routing: RoutingConfig) -> None:
         self.routing = routing
         self.threshold = routing.cpu_threshold_ms or AUTO_FLOOR_MS  # without a cost model
+        self.encoded_slashes: EncodedSlashes = routing.encoded_slashes
         self._rules = [_CompiledRule(rule) for rule in routing.rules]
-        self._cache: dict[tuple[str, str], tuple[str, tuple[_CompiledRule, ...]]] = {}
+        self._cache: dict[tuple[str, str], tuple[str, tuple[_CompiledRule, ...]] | str] = {}
 
     def __repr__(self) -> str:
         return f"<Classifier {len(self._rules)} rules, {len(self._cache)} routes cached>"
 
     def _route(self, method: str, raw_path: str) -> tuple[str, tuple[_CompiledRule, ...]]:
-        """(normalised path template, the rules whose route part matches), cached."""
+        """(path template, the rules whose route part matches), cached; a refusal (the
+        reason why) is cached too. Raises BadTarget."""
         key = (method, raw_path)
         cached = self._cache.get(key)
         if cached is None:
-            path = normalize_path(raw_path)
-            candidates = tuple(r for r in self._rules if r.matches_route(method, path))
-            cached = (f"{method} {path_template(path)}", candidates)
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.clear()
-            self._cache[key] = cached
+            try:
+                path = routed_path(raw_path, self.encoded_slashes)
+            except BadTarget as refused:
+                cached = str(refused)
+            else:
+                candidates = tuple(r for r in self._rules if r.matches_route(method, path))
+                cached = (f"{method} {path_template(path)}", candidates)
+            if len(raw_path) + len(method) <= MAX_CACHED_PATH:
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = cached
+        if isinstance(cached, str):
+            raise BadTarget(cached)
         return cached
 
     def classify(self, facts: RequestFacts, costs: CostModel | None) -> Decision:
+        """Raises BadTarget for a path the backends could resolve differently."""
         route, candidates = self._route(facts.method, facts.path)
         template = route + query_keys(facts.query)
         rule = None

@@ -26,6 +26,7 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from balancer.config import Config
+from balancer.replies import PlainResponse
 
 log = logging.getLogger("balancer.client")
 
@@ -119,7 +120,7 @@ class ClientConnection(web_protocol.RequestHandler):
         self._server.on_bad_request(status)
         request_id = self._server.new_request_id()
         log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
-        response = web.Response(
+        response = PlainResponse(
             status=status, reason=reason,
             text=f"{status} {reason.lower()}: {detail} (request id {request_id})\n",
             headers={"X-Request-Id": request_id})

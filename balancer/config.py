@@ -7,6 +7,7 @@ did-you-mean hint). Durations read as `250ms`/`2s`/`1m`, sizes as `16KiB`/`10MiB
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,8 +32,9 @@ from balancer.yamltree import (
 )
 
 PoolKind = Literal["async", "threaded", "multiprocess"]
-Policy = Literal["weighted_least_request", "least_request", "round_robin"]
-POLICIES: tuple[Policy, ...] = ("weighted_least_request", "least_request", "round_robin")
+Policy = Literal["least_latency", "weighted_least_request", "least_request", "round_robin"]
+POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "least_request",
+                                "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
 LogFormat = Literal["text", "json"]
@@ -55,6 +57,7 @@ class Timeouts:
                                  # every response `Connection: close` (for a load balancer
                                  # or Kubernetes to take the instance out); then drain
     drain: float = 15.0
+    tunnel_idle: float = 3600.0  # an upgraded connection (websocket) with no byte either way
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +89,10 @@ class PoolConfig:
     kind: PoolKind | None = None
     max_connections: int = 256
     max_idle: int = 64
+    max_tunnels: int = 1024           # upgraded connections (websockets) per backend
     max_inflight: int | None = None
     spill_to: tuple[str, ...] = ()
-    policy: Policy = "weighted_least_request"
+    policy: Policy = "least_latency"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
     max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
     queue_timeout: float = 5.0
@@ -135,7 +139,8 @@ class Config:
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
             "health", "access_log", "admin_token")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
-             "policy", "max_queue", "queue_timeout")
+             "policy", "max_queue", "queue_timeout", "max_tunnels")
+POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
 BACKEND_KEYS = ("address", "weight")
 
 
@@ -236,6 +241,10 @@ def _pools(reader: Reader, node: yaml.Node | None) -> tuple[PoolConfig, ...]:
         reader.fail(node, "pools", "at least one pool is required")
     pools = []
     for name, pool_node in entries.items():
+        if not POOL_NAME.fullmatch(name):
+            reader.fail(pool_node, join("pools", name), "a pool name must be letters, digits "
+                        "and !#$%&'*+.^_`|~- only (it is sent in headers)")
+            continue
         pool = _pool(reader, name, pool_node)
         if pool is not None:
             pools.append(pool)
@@ -286,7 +295,7 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
         options["queue_timeout"] = reader.convert(entries["queue_timeout"],
                                                   join(path, "queue_timeout"), parse_duration)
     options = {k: v for k, v in options.items() if v is not None}
-    for key in ("max_connections", "max_idle", "max_inflight"):
+    for key in ("max_connections", "max_idle", "max_inflight", "max_tunnels"):
         if key in entries:
             value = reader.convert(entries[key], join(path, key), as_int(minimum=1))
             if value is not None:

@@ -45,6 +45,7 @@ class Upstreams:
                 max_idle=pool.max_idle,
                 idle_timeout=timeouts.upstream_idle,
                 connect_timeout=timeouts.connect,
+                max_tunnels=pool.max_tunnels,
             )
             if self._on_connect is not None:
                 callback = self._on_connect
@@ -67,6 +68,7 @@ class Upstreams:
                 continue
             upstream.max_connections = wanted[address].max_connections
             upstream.max_idle = wanted[address].max_idle
+            upstream.max_tunnels = wanted[address].max_tunnels
             upstream.idle_timeout = timeouts.upstream_idle
             upstream.connect_timeout = timeouts.connect
 

@@ -103,3 +103,8 @@ class QueueFull(ProxyError):
 class QueueTimeout(ProxyError):
     status = 503
     reason = "no backend had room within the queue timeout"
+
+
+class CodingNotImplemented(ProxyError):
+    status = 501
+    reason = "transfer coding not implemented (only chunked is)"

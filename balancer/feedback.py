@@ -1,11 +1,19 @@
 """Load reports from backends: the ORCA text format in `endpoint-load-metrics`.
 
 Pure. `parse_load_report` never raises: a malformed report is None (and ignored), so a
-misbehaving backend can at worst not be heard, never break a request. Known fields become
+misbehaving backend can at worst not be heard, never break a request. Also None: a report
+over 4096 characters or 64 items, or with a figure that is negative, NaN or over 1e9, so
+the weights built from reports stay finite (tests/test_report_properties.py). Known fields become
 attributes; `named_metrics.*` and `request_cost.*` keep their names in `named` and `cost`.
 """
 
 from dataclasses import dataclass, field
+
+# A backend is trusted for cost and weight only, within bounds: a longer header, more items
+# or a larger number is not a load report (a report that lies cannot overflow a weight).
+MAX_REPORT_CHARS = 4096
+MAX_ITEMS = 64
+MAX_VALUE = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +52,11 @@ class LoadReport:
 
 def parse_load_report(value: bytes | str) -> LoadReport | None:
     """`TEXT cpu_utilization=0.42, rps_fractional=118.0, ...` → LoadReport, or None."""
+    if len(value) > MAX_REPORT_CHARS:
+        return None
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     kind, _, body = text.strip().partition(" ")
-    if kind != "TEXT":
+    if kind != "TEXT" or body.count(",") >= MAX_ITEMS:
         return None
     top: dict[str, float] = {}
     named: dict[str, float] = {}
@@ -61,7 +71,7 @@ def parse_load_report(value: bytes | str) -> LoadReport | None:
             number = float(raw)
         except ValueError:
             return None
-        if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        if not 0.0 <= number <= MAX_VALUE:  # also NaN and the infinities
             return None
         if key.startswith("named_metrics."):
             named[key[len("named_metrics."):]] = number

@@ -6,6 +6,14 @@ hop-by-hop headers (Connection and the headers it names, Keep-Alive, TE, Trailer
 Transfer-Encoding, Upgrade unless upgrading, Proxy-*) are dropped; X-Forwarded-For is
 appended (from trusted proxies) or replaced; X-Forwarded-Proto/Host set; Via added;
 X-Request-Id passed through when well-formed, or replaced by a new one, and returned.
+
+Rules that keep a backend from reading a request differently from the balancer (issue 11):
+- the balancer writes the framing of every forwarded request itself (Content-Length or
+  `Transfer-Encoding: chunked`), and Connection can never nominate the framing, Host or a
+  header the balancer sets (RFC 9112 section 6.3, CVE-2022-31813's class of bug);
+- a header name with `_` that reads as one the balancer sets (`X_Forwarded_For`) is dropped,
+  since some servers map `-` and `_` to the same variable;
+- only the upgrade protocols in `upgrades` (default websocket) are forwarded as upgrades.
 """
 
 import re
@@ -19,15 +27,26 @@ HOP_BY_HOP = frozenset({
 LOAD_REPORT_HEADER = b"endpoint-load-metrics"
 VIA = b"1.1 echonext-balancer"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+# what the balancer writes into every forwarded request itself
+SET_BY_BALANCER = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"via", b"x-request-id", b"connection", b"upgrade",
+})
+UPGRADES = frozenset({b"websocket"})
+_NOT_WITH_UNDERSCORES = SET_BY_BALANCER | {b"x-balancer-token"}
 
 Headers = Iterable[tuple[bytes, bytes]]
+
+
+class UnsupportedCoding(ValueError):
+    """A transfer coding the balancer does not implement (501, RFC 9112 section 6.1)."""
 
 
 class ForwardedRequest:
     """The upstream request head and what the proxy must know to send the body."""
 
-    __slots__ = ("chunked", "content_length", "expect_continue", "head", "host",
-                 "request_id", "target", "upgrade")
+    __slots__ = ("chunked", "content_length", "declined_upgrade", "expect_continue",
+                 "explain_token", "head", "host", "request_id", "target", "upgrade")
 
     def __init__(self) -> None:
         self.head = b""
@@ -37,7 +56,9 @@ class ForwardedRequest:
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
+        self.declined_upgrade = False  # asked for a protocol not in `upgrades`
         self.expect_continue = False
+        self.explain_token: bytes | None = None  # X-Balancer-Token: never forwarded
 
 
 _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]"
@@ -47,7 +68,10 @@ _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-
 def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
     """(origin-form target, authority or None). An absolute-form target (RFC 9112 section
     3.2.2) becomes its path and query, and its authority replaces the Host header; anything
-    but origin-form, `*` or an http(s) absolute URI raises ValueError."""
+    but origin-form, `*` or an http(s) absolute URI raises ValueError, as does a #fragment
+    (RFC 9112 section 3.2 has none; servers disagree on what it leaves of the path)."""
+    if b"#" in target:
+        raise ValueError("a request target has no #fragment")
     if target.startswith(b"/") or target == b"*":
         return target, None
     match = _ABSOLUTE.fullmatch(target)
@@ -71,8 +95,11 @@ def forward_request(
     new_request_id: str,
     proto: bytes = b"http",
     http10: bool = False,
+    upgrades: frozenset[bytes] = UPGRADES,
 ) -> ForwardedRequest:
-    """Build the upstream head; raises ValueError for a request a backend could misread."""
+    """Build the upstream head; raises ValueError for a request a backend could misread
+    (UnsupportedCoding for a transfer coding other than chunked before chunked). `upgrades`:
+    the protocols (lower case) an Upgrade may ask for."""
     out = ForwardedRequest()
     target, authority = origin_form(target)
     if authority is not None:
@@ -93,6 +120,9 @@ def forward_request(
                 codings = [c.strip().lower() for c in value.split(b",")]
                 if codings[-1] != b"chunked" or out.chunked:
                     raise ValueError("unsupported Transfer-Encoding")
+                if len(codings) > 1:
+                    raise UnsupportedCoding(
+                        "transfer codings other than chunked are not implemented")
                 out.chunked = True
             elif lname == b"upgrade":
                 upgrade_value = value
@@ -101,6 +131,7 @@ def forward_request(
             if out.content_length is not None or not value.strip().isdigit():
                 raise ValueError("invalid or repeated Content-Length")
             out.content_length = int(value)
+            continue  # written by the balancer from the length it read
         elif lname == b"host":
             if out.host is not None:
                 raise ValueError("repeated Host header")
@@ -127,6 +158,11 @@ def forward_request(
         elif lname == b"expect":
             out.expect_continue = value.strip().lower() == b"100-continue"
             continue
+        elif lname == b"x-balancer-token":
+            out.explain_token = value
+            continue
+        elif b"_" in lname and lname.replace(b"_", b"-") in _NOT_WITH_UNDERSCORES:
+            continue
         kept.append((lname, name, value))
     if out.chunked and out.content_length is not None:
         raise ValueError("both Content-Length and Transfer-Encoding")
@@ -136,9 +172,15 @@ def forward_request(
     if out.host is None:
         if not http10:
             raise ValueError("missing Host header")  # RFC 9112 section 3.2
-        kept.append((b"host", b"Host", b"localhost"))  # upstream requests are HTTP/1.1
+        # an HTTP/1.0 request names no authority: the upstream HTTP/1.1 request says so with
+        # an empty Host (RFC 9112 section 3.2), rather than inventing one
+        kept.append((b"host", b"Host", b""))
     if upgrade_value is not None and b"upgrade" in named:
-        out.upgrade = upgrade_value
+        if _tokens(upgrade_value) <= upgrades:
+            out.upgrade = upgrade_value
+        else:
+            out.declined_upgrade = True
+    named -= SET_BY_BALANCER
 
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for lname, name, value in kept:
@@ -149,7 +191,7 @@ def forward_request(
     parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n",
               b"X-Forwarded-Proto: ", forwarded_proto or proto, b"\r\n")
     host = forwarded_host or out.host
-    if host is not None:
+    if host:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")
     via.append(VIA)
     parts += (b"Via: ", b", ".join(via), b"\r\n",
@@ -158,6 +200,8 @@ def forward_request(
         parts += (b"Connection: upgrade\r\nUpgrade: ", out.upgrade, b"\r\n")
     if out.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif out.content_length is not None:
+        parts.append(b"Content-Length: %d\r\n" % out.content_length)
     parts.append(b"\r\n")
     out.head = b"".join(parts)
     return out
@@ -223,8 +267,11 @@ def response_head(
     keep_alive: bool,
     http10: bool = False,
     extra: Headers = (),
+    transfer_coding: bytes | None = None,
 ) -> tuple[bytes, bytes | None]:
-    """The serialised head of a response whose length is known, and the load report."""
+    """The serialised head of a response, and the load report. Its body is framed by
+    `content_length`, else by `transfer_coding` (`chunked`, or codings that end with the
+    connection), else by the end of the connection."""
     kept, report, via = _response_headers(headers, upgrade=False)
     parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _reason(status))]
     for name, value in kept:
@@ -234,12 +281,26 @@ def response_head(
         parts += (name, b": ", value, b"\r\n")
     if content_length is not None and status not in _NO_LENGTH:
         parts.append(b"Content-Length: %d\r\n" % content_length)
+    elif transfer_coding is not None:
+        parts += (b"Transfer-Encoding: ", transfer_coding, b"\r\n")
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     elif http10:
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), report
+
+
+def close_delimited_coding(headers: Headers) -> bytes | None:
+    """The Transfer-Encoding of a response whose codings do not end with chunked (its body
+    ends with the connection, RFC 9112 section 6.3), else None."""
+    value = None
+    for name, field in headers:
+        if name.lower() == b"transfer-encoding":
+            value = field if value is None else value + b", " + field
+    if value is None or value.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
+        return None
+    return value
 
 
 def _reason(status: int) -> bytes:

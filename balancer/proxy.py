@@ -11,6 +11,7 @@ Rules this module keeps:
 """
 
 import asyncio
+import hmac
 import logging
 from typing import Any, cast
 
@@ -19,33 +20,43 @@ from aiohttp import web
 
 from balancer.access_log import AccessLog, Entry
 from balancer.addresses import Address
-from balancer.classify import Decision
+from balancer.classify import BadTarget, Decision
 from balancer.config import Limits, Timeouts
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
 from balancer.failures import (
     BackendClosed,
     BadRequest,
+    BadResponse,
     BodyTimeout,
     BodyTooLarge,
+    CodingNotImplemented,
     ConnectFailed,
     ConnectNotAllowed,
     ConnectTimeout,
     InternalError,
     NoBackend,
+    PoolExhausted,
     ProxyError,
 )
 from balancer.feedback import parse_load_report
 from balancer.headers import (
     ForwardedRequest,
+    UnsupportedCoding,
+    close_delimited_coding,
     forward_request,
-    forward_response,
     response_head,
 )
 from balancer.health import EJECTED, RetryBudget
 from balancer.metrics import Metrics
 from balancer.queueing import WaitQueue
-from balancer.replies import RequestIds, SentResponse, error_response, version_not_supported
+from balancer.replies import (
+    RequestIds,
+    SentResponse,
+    StreamedResponse,
+    error_response,
+    version_not_supported,
+)
 from balancer.runtime import Pool, Runtime
 from balancer.tunnel import drop_client, tunnel
 from balancer.upstream import ConnectionPool, Response, UpstreamConnection
@@ -78,7 +89,8 @@ class Outcome:
         value = (f"class={decision.request_class}; pool={self.pool.name}; "
                  f"backend={self.address.key}; "
                  f"score={decision.score:.2f}; source={source}")
-        return ((b"X-Balancer-Decision", value.encode("latin-1")),)
+        # header-safe whatever the names hold (config checks them too)
+        return ((b"X-Balancer-Decision", value.encode("ascii", "backslashreplace")),)
 
 
 class _Facts:
@@ -162,22 +174,27 @@ class Proxy:
         if request.method == "CONNECT":
             record.request_id = self.ids.new()
             return error_response(ConnectNotAllowed(), record.request_id)
+        trusted = runtime.is_trusted(client_ip)
         try:
             forwarded = forward_request(
                 request.method,
                 request.raw_path.encode("utf-8", "surrogateescape"),
                 request.raw_headers,
                 client_ip=client_ip,
-                trusted_client=runtime.is_trusted(client_ip),
+                trusted_client=trusted,
                 new_request_id=self.ids.new(),
                 http10=request.version < HTTP11,
             )
+        except UnsupportedCoding as exc:
+            record.request_id = self.ids.new()
+            return error_response(CodingNotImplemented(str(exc)), record.request_id)
         except ValueError as exc:
             record.request_id = self.ids.new()
             return error_response(BadRequest(str(exc)), record.request_id)
         record.request_id = forwarded.request_id
+        explain = runtime.explain and (trusted or _has_admin_token(forwarded, runtime))
         try:
-            return await self._forward(request, runtime, forwarded, record)
+            return await self._forward(request, runtime, forwarded, record, explain)
         except ProxyError as error:
             return error_response(error, forwarded.request_id)
         except (ConnectionError, asyncio.CancelledError):
@@ -188,7 +205,7 @@ class Proxy:
 
     async def _forward(
         self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest,
-        record: Entry,
+        record: Entry, explain: bool,
     ) -> web.StreamResponse:
         limits = runtime.config.limits
         timeouts = runtime.config.timeouts
@@ -197,6 +214,8 @@ class Proxy:
             raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
         streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
         payload = forwarded.head
+        if request.version < HTTP11:
+            forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
         if length and not streamed:
             if forwarded.expect_continue:
                 await request.writer.write(CONTINUE)
@@ -210,7 +229,10 @@ class Proxy:
 
         decision = None
         if runtime.classifier is not None:
-            decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            try:
+                decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
+            except BadTarget as exc:  # a path the backend could route differently
+                raise BadRequest(str(exc)) from None
         pool = runtime.pool_for_decision(decision)
         record.pool = pool.name
         if decision is not None:
@@ -228,7 +250,8 @@ class Proxy:
         deadline = upstreams.loop.time() + pool.config.queue_timeout
         while True:
             chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried,
-                                    over_cap=not queueing or bool(tried))
+                                    over_cap=not queueing or bool(tried),
+                                    request_class=record.request_class)
             if chosen is None:
                 if tried:  # every backend already tried by this request
                     if isinstance(last_error, ConnectFailed | ConnectTimeout):
@@ -244,7 +267,7 @@ class Proxy:
                 self.metrics.retries[type(last_error).__name__] += 1
             upstream = upstreams.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
-                              runtime.explain and decision is not None, upstreams.stats(address))
+                              explain and decision is not None, upstreams.stats(address))
             record.pool = used_pool.name
             record.backend = address.key
             sent_at = upstreams.loop.time()
@@ -253,23 +276,30 @@ class Proxy:
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
                 record.upstream_s = upstreams.loop.time() - sent_at
+                outcome.stats.observe_latency(record.upstream_s, response.status,
+                                              upstreams.inflight(address), record.request_class,
+                                              sent_at + record.upstream_s, runtime.balancing)
                 self.metrics.upstream_latency[address.key].observe(record.upstream_s)
                 break
             except ProxyError as error:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
                     self._observe(runtime, outcome, failed=True)
-                if not _retryable(error, request.method, streamed) or not self.retries.try_retry():
+                if not _retryable(error, request, streamed) or not self.retries.try_retry():
                     raise
                 tried.append(address)
                 last_error = error
         try:
-            if response.status == 101 and forwarded.upgrade is not None:
-                return await tunnel(request, conn, response, forwarded.request_id)
+            if response.status == 101:
+                if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
+                    raise BadResponse("backend switched protocols for a request that asked "
+                                      "for no upgrade")
+                return await tunnel(request, conn, response, forwarded.request_id,
+                                    timeouts.tunnel_idle)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,
                                        outcome, record)
         finally:
-            if not conn.is_reusable() or not conn.is_complete():
+            if not conn.released:  # on every path, whatever was raised
                 conn.abort()
             self._wake(used_pool.name)  # this backend may have room now
 
@@ -296,6 +326,9 @@ class Proxy:
     ) -> tuple[UpstreamConnection, Response]:
         """Send the request and read the response head, retrying the stale keep-alive race."""
         expect_body = request.method != "HEAD"
+        if forwarded.upgrade is not None and not upstream.has_tunnel_room():
+            raise PoolExhausted(f"backend {upstream.address} has its {upstream.max_tunnels} "
+                                "tunnels (max_tunnels) open")
         for attempt in (1, 2):
             conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
             try:
@@ -305,7 +338,8 @@ class Proxy:
                 return conn, await conn.read_head(timeouts.backend_response)
             except BackendClosed as exc:
                 conn.abort()
-                if attempt == 1 and reused and exc.before_response and not streamed:
+                if attempt == 1 and reused and exc.before_response and not streamed \
+                        and _replayable(request):
                     log.debug("stale keep-alive connection to %s; retrying", upstream.address)
                     continue
                 raise
@@ -326,30 +360,45 @@ class Proxy:
         record: Entry,
     ) -> web.StreamResponse:
         extra = outcome.header() if outcome.explain else ()
+        http10 = request.version < HTTP11
+        # after an upgrade aiohttp's parser does not switch for (not websocket), the bytes that
+        # came with the request are lost: close, so that the client resends what it pipelined
+        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade
+        length = response.content_length
+        coding = close_delimited_coding(response.headers) if length is None else None
+        if coding is not None:  # e.g. `Transfer-Encoding: gzip`: the body ends with the close
+            if http10:  # RFC 9112 section 6.1: no Transfer-Encoding to an HTTP/1.0 client
+                raise BadResponse("backend used a transfer coding an HTTP/1.0 client cannot "
+                                  "receive")
+            keep_alive = False
         if conn.is_complete():
             body = conn.take_body()
             upstream.release(conn)
-            length = len(body) if body else response.content_length
-            if length is None and request.method != "HEAD" and response.status != 304:
+            if body:
+                length = len(body) if coding is None else None
+            elif length is None and coding is None and request.method != "HEAD" \
+                    and response.status != 304:
                 length = 0  # an empty chunked or close-delimited body
-            keep_alive = request.keep_alive and not self.draining
             head, report = response_head(
                 response.status, response.reason, response.headers, forwarded.request_id,
-                content_length=length, keep_alive=keep_alive,
-                http10=request.version < HTTP11, extra=extra,
+                content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
+                transfer_coding=coding,
             )
             self._learn(report, outcome, response.status)
             return cast(web.StreamResponse, SentResponse(
                 head + body, keep_alive, response.status, len(body), timeouts.client_send))
 
-        headers, report = forward_response(response.headers, forwarded.request_id, extra=extra)
+        chunked = length is None and coding is None and not http10
+        if length is None and not chunked:
+            keep_alive = False  # the body ends with the connection
+        head, report = response_head(
+            response.status, response.reason, response.headers, forwarded.request_id,
+            content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
+            transfer_coding=b"chunked" if chunked else coding,
+        )
         self._learn(report, outcome, response.status)
-        reason = response.reason.decode("latin-1") or None
-        reply = web.StreamResponse(status=response.status, reason=reason, headers=headers)
-        if response.content_length is not None:
-            reply.content_length = response.content_length
-        if self.draining:
-            reply.force_close()
+        reply = StreamedResponse(head, chunked=chunked, keep_alive=keep_alive,
+                                 status=response.status)
         await reply.prepare(request)
         try:
             while chunk := await conn.read_chunk(timeouts.backend_response):
@@ -360,19 +409,25 @@ class Proxy:
             log.warning("%s: response from %s cut off: %s", forwarded.request_id,
                         upstream.address, exc.detail)
             drop_client(request)
-            return reply
+            return cast(web.StreamResponse, reply)
         except TimeoutError:
             log.info("%s: client took nothing for %gs; dropped", forwarded.request_id,
                      timeouts.client_send)
             conn.abort()
             drop_client(request, discard=True)
-            return reply
+            return cast(web.StreamResponse, reply)
         except (ConnectionError, asyncio.CancelledError):
             conn.abort()
             raise
-        await reply.write_eof()
-        upstream.release(conn)
-        return reply
+        upstream.release(conn)  # read whole: the backend is done whatever the client does
+        try:
+            async with asyncio.timeout(timeouts.client_send):
+                await reply.write_eof()
+        except TimeoutError:
+            log.info("%s: client took nothing of the end of a response for %gs; dropped",
+                     forwarded.request_id, timeouts.client_send)
+            drop_client(request, discard=True)
+        return cast(web.StreamResponse, reply)
 
     def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
         """Fold the response into the backend's weight and error rate, and the backend's
@@ -386,7 +441,8 @@ class Proxy:
         if parsed is None:
             return
         now = self.upstreams.loop.time()
-        outcome.stats.observe_report(parsed, now, balancing)
+        outcome.stats.observe_report(parsed, now, balancing,
+                                     self.upstreams.inflight(outcome.address))
         decision = outcome.decision
         if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
             self.costs.observe_report(decision.template, parsed, now)
@@ -428,13 +484,26 @@ async def _send_body(
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-def _retryable(error: ProxyError, method: str, streamed: bool) -> bool:
-    """Safe to send again elsewhere: the connection never came up (nothing was sent), or an
-    idempotent request whose connection broke before any byte of a response."""
+def _replayable(request: web.BaseRequest) -> bool:
+    """May be sent again once a backend may have read (and executed) it: an idempotent method
+    or a request carrying an Idempotency-Key (RFC 9110 section 9.2.2)."""
+    return request.method in IDEMPOTENT or "Idempotency-Key" in request.headers
+
+
+def _retryable(error: ProxyError, request: web.BaseRequest, streamed: bool) -> bool:
+    """Safe to send again elsewhere: the connection never came up (nothing was sent), or a
+    replayable request whose connection broke before any byte of a response."""
     if isinstance(error, ConnectFailed | ConnectTimeout):
         return True
     return (isinstance(error, BackendClosed) and error.before_response and not streamed
-            and method in IDEMPOTENT)
+            and _replayable(request))
+
+
+def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
+    """The request carries the admin token in X-Balancer-Token (it may see explain)."""
+    token, expected = forwarded.explain_token, runtime.config.admin_token
+    return (token is not None and expected is not None
+            and hmac.compare_digest(token, expected.encode()))
 
 
 def _client_ip(request: web.BaseRequest) -> str:

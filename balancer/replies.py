@@ -37,13 +37,30 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
     headers = {"X-Request-Id": request_id}
     if error.status == 503:
         headers["Retry-After"] = "1"
-    response = web.Response(status=error.status, text=text, headers=headers)
+    response = PlainResponse(status=error.status, text=text, headers=headers)
     if error.status in CLOSE_AFTER:
         response.force_close()  # what is left of the request cannot be trusted or skipped
     return response
 
 
-CLOSE_AFTER = frozenset({400, 408, 413})
+CLOSE_AFTER = frozenset({400, 405, 408, 413, 501})  # 405: a refused CONNECT's tunnel bytes
+
+
+class PlainResponse(web.Response):
+    """aiohttp's Response without the `Server: Python/... aiohttp/...` header (no versions
+    disclosed; the proxied responses have none of the balancer's either)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Server", None)
+
+
+class PlainStreamResponse(web.StreamResponse):
+    """aiohttp's StreamResponse without its Server header (for the 101 of a tunnel)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Server", None)
 
 
 def version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
@@ -85,6 +102,62 @@ class SentResponse:
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+WRITE_HIGH_WATER = 64 * 1024
+
+
+class StreamedResponse:
+    """A response whose head the proxy serialised itself and whose body it relays as it
+    arrives: in chunks (`chunked`), or as the head frames it (Content-Length, or the end of
+    the connection, then `keep_alive` is False). Like SentResponse, it gives aiohttp's request
+    handler `prepare`, `write_eof` and `keep_alive`; `prepare` and `write_eof` may be called
+    again (by aiohttp after the handler returns) and then do nothing."""
+
+    __slots__ = ("_chunked", "_ended", "_head", "_request", "keep_alive", "status")
+
+    def __init__(self, head: bytes, *, chunked: bool, keep_alive: bool, status: int) -> None:
+        self._head = head
+        self._chunked = chunked
+        self._ended = False
+        self._request: web.BaseRequest | None = None
+        self.keep_alive = keep_alive
+        self.status = status
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        if self._request is not None:
+            return
+        self._request = request
+        self._transport().write(self._head)
+
+    async def write(self, data: bytes) -> None:
+        """Send part of the body; waits while the client's buffer is full."""
+        transport = self._transport()
+        if self._chunked:
+            # one write (not writelines: asyncio's does not pause the protocol)
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            assert self._request is not None
+            await self._request.writer.drain()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._ended or self._request is None:
+            return
+        self._ended = True
+        transport = self._transport()
+        if self._chunked:
+            transport.write(b"0\r\n\r\n")
+        if transport.get_write_buffer_size():
+            await self._request.writer.drain()
+
+    def _transport(self) -> asyncio.Transport:
+        assert self._request is not None
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        return transport
 
 
 async def _until_taken(request: web.BaseRequest, transport: asyncio.Transport,

@@ -15,6 +15,8 @@ from balancer.yamltree import Reader, as_bool, as_choice, as_int, as_number, as_
 
 RequestClass = Literal["io", "light_cpu", "heavy_cpu"]
 CLASSES: tuple[RequestClass, ...] = ("io", "light_cpu", "heavy_cpu")
+EncodedSlashes = Literal["reject", "decode"]  # %2F, %5C and `\` in a path: 400, or matched
+ENCODED_SLASHES: tuple[EncodedSlashes, ...] = ("reject", "decode")  # as the backends decode them
 METHOD = re.compile(r"^[A-Z]+$")
 
 
@@ -54,6 +56,7 @@ class RoutingConfig:
     classes: tuple[tuple[RequestClass, str], ...] = ()
     default_class: RequestClass = "light_cpu"
     explain: bool = False
+    encoded_slashes: EncodedSlashes = "reject"
     rules: tuple[Rule, ...] = ()
     learning: Learning = field(default_factory=Learning)
 
@@ -62,8 +65,8 @@ class RoutingConfig:
         return mapping.get(request_class) or mapping[self.default_class]
 
 
-ROUTING_KEYS = ("cpu_threshold", "io_threshold", "classes", "default_class", "explain", "rules",
-                "learning")
+ROUTING_KEYS = ("cpu_threshold", "io_threshold", "classes", "default_class", "explain",
+                "encoded_slashes", "rules", "learning")
 RULE_KEYS = ("path", "path_regex", "methods", "host", "headers", "content_type", "body_size",
              "class", "cpu_ms", "io_ratio", "pin", "pool")
 
@@ -85,6 +88,9 @@ def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingCon
                                                 as_ratio)
     if "explain" in entries:
         values["explain"] = reader.convert(entries["explain"], "routing.explain", as_bool)
+    if "encoded_slashes" in entries:
+        values["encoded_slashes"] = reader.convert(
+            entries["encoded_slashes"], "routing.encoded_slashes", as_choice(ENCODED_SLASHES))
     classes = _classes(reader, entries.get("classes"), pools)
     values["classes"] = classes
     if "default_class" in entries:

@@ -14,9 +14,10 @@ from balancer.addresses import Address
 from balancer.classify import Classifier, Decision
 from balancer.config import Config, PoolConfig
 from balancer.health import BackendHealth, available, may_eject
+from balancer.latency import predicted_service
 from balancer.routing_config import CLASSES, RequestClass
-from balancer.selection import LeastRequest, RandomSource, RoundRobin
-from balancer.weights import BackendStats, Balancing, effective_weights
+from balancer.selection import LeastLatency, LeastRequest, RandomSource, RoundRobin
+from balancer.weights import BackendStats, Balancing, effective_weights, slow_start_factor
 
 
 class BackendView(Protocol):
@@ -33,6 +34,7 @@ class Pool:
 
     config: PoolConfig
     least_request: LeastRequest
+    least_latency: LeastLatency
     selector: RoundRobin = field(default_factory=RoundRobin)
     static_weight: dict[Address, float] = field(default_factory=dict)
 
@@ -61,7 +63,10 @@ class Runtime:
         self.generation = generation
         self.balancing = balancing or Balancing()
         self.health = config.health
-        self.pools = {pool.name: Pool(pool, LeastRequest(rng)) for pool in config.pools}
+        self.pools = {pool.name: Pool(pool, LeastRequest(rng),
+                                      LeastLatency(rng, self.balancing.probes,
+                                                   self.balancing.latency_tolerance))
+                      for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
         self.routing = config.routing
         self.classifier = Classifier(config.routing) if config.routing is not None else None
@@ -106,28 +111,30 @@ class Runtime:
 
     def choose(
         self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = (),
-        over_cap: bool = True,
+        over_cap: bool = True, request_class: str | None = None,
     ) -> tuple[Pool, Address, bool] | None:
         """(pool, backend, spilled): a backend of the pool under its in-flight cap, by the
         pool's policy, among those not ejected and not in `exclude` (backends a retry has
         already tried); when every one is at its cap, one of the first `spill_to` pool with
         room; else (with `over_cap`) a backend of the pool anyway: it queues there.
-        None: nothing left to try, or (without `over_cap`) nothing has room."""
-        address = self._pick(pool, view, now, pool.config.inflight_cap, exclude)
+        None: nothing left to try, or (without `over_cap`) nothing has room.
+        `request_class` picks the latency estimates least_latency compares."""
+        address = self._pick(pool, view, now, pool.config.inflight_cap, exclude, request_class)
         if address is not None:
             return pool, address, False
         for name in pool.config.spill_to:
             other = self.pools[name]
-            address = self._pick(other, view, now, other.config.inflight_cap, exclude)
+            address = self._pick(other, view, now, other.config.inflight_cap, exclude,
+                                 request_class)
             if address is not None:
                 return other, address, True
         if not over_cap:
             return None
-        address = self._pick(pool, view, now, None, exclude)
+        address = self._pick(pool, view, now, None, exclude, request_class)
         return (pool, address, False) if address is not None else None
 
     def _pick(self, pool: Pool, view: BackendView, now: float, cap: int | None,
-              exclude: Sequence[Address]) -> Address | None:
+              exclude: Sequence[Address], request_class: str | None = None) -> Address | None:
         backends: Sequence[Address] = pool.backends
         if exclude:
             backends = [a for a in backends if a not in exclude]
@@ -147,15 +154,35 @@ class Runtime:
         if pool.config.policy == "least_request":  # in flight only: every weight equal
             return pool.least_request.select(candidates, [1.0] * len(candidates), inflight)
         static = pool.static_weight
+        if pool.config.policy == "least_latency":
+            return self._least_latency(pool, view, now, candidates, cap is None, request_class)
         weights = effective_weights([view.stats(a) for a in candidates],
                                     [static[a] for a in candidates], now, self.balancing)
         return pool.least_request.select(candidates, weights, inflight)
+
+    def _least_latency(self, pool: Pool, view: BackendView, now: float,
+                       candidates: Sequence[Address], hot: bool,
+                       request_class: str | None) -> Address:
+        balancing = self.balancing
+        stats = [view.stats(a) for a in candidates]
+        static = pool.static_weight
+        weights = effective_weights(stats, [static[a] for a in candidates], now, balancing,
+                                    reports=False)
+        ramp = [slow_start_factor(now - s.added_at, balancing) for s in stats]
+        most = max(ramp)  # relative: backends that all started together ramp up as one
+        scale = [factor / most for factor in ramp]
+        rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
+               for s, a in zip(stats, candidates, strict=True)]
+        service = predicted_service([s.latency for s in stats], request_class, now,
+                                    balancing.latency_idle)
+        return pool.least_latency.select(candidates, weights, rif, service, scale, hot)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
         """The effective weight of each backend of the pool (for metrics and status)."""
         return effective_weights([view.stats(a) for a in pool.backends],
                                  [pool.config.weight_of(i) for i in range(len(pool.backends))],
-                                 now, self.balancing)
+                                 now, self.balancing,
+                                 reports=pool.config.policy != "least_latency")
 
     def may_eject(self, pool: Pool, view: BackendView, now: float) -> bool:
         return may_eject([view.health(a) for a in pool.backends], now, self.health)

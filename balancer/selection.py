@@ -78,3 +78,71 @@ class LeastRequest:
             if point < 0:
                 return index
         return last  # rounding at the very end
+
+
+class LeastLatency:
+    """Lowest predicted latency among a few probes, after Prequal's hot-cold rule.
+
+    Draw `probes` backends in proportion to their weights (without replacement; with a pool
+    that small, all of them in a weighted random order). Among them, unless every backend is
+    hot (at its in-flight cap), take the lowest service estimate x (RIF + 1): the latency a
+    request can expect there, as nginx's least_time and Finagle's peak-EWMA rank backends;
+    when all are hot, latency estimates say little and the fewest in flight wins, as in
+    Prequal. `scale` is what slow start leaves of a backend's weight (1.0: all of it): a
+    drawn backend stays a probe with that probability, so its share ramps up at any load
+    (in the cost it would get nothing at low load until the ramp is nearly over). Errors
+    lower the weight, i.e. the chances in a draw and in a tie (in the cost they would
+    starve a backend that failed once at low load: nothing would ever try it again). Costs
+    within `tolerance` of the lowest are a tie (measured latencies are never exactly equal,
+    and the noise in them must not send all traffic to one of equal backends); a tie goes
+    to the first drawn, so ties follow the weights.
+    Estimates come from `balancer.latency`; weights from `balancer.weights`."""
+
+    __slots__ = ("_probes", "_rng", "_tolerance")
+
+    def __init__(self, rng: RandomSource, probes: int = 3, tolerance: float = 0.2) -> None:
+        self._rng = rng
+        self._probes = max(probes, 1)
+        self._tolerance = tolerance
+
+    def __repr__(self) -> str:
+        return f"<LeastLatency probes={self._probes}>"
+
+    def select(self, candidates: Sequence[T], weights: Sequence[float], rif: Sequence[float],
+               service: Sequence[float], scale: Sequence[float] | None = None,
+               hot: bool = False) -> T:
+        count = len(candidates)
+        if count == 1:
+            return candidates[0]
+        drawn = weighted_sample(self._rng, weights, min(self._probes, count))
+        if scale is not None:  # a backend in slow start is probed only `scale` of the time
+            kept = [i for i in drawn if scale[i] >= 1.0 or self._rng.random() < scale[i]]
+            drawn = kept or drawn[:1]
+        costs = []
+        for index in drawn:
+            load = rif[index] + 1.0
+            costs.append(load if hot else service[index] * load)
+        good_enough = min(costs) * (1.0 + self._tolerance)
+        for index, cost in zip(drawn, costs, strict=True):
+            if cost <= good_enough:
+                return candidates[index]
+        raise AssertionError("unreachable: the cheapest is good enough")
+
+
+def weighted_sample(rng: RandomSource, weights: Sequence[float], count: int) -> list[int]:
+    """`count` distinct indices, each draw in proportion to the weights left."""
+    left = list(range(len(weights)))
+    total = sum(weights)
+    drawn: list[int] = []
+    while left and len(drawn) < count:
+        point = rng.random() * total
+        position = len(left) - 1  # rounding at the very end
+        for at, index in enumerate(left):
+            point -= weights[index]
+            if point < 0:
+                position = at
+                break
+        index = left.pop(position)
+        total -= weights[index]
+        drawn.append(index)
+    return drawn

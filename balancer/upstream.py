@@ -9,6 +9,9 @@ Rules this module keeps:
   pauses while more than HIGH_WATER bytes of its body wait for the client.
 - A reused connection that closes before any response byte is reported with
   `before_response=True`, so the caller can retry the stale keep-alive race on a fresh one.
+- Nothing after a complete response is parsed: a byte that arrives after it and before the
+  next request is sent (in the same read, later, or while idle in the pool) means the backend
+  spoke out of turn, and the connection is closed, never reused (response queue poisoning).
 """
 
 import asyncio
@@ -27,10 +30,15 @@ from balancer.failures import (
     PoolExhausted,
     ResponseTimeout,
 )
+from balancer.headers import close_delimited_coding
 from balancer.queueing import WaitQueue
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+
+
+class _OutOfTurn(Exception):
+    """Raised from a parser callback to stop parsing bytes that follow a complete response."""
 
 
 class Response:
@@ -73,6 +81,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._tunnel_sink: Callable[[bytes], None] | None = None
         self._tunnel_buffer = b""
         self._upgraded = False
+        self.out_of_turn = False  # the backend sent bytes nobody asked for: closed
+        self.released = False  # given back to the pool (or closed by it) since acquired
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("busy" if not self._complete else "idle")
@@ -87,6 +97,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self._upgraded:
             self._tunnel_data(data)
             return
+        if self._complete:
+            self._spoke_out_of_turn()
+            return
         self._received = True
         try:
             self._parser.feed_data(data)
@@ -96,8 +109,14 @@ class UpstreamConnection(asyncio.Protocol):
             self._tunnel_data(data[offset:])
             self._wake()
         except httptools.HttpParserError as exc:
+            if self.out_of_turn:
+                return  # the response before the extra bytes stands; the connection is closed
             self._fail(BadResponse(f"backend sent an invalid response ({exc})"))
             self.close()
+
+    def _spoke_out_of_turn(self) -> None:
+        self.out_of_turn = True
+        self.close()
 
     def eof_received(self) -> bool:
         return False
@@ -129,6 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._spoke_out_of_turn()
+            raise _OutOfTurn
+
     def on_status(self, status: bytes) -> None:
         self._response.reason += status
 
@@ -151,8 +175,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self._complete:
-            return
+        if self._complete:  # a body after a HEAD response's head
+            self._spoke_out_of_turn()
+            raise _OutOfTurn
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._reading_paused and self.transport:
@@ -176,7 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
         """True when the response was read whole and both sides keep the connection alive."""
         return (
             self._complete and self._error is None and self._response.keep_alive
-            and not self._upgraded and self.is_usable()
+            and not self._upgraded and not self.out_of_turn and self.is_usable()
         )
 
     def send(self, data: bytes, *, expect_body: bool = True) -> None:
@@ -285,7 +310,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------
 
     def _until_eof(self) -> bool:
-        return not any(name.lower() == b"transfer-encoding" for name, _ in self._response.headers)
+        """A body that ends with the connection: no chunked coding (and no length)."""
+        chunked = any(name.lower() == b"transfer-encoding" for name, _ in self._response.headers)
+        return not chunked or close_delimited_coding(self._response.headers) is not None
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -329,15 +356,18 @@ class ConnectionPool:
         max_idle: int,
         idle_timeout: float,
         connect_timeout: float,
+        max_tunnels: int = 1024,
     ) -> None:
         self.loop = loop
         self.address = address
         self.max_connections = max_connections
+        self.max_tunnels = max_tunnels
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self._idle: list[UpstreamConnection] = []
         self._open: set[UpstreamConnection] = set()
+        self._tunnels: set[UpstreamConnection] = set()  # upgraded: no requests, not counted
         self._connecting = 0
         self._room = WaitQueue(loop, timeout_error=PoolExhausted)
         self._closed = False
@@ -345,7 +375,8 @@ class ConnectionPool:
 
     def __repr__(self) -> str:
         return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
-                f"{len(self._idle)} idle, {len(self._room)} waiting]>")
+                f"{len(self._idle)} idle, {len(self._room)} waiting, "
+                f"{len(self._tunnels)} tunnels]>")
 
     @property
     def open_count(self) -> int:
@@ -354,6 +385,21 @@ class ConnectionPool:
     @property
     def idle_count(self) -> int:
         return len(self._idle)
+
+    @property
+    def tunnel_count(self) -> int:
+        return len(self._tunnels)
+
+    def has_tunnel_room(self) -> bool:
+        return len(self._tunnels) < self.max_tunnels
+
+    def to_tunnel(self, conn: UpstreamConnection) -> None:
+        """The connection switched protocols: from now on it is no request in flight and
+        holds no room under max_connections (tunnels have their own cap, max_tunnels)."""
+        if conn in self._open:
+            self._open.discard(conn)
+            self._tunnels.add(conn)
+            self._room.wake_one()
 
     @property
     def inflight(self) -> int:
@@ -368,6 +414,7 @@ class ConnectionPool:
             while idle:
                 conn = idle.pop()
                 if conn.is_usable() and now - conn.idle_since < self.idle_timeout:
+                    conn.released = False
                     return conn, True
                 conn.close()
         deadline = self.loop.time() + self.connect_timeout
@@ -379,6 +426,7 @@ class ConnectionPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after its response: kept when reusable, else closed."""
+        conn.released = True
         if conn.is_reusable() and not self._closed and len(self._idle) < self.max_idle:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)
@@ -403,11 +451,13 @@ class ConnectionPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
-        self._room.fail_all(PoolExhausted("backend removed"))
+        # requests waiting for room started on the config that had this backend: they get
+        # it as connections in flight are released (closed), not a 503
 
     def close(self) -> None:
         self.retire()
-        for conn in list(self._open):
+        self._room.fail_all(PoolExhausted("balancer stopping"))
+        for conn in [*self._open, *self._tunnels]:
             conn.close()
 
     async def _connect(self) -> UpstreamConnection:
@@ -438,6 +488,7 @@ class ConnectionPool:
 
     def _forget(self, conn: UpstreamConnection) -> None:
         self._open.discard(conn)
+        self._tunnels.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
         self._room.wake_one()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from balancer.feedback import LoadReport
+from balancer.latency import LatencyEstimate, RifEstimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +28,22 @@ class Balancing:
     error_penalty: float = 10.0    # weight / (1 + penalty x recent error rate)
     damping: float = 0.3           # step towards each new report weight
     error_alpha: float = 0.1       # moving-average weight of each outcome in the error rate
+    # least_latency (balancer.latency): probes drawn per pick, predicted latencies within
+    # what share of the lowest tie, how the service estimate moves up and down per response,
+    # how fast an unused one fades to the pool's best, how long a reported RIF counts
+    probes: int = 3
+    latency_tolerance: float = 0.2
+    latency_rise: float = 0.5
+    latency_fall: float = 0.1
+    latency_idle: float = 2.0
+    rif_ttl: float = 1.0
 
 
 class BackendStats:
     """What the balancer knows about one backend; carried over reloads by address."""
 
-    __slots__ = ("added_at", "error_rate", "report", "report_at", "report_weight")
+    __slots__ = ("added_at", "error_rate", "latency", "report", "report_at", "report_weight",
+                 "rif")
 
     def __init__(self, now: float) -> None:
         self.added_at = now
@@ -40,13 +51,19 @@ class BackendStats:
         self.report: LoadReport | None = None
         self.report_at = float("-inf")
         self.error_rate = 0.0
+        self.latency = LatencyEstimate()
+        self.rif = RifEstimate()
 
     def __repr__(self) -> str:
         weight = "none" if self.report_weight is None else f"{self.report_weight:.3g}"
         return f"<BackendStats report_weight={weight} error_rate={self.error_rate:.3f}>"
 
-    def observe_report(self, report: LoadReport, now: float, balancing: Balancing) -> None:
+    def observe_report(self, report: LoadReport, now: float, balancing: Balancing,
+                       own_inflight: int | None = None) -> None:
+        """A load report; `own_inflight`: the balancer's own count for the backend then."""
         self.report = report
+        if own_inflight is not None:
+            self.rif.observe(report, own_inflight, now)
         target = report_weight(report, balancing)
         if target is None:
             return
@@ -61,11 +78,23 @@ class BackendStats:
     def observe_outcome(self, failed: bool, balancing: Balancing) -> None:
         self.error_rate += balancing.error_alpha * ((1.0 if failed else 0.0) - self.error_rate)
 
+    def observe_latency(self, seconds: float, status: int, own_inflight: int,
+                        request_class: str | None, now: float, balancing: Balancing) -> None:
+        """A response head came `seconds` after the request was sent, with `own_inflight`
+        requests (this one included) in flight to the backend; failures give no sample."""
+        if status >= 500 or status == 429:
+            return
+        self.latency.observe(seconds, self.rif.rif(own_inflight - 1, now, balancing.rif_ttl),
+                             request_class, now, balancing.latency_rise, balancing.latency_fall)
+
     def restart(self, now: float) -> None:
-        """The backend came back (restored, or re-added): ramp up again, forget old reports."""
+        """The backend came back (restored, or re-added): ramp up again, forget old reports
+        and latencies."""
         self.added_at = now
         self.report_weight = None
         self.report_at = float("-inf")
+        self.latency = LatencyEstimate()
+        self.rif = RifEstimate()
 
 
 def report_weight(report: LoadReport, balancing: Balancing) -> float | None:
@@ -82,15 +111,18 @@ def effective_weights(
     static: Sequence[float],
     now: float,
     balancing: Balancing,
+    reports: bool = True,
 ) -> list[float]:
-    """One weight per backend, for selection; never zero."""
+    """One weight per backend, for selection; never zero. Without `reports`, the load
+    reports' CPU-based weights are left out (static, slow start and error rate only)."""
     fresh = [s.report_weight for s in stats
              if s.report_weight is not None and now - s.report_at <= balancing.report_ttl]
     mean = sum(fresh) / len(fresh) if fresh else 1.0
     weights = []
     for stat, base in zip(stats, static, strict=True):
         weight = base
-        if stat.report_weight is not None and now - stat.report_at <= balancing.report_ttl:
+        if reports and stat.report_weight is not None \
+                and now - stat.report_at <= balancing.report_ttl:
             weight *= stat.report_weight / mean
         weight *= slow_start_factor(now - stat.added_at, balancing)
         weight /= 1.0 + balancing.error_penalty * stat.error_rate

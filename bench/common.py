@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from backends.probe import is_healthy
@@ -43,6 +44,42 @@ def haproxy_config(port: int, servers: list[int], balance: str = "roundrobin") -
     return "\n".join(lines) + "\n"
 
 
+def haproxy_routes_config(port: int, backends: Mapping[str, int],
+                          acls: list[tuple[str, str]], default: str) -> str:
+    """An HAProxy config that routes by path prefix, as an expert would write it by hand:
+    `acls` is [(path prefix, backend name)], first match wins, else `default`."""
+    lines = ["global", "  nbthread 1", "  maxconn 4096", "defaults", "  mode http",
+             "  timeout connect 5s", "  timeout client 60s", "  timeout server 60s",
+             "  option http-keep-alive", "  http-reuse always", "frontend public",
+             f"  bind 127.0.0.1:{port}"]
+    for index, (prefix, backend) in enumerate(acls):
+        lines += [f"  acl route{index} path_beg {prefix}",
+                  f"  use_backend {backend} if route{index}"]
+    lines.append(f"  default_backend {default}")
+    for name, server in backends.items():
+        lines += [f"backend {name}", f"  server {name}0 127.0.0.1:{server}"]
+    return "\n".join(lines) + "\n"
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children, from /proc (psutil)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not is_healthy(url):
@@ -58,12 +95,25 @@ class Stack:
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+    def start(self, cmd: list[str], name: str, *, cwd: Path = ROOT,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.work / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                    start_new_session=True,
+                                    env=None if env is None else dict(env))
         self.procs.append(proc)
         return proc
+
+    def stop_one(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM one process group and wait for it (SIGKILL after 15 s)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.procs.remove(proc)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -93,9 +143,11 @@ def open_loop_plan(plan: list[tuple[str, str, bytes | None]], rate: float, secon
 
 
 def open_loop_records(plan: list[tuple[str, str, bytes | None]], rate: float, seconds: float,
-                      *, timeout: float = 10.0) -> list[tuple[float, int, float, int, str]]:
+                      *, timeout: float = 10.0, pick: Callable[[int, float], int] | None = None,
+                      ) -> list[tuple[float, int, float, int, str]]:
     """`open_loop_plan`, with more per request: (time.monotonic() when it ended, plan index,
-    latency seconds, status, the start of the body or the exception when not 200)."""
+    latency seconds, status, the start of the body or the exception when not 200).
+    `pick(i, seconds since the start)` chooses request i's plan index (default i % len)."""
     import asyncio
 
     import aiohttp
@@ -126,7 +178,8 @@ def open_loop_records(plan: list[tuple[str, str, bytes | None]], rate: float, se
                 delay = scheduled - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(one(i % len(plan), scheduled)))
+                kind = i % len(plan) if pick is None else pick(i, i / rate)
+                tasks.append(asyncio.ensure_future(one(kind, scheduled)))
             await asyncio.gather(*tasks)
         return results
 

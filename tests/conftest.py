@@ -15,11 +15,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from hypothesis import settings
 
 from balancer.config import parse_config
 from balancer.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis: a bounded example count in the normal run (`ci`); HYPOTHESIS_PROFILE=fuzz for a
+# long search. Tests that set their own max_examples keep it.
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 NAME = web.AppKey("name", str)
 REPORT = web.AppKey("report", str)
 HEALTHY = web.AppKey("healthy", list)  # [bool]: what /__health answers

@@ -238,3 +238,27 @@ print((psutil.Process().memory_info().rss - before) / 2**20)
     assert result.returncode == 0, result.stderr
     growth_mib = float(result.stdout.strip().splitlines()[-1])
     assert growth_mib < 5, f"RSS grew {growth_mib:.1f} MiB over 50k requests"
+
+
+async def test_sigusr1_turns_a_backend_slow_mid_run_and_sigusr2_back(
+    start_backend: Callable[..., BackendProcess],
+) -> None:
+    backend = start_backend("threaded", "--threads", "2", "--slowdown-on-signal", "4")
+
+    async def spin_cpu_ms(session: aiohttp.ClientSession) -> float:
+        async with session.get("http://b/cpu/spin?ms=20") as resp:
+            assert resp.status == 200
+            return report_of(resp).cpu_ms or 0.0
+
+    async with backend.session() as session:
+        assert await spin_cpu_ms(session) < 50
+        backend.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while (cpu_ms := await spin_cpu_ms(session)) < 60:  # 4 x 20 ms of CPU from now on
+            assert time.monotonic() < deadline, f"still {cpu_ms} ms of CPU after SIGUSR1"
+            await asyncio.sleep(0.05)
+        backend.proc.send_signal(signal.SIGUSR2)  # and back
+        while (cpu_ms := await spin_cpu_ms(session)) > 50:
+            assert time.monotonic() < deadline, f"still {cpu_ms} ms of CPU after SIGUSR2"
+            await asyncio.sleep(0.05)
+    assert backend.proc.poll() is None  # the signals did not end it

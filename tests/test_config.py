@@ -131,7 +131,7 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
         "trusted_proxies)",
         "config/balancer.yaml:4:3: timeouts.conect: unknown key 'conect' (did you mean 'connect'? "
         "expected one of: backend_response, client_body, client_header, client_idle, "
-        "client_send, connect, drain, grace, upstream_idle)",
+        "client_send, connect, drain, grace, tunnel_idle, upstream_idle)",
         "config/balancer.yaml:5:10: timeouts.drain: 'soon' is not a duration "
         "(expected e.g. 250ms, 2s, 1m)",
         "config/balancer.yaml:7:18: limits.max_body_size: 'lots' is not a size "

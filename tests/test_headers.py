@@ -127,13 +127,16 @@ def test_upgrade_response_keeps_upgrade_headers() -> None:
     assert ("Sec-WebSocket-Accept", "x") in headers
 
 
-def test_missing_host_is_refused_on_http11_and_supplied_on_http10() -> None:
+def test_missing_host_is_refused_on_http11_and_empty_on_http10() -> None:
     with pytest.raises(ValueError, match="missing Host"):
         forward_request("GET", b"/", [], client_ip="1.2.3.4", trusted_client=False,
                         new_request_id="r")
     out = forward_request("GET", b"/", [], client_ip="1.2.3.4", trusted_client=False,
                           new_request_id="r", http10=True)
-    assert b"\r\nHost: localhost\r\n" in out.head
+    # no authority was given: an empty Host says so (RFC 9112 section 3.2); none is invented
+    assert b"\r\nHost: \r\n" in out.head
+    assert b"localhost" not in out.head
+    assert b"X-Forwarded-Host" not in out.head
 
 
 @pytest.mark.parametrize(("target", "expected"), [

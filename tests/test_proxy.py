@@ -398,7 +398,8 @@ async def test_backends_that_report_more_load_get_less_traffic(
     """Weighted least-request: load reports steer traffic (4x the CPU per request: 1/4)."""
     idle = await backend_factory("idle", report="TEXT cpu_utilization=0.1, rps_fractional=50")
     busy = await backend_factory("busy", report="TEXT cpu_utilization=0.4, rps_fractional=50")
-    lb = await balancer_factory(one_pool_config(idle.url, busy.url))
+    lb = await balancer_factory(one_pool_config(idle.url, busy.url).replace(
+        "    backends:", "    policy: weighted_least_request\n    backends:"))  # not the default
     for stats in (lb.balancer.upstreams.stats(a) for a in lb.balancer.runtime.addresses()):
         stats.added_at -= 3600  # past slow start: compare the report weights alone
     for _ in range(10):  # first reports from both

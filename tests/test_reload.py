@@ -240,8 +240,8 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
     lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(
-        first.url, extra="routing:\n  classes: {io: default, light_cpu: default, "
-                         "heavy_cpu: default}\n  explain: true\n"))
+        first.url, extra="trusted_proxies: [127.0.0.1]\nrouting:\n  classes: {io: default, "
+                         "light_cpu: default, heavy_cpu: default}\n  explain: true\n"))
     async with aiohttp.ClientSession() as client:
         slow = asyncio.ensure_future(client.get(f"{lb.url}/slow?s=0.5&id=in-flight"))
         await wait_for(lambda: first.seen == ["in-flight"], what="the request at the backend")

@@ -21,6 +21,7 @@ async def three_pools(backend_factory: BackendFactory, balancer_factory: Balance
     return await balancer_factory(f"""\
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+trusted_proxies: [127.0.0.1]  # the explain header is for trusted clients only
 pools:
   io:    {{kind: async,        backends: [{io.url}]}}
   light: {{kind: threaded,     backends: [{light.url}]{extra_pool}}}

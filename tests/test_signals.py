@@ -68,6 +68,7 @@ def _two_pool_config(io: str, light: str, moved_to: str, extra: str = "") -> str
     return f"""\
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+trusted_proxies: [127.0.0.1]
 {extra}pools:
   io:    {{kind: async,    backends: [{io}]}}
   light: {{kind: threaded, backends: [{light}]}}

@@ -79,8 +79,9 @@ async def test_200_mib_upload_and_download_stream_in_bounded_memory(
 
 
 TUNNEL_BYTES = 32 * 1024 * 1024
-UPGRADE = (b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: blast\r\n\r\n")
-SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: blast\r\n\r\n"
+UPGRADE = (b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+             b"Upgrade: websocket\r\n\r\n")
 
 
 def _buffered(lb: Running) -> tuple[int, int]:
@@ -90,7 +91,7 @@ def _buffered(lb: Running) -> tuple[int, int]:
                      if h.transport is not None)
     to_backends = sum(c.transport.get_write_buffer_size()
                       for pool in lb.balancer.upstreams.pools().values()
-                      for c in pool._open if c.transport is not None)
+                      for c in (*pool._open, *pool._tunnels) if c.transport is not None)
     return to_clients, to_backends
 
 

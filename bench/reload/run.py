@@ -36,6 +36,7 @@ def config_text(port: int, admin: int, backend: int, rules: int, moved_to: str) 
     return f"""\
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
+trusted_proxies: [127.0.0.1]  # explain is shown to trusted clients only
 pools:
   io:    {{kind: async,    backends: [http://127.0.0.1:{backend}]}}
   light: {{kind: threaded, backends: [http://127.0.0.1:{backend}]}}

@@ -1,0 +1,255 @@
+"""least_latency: requests in flight and measured latency; fake clock, seeded rng, no I/O."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from balancer.addresses import Address
+from balancer.config import parse_config
+from balancer.feedback import LoadReport
+from balancer.health import BackendHealth
+from balancer.latency import LatencyEstimate, predicted_service
+from balancer.runtime import Pool, Runtime
+from balancer.selection import LeastLatency
+from balancer.weights import BackendStats, Balancing
+
+B = Balancing()
+NOW = 1000.0
+
+
+def runtime(policy: str = "least_latency", count: int = 3,
+            weights: tuple[float, ...] = (), max_inflight: int = 64) -> Runtime:
+    lines = [f"      - {{address: http://127.0.0.1:{i + 1}, weight: {w}}}"
+             for i, w in enumerate(weights or (1.0,) * count)]
+    text = ("listen: 127.0.0.1:0\npools:\n  p:\n    policy: " + policy +
+            f"\n    max_inflight: {max_inflight}\n    backends:\n" + "\n".join(lines) + "\n")
+    return Runtime(parse_config(text), 1, random.Random(7))
+
+
+class View:
+    """A BackendView with settable in-flight counts, stats and health."""
+
+    def __init__(self, pool: Pool, now: float = NOW) -> None:
+        self.backends = pool.backends
+        self.own = dict.fromkeys(pool.backends, 0)
+        self._stats = {a: BackendStats(now - 1000) for a in pool.backends}  # past slow start
+        self._health = {a: BackendHealth() for a in pool.backends}
+
+    def inflight(self, address: Address) -> int:
+        return self.own[address]
+
+    def stats(self, address: Address) -> BackendStats:
+        return self._stats[address]
+
+    def health(self, address: Address) -> BackendHealth:
+        return self._health[address]
+
+
+def shares(rt: Runtime, view: View, picks: int = 3000, now: float = NOW,
+           request_class: str | None = None) -> list[float]:
+    pool = rt.pools["p"]
+    counts = Counter(rt.choose(pool, view, now, request_class=request_class)[1]  # type: ignore[index]
+                     for _ in range(picks))
+    return [counts[a] / picks for a in pool.backends]
+
+
+def teach(view: View, services: list[float], now: float = NOW,
+          request_class: str | None = None, samples: int = 20) -> None:
+    """Each backend answered `samples` requests in `services[i]` seconds, alone."""
+    for address, seconds in zip(view.backends, services, strict=True):
+        for _ in range(samples):
+            view.stats(address).observe_latency(seconds, 200, 1, request_class, now, B)
+
+
+class Simulation:
+    """Backends as single-worker FIFO queues (a GIL-bound threaded server): requests
+    arrive every `gap` seconds, each backend takes `service[i]` seconds per request; every
+    response feeds the balancer its latency, as the proxy does."""
+
+    def __init__(self, policy: str, service: list[float], gap: float) -> None:
+        self.rt = runtime(policy, len(service))
+        self.pool = self.rt.pools["p"]
+        self.view = View(self.pool, now=0.0)
+        self.service = list(service)
+        self.gap = gap
+        self.now = 0.0
+        self.free_at = dict.fromkeys(self.pool.backends, 0.0)
+        self.pending: list[tuple[float, float, Address]] = []  # (done at, sent at, backend)
+
+    def run(self, requests: int) -> Counter[int]:
+        picks: Counter[int] = Counter()
+        for _ in range(requests):
+            self.now += self.gap
+            self._complete_until(self.now)
+            _, address, _ = self.rt.choose(self.pool, self.view, self.now)  # type: ignore[misc]
+            index = self.pool.backends.index(address)
+            done = max(self.now, self.free_at[address]) + self.service[index]
+            self.free_at[address] = done
+            self.pending.append((done, self.now, address))
+            self.view.own[address] += 1
+            picks[index] += 1
+        return picks
+
+    def _complete_until(self, now: float) -> None:
+        self.pending.sort()
+        while self.pending and self.pending[0][0] <= now:
+            done, sent, address = self.pending.pop(0)
+            self.view.stats(address).observe_latency(done - sent, 200, self.view.own[address],
+                                                     None, done, B)
+            self.view.own[address] -= 1
+
+
+def test_a_slow_backend_gets_less_than_with_least_request() -> None:
+    # two backends of 5 ms and one of 20 ms (4x slower), 160 req/s: about 60% of capacity
+    latency = Simulation("least_latency", [0.005, 0.005, 0.020], gap=1 / 160).run(4000)
+    plain = Simulation("least_request", [0.005, 0.005, 0.020], gap=1 / 160).run(4000)
+    assert latency[2] / 4000 < 0.05, latency
+    assert latency[2] < plain[2] / 3, (latency, plain)
+    assert abs(latency[0] - latency[1]) < 0.1 * 4000
+
+
+def test_a_backend_that_turns_slow_loses_its_share_within_a_few_hundred_requests() -> None:
+    sim = Simulation("least_latency", [0.005, 0.005, 0.005], gap=1 / 160)
+    before = sim.run(2000)
+    assert min(before.values()) > 0.25 * 2000, before
+    sim.service[0] = 0.020
+    sim.run(200)  # adapting
+    after = sim.run(2000)
+    assert after[0] / 2000 < 0.08, after
+
+
+@pytest.mark.parametrize(("excess", "expected"), [(0, 1.0), (2, 1 / 3), (6, 0.0)])
+def test_a_backend_whose_reports_show_a_growing_queue_gets_less(
+        excess: int, expected: float) -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    a, b, c = view.backends
+    view.own[a] = view.own[c] = 2                  # this balancer's own requests
+    view.stats(b).observe_report(LoadReport(named={"inflight": excess, "queue": excess}),
+                                 NOW - 0.5, B, own_inflight=0)  # others' requests on b
+    assert shares(rt, view)[1] == pytest.approx(expected, abs=0.05)
+
+
+def test_a_stale_report_is_ignored() -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    a, b, c = view.backends
+    view.own[a] = view.own[c] = 2
+    view.stats(b).observe_report(LoadReport(named={"inflight": 6}), NOW - B.rif_ttl - 0.1, B,
+                                 own_inflight=0)
+    assert shares(rt, view)[1] == 1.0  # as if b had reported nothing: 0 in flight
+
+
+def test_the_report_counts_only_what_is_beyond_the_balancers_own_requests() -> None:
+    stats = BackendStats(0.0)
+    stats.observe_report(LoadReport(named={"inflight": 3}), NOW, B, own_inflight=3)
+    assert stats.rif.rif(1, NOW, B.rif_ttl) == 1       # all 3 were ours; 2 have finished
+    stats.observe_report(LoadReport(named={"inflight": 5}), NOW, B, own_inflight=3)
+    assert stats.rif.rif(1, NOW, B.rif_ttl) == 3       # 2 from elsewhere
+    stats.observe_report(LoadReport(), NOW + 5, B, own_inflight=3)  # says nothing of RIF
+    assert stats.rif.rif(1, NOW + 5, B.rif_ttl) == 1   # and the old one has gone stale
+
+
+def test_ties_follow_the_static_weights() -> None:
+    weights = (1.0, 2.0, 5.0, 2.0)
+    rt = runtime(weights=weights)
+    view = View(rt.pools["p"])
+    got = shares(rt, view, picks=10_000)
+    for share, weight in zip(got, weights, strict=True):
+        assert share == pytest.approx(weight / sum(weights), rel=0.05)
+
+
+def test_equal_latency_ties_follow_weights_and_a_slow_backend_loses_anyway() -> None:
+    rt = runtime(weights=(1.0, 3.0, 1.0))
+    view = View(rt.pools["p"])
+    teach(view, [0.005, 0.005, 0.020])
+    got = shares(rt, view, picks=8000)
+    assert got[2] == 0.0
+    assert got[1] == pytest.approx(0.75, abs=0.03)
+
+
+def test_latency_is_compared_per_request_class() -> None:
+    rt = runtime(count=2)
+    view = View(rt.pools["p"])
+    teach(view, [0.005, 0.050], request_class="heavy_cpu")   # b is slow at heavy work
+    teach(view, [0.005, 0.002], request_class="io")          # and quick at io
+    assert shares(rt, view, request_class="heavy_cpu") == [1.0, 0.0]
+    assert shares(rt, view, request_class="io") == [0.0, 1.0]
+    # a class only one backend has served: overall estimates for both
+    view.stats(view.backends[1]).observe_latency(0.0001, 200, 1, "light_cpu", NOW, B)
+    overall = [view.stats(a).latency.get(None) or 0.0 for a in view.backends]
+    assert overall[1] > overall[0] * 1.2
+    assert shares(rt, view, request_class="light_cpu") == [1.0, 0.0]
+
+
+def test_a_slow_backend_left_alone_is_tried_again_later() -> None:
+    rt = runtime(count=2)
+    view = View(rt.pools["p"])
+    teach(view, [0.005, 0.020])
+    a, _ = view.backends
+    view.own[a] = 1                      # a has one in flight: expects 10 ms, b 20 ms
+    assert shares(rt, view, picks=100) == [1.0, 0.0]
+    later = NOW + 5 * B.latency_idle     # no response from b since: its estimate fades
+    view.stats(a).observe_latency(0.005, 200, 1, None, later, B)
+    assert shares(rt, view, picks=100, now=later) == [0.0, 1.0]
+
+
+def test_failed_responses_give_no_latency_sample() -> None:
+    stats = BackendStats(0.0)
+    stats.observe_latency(0.010, 200, 1, None, NOW, B)
+    for status in (500, 503, 429):
+        stats.observe_latency(0.0001, status, 1, None, NOW, B)  # fails fast: not fast
+    assert stats.latency.get(None) == pytest.approx(0.010)
+
+
+def test_latency_is_normalised_by_the_requests_in_flight() -> None:
+    estimate = LatencyEstimate()
+    estimate.observe(0.030, 2, None, NOW, rise=1.0, fall=1.0)  # 2 ahead of it: 10 ms each
+    assert estimate.get(None) == pytest.approx(0.010)
+    assert predicted_service([estimate, LatencyEstimate()], None, NOW, 2.0) == \
+        pytest.approx([0.010, 0.010])                          # unknown: the best known
+
+
+def test_when_every_backend_is_hot_the_lowest_rif_wins() -> None:
+    rt = runtime(count=2, max_inflight=2)
+    view = View(rt.pools["p"])
+    teach(view, [0.005, 0.050])
+    a, b = view.backends
+    view.own[a], view.own[b] = 4, 2      # both at or over their cap of 2
+    assert shares(rt, view, picks=100) == [0.0, 1.0]
+    view.own[a], view.own[b] = 1, 2      # a has room: it is the only cold one
+    assert shares(rt, view, picks=100) == [1.0, 0.0]
+
+
+def test_slow_start_ramps_the_share_at_any_load_and_errors_lower_the_weight() -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    a, b, c = view.backends
+    view.own[a] = view.own[c] = 2                # expect 3 units of wait on a and c
+    view.stats(b).restart(NOW)                   # b just joined: 10% of its weight
+    assert shares(rt, view)[1] == pytest.approx(0.1, abs=0.03)   # probed 10% of the time
+    assert shares(rt, view, now=NOW + B.slow_start / 2)[1] == pytest.approx(0.55, abs=0.05)
+    late = NOW + B.slow_start                    # ramped up: the idle one wins
+    assert shares(rt, view, now=late)[1] == 1.0
+    view.own[a] = view.own[c] = 0                # all idle: a tie
+    assert shares(rt, view, now=late)[1] == pytest.approx(1 / 3, abs=0.05)
+    for _ in range(5):
+        view.stats(b).observe_outcome(True, B)   # b fails: weight / (1 + 10 x rate)
+    assert 0.01 < shares(rt, view, now=late)[1] < 0.15  # less, but still tried
+
+
+def test_an_ejected_backend_is_never_chosen() -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    teach(view, [0.010, 0.002, 0.010])
+    view.health(view.backends[1]).ejected_until = NOW + 10
+    assert shares(rt, view)[1] == 0.0
+
+
+def test_one_candidate_and_the_probe_count() -> None:
+    chooser = LeastLatency(random.Random(1), probes=1)   # one probe: picks follow weights
+    counts = Counter(chooser.select("abc", [1.0, 1.0, 2.0], [0, 0, 9], [1.0, 1.0, 1.0])
+                     for _ in range(4000))
+    assert counts["c"] == pytest.approx(2000, rel=0.1)
+    assert LeastLatency(random.Random(1)).select(["only"], [1.0], [5], [1.0]) == "only"
