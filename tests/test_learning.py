@@ -82,6 +82,7 @@ def three_runner_config(io: BackendProcess, light: BackendProcess, heavy: Backen
     return f"""\
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+trusted_proxies: [127.0.0.1]  # the explain header is for trusted clients only
 pools:
   io:    {{kind: async,        backends: [unix:{io.socket}]}}
   light: {{kind: threaded,     backends: [unix:{light.socket}]}}
@@ -178,6 +179,7 @@ async def test_a_rule_sends_requests_to_any_named_pool_and_learned_cpu_still_goe
     lb = await balancer_factory(f"""\
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+trusted_proxies: [127.0.0.1]  # the explain header is for trusted clients only
 pools:
   light: {{backends: [{light.url}]}}
   heavy: {{backends: [{heavy.url}]}}
