@@ -2,7 +2,13 @@
 
 import pytest
 
-from balancer.headers import ForwardedRequest, forward_request, forward_response, origin_form
+from balancer.headers import (
+    ForwardedRequest,
+    forward_request,
+    forward_response,
+    origin_form,
+    response_head,
+)
 
 
 def head_lines(head: bytes) -> list[bytes]:
@@ -118,6 +124,27 @@ def test_response_headers_drop_hop_by_hop_and_take_the_load_report() -> None:
                        ("Set-Cookie", "b=2"), ("Via", "1.1 echonext-balancer"),
                        ("X-Request-Id", "rid-7")]
     assert report == b"TEXT cpu_utilization=0.5"
+
+
+RESPONSE_HOP_BY_HOP = [
+    (b"TE", b"trailers"), (b"Trailer", b"X-Sum"), (b"Upgrade", b"h2c"),
+    (b"Proxy-Authenticate", b"Basic realm=x"), (b"Proxy-Connection", b"keep-alive"),
+    (b"Proxy-Authorization", b"Basic eA=="), (b"X-Kept", b"1"),
+]
+
+
+def test_response_te_trailer_non_101_upgrade_and_proxy_headers_are_dropped() -> None:
+    headers, _ = forward_response(RESPONSE_HOP_BY_HOP, "r")
+    assert headers == [("X-Kept", "1"), ("Via", "1.1 echonext-balancer"), ("X-Request-Id", "r")]
+    head, _ = response_head(200, b"OK", RESPONSE_HOP_BY_HOP, "r", content_length=0,
+                            keep_alive=True)
+    assert head_lines(head) == [b"X-Kept: 1", b"Via: 1.1 echonext-balancer", b"X-Request-Id: r",
+                                b"Content-Length: 0"]
+
+
+def test_a_backend_via_is_kept_before_ours_and_its_request_id_replaced() -> None:
+    headers, _ = forward_response([(b"Via", b"1.0 inner"), (b"X-Request-Id", b"theirs")], "r")
+    assert headers == [("Via", "1.0 inner, 1.1 echonext-balancer"), ("X-Request-Id", "r")]
 
 
 def test_upgrade_response_keeps_upgrade_headers() -> None:
