@@ -166,7 +166,7 @@ def test_round_robin_takes_each_in_turn_and_refuses_an_empty_list() -> None:
     assert [robin.select("abc") for _ in range(7)] == list("abcabca")
     assert repr(robin) == "<RoundRobin next=1>"
     assert [robin.select("xy") for _ in range(3)] == list("yxy")  # a shorter list next
-    with pytest.raises(LookupError, match="^no candidates$"):
+    with pytest.raises(LookupError, match=r"^no candidates$"):
         robin.select([])
 
 
