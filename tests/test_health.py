@@ -99,6 +99,7 @@ def test_a_passing_check_resets_the_failed_count_and_down_is_a_bool() -> None:
     health = BackendHealth()
     policy = HealthPolicy(fall=3, rise=2)
     assert health.down is False
+    assert health.observe_check(True, policy) is None  # a first check that passes
     for ok in (False, False, True, False, False):
         assert health.observe_check(ok, policy) is None
     assert health.down is False
