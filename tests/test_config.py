@@ -376,3 +376,33 @@ def test_load_config_reads_a_file_and_locates_an_unreadable_one(tmp_path: Path) 
         load_config(str(path))
     assert info.value.problems[0].message.startswith("the file is empty")
     assert info.value.problems[0].path == ""
+
+
+def test_health_and_access_log_sections_nulls_and_an_admin_on_port_0() -> None:
+    config = parse_config(textwrap.dedent("""\
+        listen: 127.0.0.1:0
+        admin: 127.0.0.1:0
+        admin_token: ~
+        access_log: {format: json, path: /tmp/access.log}
+        health: {consecutive_failures: 2, ejection: 1s, max_ejection: 1m, max_ejected_share: 0.25,
+                 retry_budget: 0.1, retry_burst: 3, check_interval: 2s, check_timeout: 500ms,
+                 rise: 4, fall: 5}
+        pools: {a: {backends: [unix:/b]}}
+        """), "f.yaml")
+    assert config.source == "f.yaml" and config.admin_token is None
+    assert config.admin is not None and config.admin.port == 0  # port 0 twice: no clash
+    assert config.access_log is not None
+    assert (config.access_log.format, config.access_log.path) == ("json", "/tmp/access.log")
+    health = config.health
+    assert (health.consecutive_failures, health.ejection, health.max_ejection) == (2, 1, 60)
+    assert (health.max_ejected_share, health.retry_budget, health.retry_burst) == (0.25, 0.1, 3)
+    assert (health.check_interval, health.check_timeout, health.rise, health.fall) == (
+        2, 0.5, 4, 5)
+    assert parse_config("listen: 127.0.0.1:0\naccess_log: ~\npools: {a: {backends: [unix:/b]}}\n"
+                        ).access_log is None
+    with pytest.raises(KeyError, match="nowhere"):
+        config.pool("nowhere")
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: unix:/a\nadmin: unix:/a\npools: {a: {backends: [unix:/b]}}\n", "f")
+    assert [str(p) for p in info.value.problems] == [
+        "f:2:8: admin: unix:/a is also a public listener"]
