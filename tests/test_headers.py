@@ -275,3 +275,16 @@ def test_absolute_form_replaces_the_host_header_with_the_uri_authority() -> None
     assert out.target == b"/x" and out.host == b"real.example"
     assert out.head.startswith(b"GET /x HTTP/1.1\r\n")
     assert b"Host: real.example\r\n" in out.head and b"spoofed" not in out.head
+
+
+def test_headers_after_the_load_report_are_kept() -> None:
+    headers, report = forward_response([(b"endpoint-load-metrics", b"TEXT eps=0"),
+                                        (b"X-After", b"1")], "r")
+    assert report == b"TEXT eps=0" and ("X-After", "1") in headers
+
+
+def test_an_origin_form_request_without_a_body_has_plain_facts() -> None:
+    out = fwd([])
+    assert out.target == b""  # not rewritten: the proxy sends the client's own target
+    assert out.expect_continue is False and out.chunked is False
+    assert out.content_length is None and out.upgrade is None and out.host == b"h"
