@@ -406,3 +406,53 @@ def test_health_and_access_log_sections_nulls_and_an_admin_on_port_0() -> None:
         parse_config("listen: unix:/a\nadmin: unix:/a\npools: {a: {backends: [unix:/b]}}\n", "f")
     assert [str(p) for p in info.value.problems] == [
         "f:2:8: admin: unix:/a is also a public listener"]
+
+
+def test_wrong_shapes_are_located_and_checking_goes_on_after_each() -> None:
+    found = problems("""\
+        listen: {a: 1}
+        trusted_proxies: {a: 1}
+        access_log: {format: xml}
+        health: {check_path: /X-ready}
+        admin_token: "0123456789 abcdef"
+        pools:
+          a:
+            backends: {x: 1}
+            spill_to: {b: 1}
+            colour: red
+          b:
+            backends: [http://127.0.0.1:1, http://127.0.0.1:1, http://127.0.0.1:1]
+            spill_to: [{x: 1}, a]
+          c:
+            backends: [http://127.0.0.1:3]
+          d:
+            backends: [http://127.0.0.1:4]
+            spill_to: nowhere
+        """)
+    assert [line.removeprefix("config/balancer.yaml:") for line in found] == [
+        "1:9: listen: expected a list, got a mapping",
+        "1:9: listen: at least one listen address is required",
+        "2:18: trusted_proxies: expected a list, got a mapping",
+        "3:22: access_log.format: unknown value 'xml' (expected one of: text, json)",
+        "5:14: admin_token: an admin token must be a string of at least 16 printable "
+        "characters without spaces",
+        "8:15: pools.a.backends: expected a list, got a mapping",
+        "9:15: pools.a.spill_to: expected a list, got a mapping",
+        "10:5: pools.a.colour: unknown key 'colour' (expected one of: backends, kind, "
+        "max_connections, max_idle, max_inflight, max_queue, policy, queue_timeout, spill_to)",
+        "12:36: pools.b.backends[1]: 127.0.0.1:1 is listed twice in this pool",
+        "12:56: pools.b.backends[2]: 127.0.0.1:1 is listed twice in this pool",
+        "13:16: pools.b.spill_to[0]: expected a single value, got a mapping",
+        "18:15: pools.d.spill_to[0]: no pool named 'nowhere' (defined: a, b, c, d)",
+    ]
+
+
+def test_the_default_file_name_and_every_listen_item_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: [nope, 127.0.0.1:1, 127.0.0.1:1]\n"
+                     "pools: {a: {backends: [unix:/b]}}\n")
+    assert [str(p) for p in info.value.problems] == [
+        "<config>:1:10: listen[0]: 'nope' is not a listen address (expected host:port or "
+        "unix:/path)",
+        "<config>:1:29: listen[2]: 127.0.0.1:1 is listed twice",
+    ]
