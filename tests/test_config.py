@@ -371,6 +371,7 @@ def test_load_config_reads_a_file_and_locates_an_unreadable_one(tmp_path: Path) 
         load_config(str(missing))
     assert [str(p) for p in info.value.problems] == [
         f"{missing}:1:1: cannot read file: No such file or directory"]
+    assert info.value.problems[0].path == ""
     path.write_text("")
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
@@ -455,4 +456,17 @@ def test_the_default_file_name_and_every_listen_item_checked() -> None:
         "<config>:1:10: listen[0]: 'nope' is not a listen address (expected host:port or "
         "unix:/path)",
         "<config>:1:29: listen[2]: 127.0.0.1:1 is listed twice",
+    ]
+
+
+def test_a_pool_that_is_not_a_mapping_does_not_hide_the_next_pools_errors() -> None:
+    found = problems("""\
+        listen: 127.0.0.1:1
+        pools:
+          a: [http://127.0.0.1:1]
+          b: {backends: [http://127.0.0.1:2], spill_to: nowhere}
+        """)
+    assert [line.removeprefix("config/balancer.yaml:") for line in found] == [
+        "3:6: pools.a: expected a mapping, got a list",
+        "4:49: pools.b.spill_to[0]: no pool named 'nowhere' (defined: b)",
     ]
