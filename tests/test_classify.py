@@ -237,3 +237,100 @@ def test_routing_config_defaults() -> None:
     routing = RoutingConfig(classes=(("light_cpu", "light"),))
     assert routing.pool_for("heavy_cpu") == "light"  # unmapped class: the default's pool
     assert Learning().min_samples == 5
+
+
+# -- exact decisions: what each source scores, and the edges of each rule condition -------------
+
+EDGE_RULES = """\
+    - {path: "/io", class: io}
+    - {path: "/light", class: light_cpu}
+    - {path: "/heavy", class: heavy_cpu}
+    - {path: "/at-threshold", cpu_ms: 100ms}
+    - {path: "/below-threshold", cpu_ms: 50ms}
+    - {path: "/io-hint", io_ratio: 0.5}
+    - {path: "/csv", content_type: "text/csv", class: io}
+    - {path: "/sized", body_size: {min: 1KiB, max: 2KiB}, class: heavy_cpu}
+    - {path: "/small", body_size: {max: 1KiB}, class: io}
+    - {path: "/some", body_size: {min: 1}, class: io}
+"""
+
+
+@pytest.mark.parametrize(("facts", "expected"), [
+    (Facts(path="/io"), ("io", "rule", 0.0, "GET /io", 0)),
+    (Facts(path="/light"), ("light_cpu", "rule", 0.5, "GET /light", 1)),
+    (Facts(path="/heavy", query="a=1"), ("heavy_cpu", "rule", 1.0, "GET /heavy?a", 2)),
+    (Facts(path="/at-threshold"), ("heavy_cpu", "rule", 1.0, "GET /at-threshold", 3)),
+    (Facts(path="/below-threshold"), ("light_cpu", "rule", 0.5, "GET /below-threshold", 4)),
+    (Facts(path="/io-hint"), ("io", "rule", 0.0, "GET /io-hint", 5)),
+    (Facts(path="/csv", ctype="text/csv; charset=utf-8"), ("io", "rule", 0.0, "GET /csv", 6)),
+    (Facts(path="/sized", method="PUT", content_length=1024),
+     ("heavy_cpu", "rule", 1.0, "PUT /sized", 7)),
+    (Facts(path="/sized", method="PUT", content_length=2048),
+     ("heavy_cpu", "rule", 1.0, "PUT /sized", 7)),
+    (Facts(path="/sized", method="PUT", content_length=1023),
+     ("light_cpu", "default", 0.3, "PUT /sized", None)),
+    (Facts(path="/small", method="PUT", content_length=4096, ctype="text/plain"),
+     ("light_cpu", "default", 0.301, "PUT /small", None)),
+    (Facts(path="/some"), ("light_cpu", "default", 0.1, "GET /some", None)),
+    # no rule: the request's own facts
+    (Facts(path="/x", method="HEAD"), ("light_cpu", "default", 0.1, "HEAD /x", None)),
+    (Facts(path="/x", method="OPTIONS"), ("light_cpu", "default", 0.1, "OPTIONS /x", None)),
+    (Facts(path="/x", method="DELETE"), ("light_cpu", "default", 0.3, "DELETE /x", None)),
+    (Facts(path="/x", method="POST", ctype="application/json", content_length=100_000),
+     ("light_cpu", "default", 0.329, "POST /x", None)),
+    (Facts(path="/x", method="POST", ctype="application/json", content_length=2 * 2**20),
+     ("light_cpu", "default", 0.6, "POST /x", None)),
+    (Facts(path="/x", method="POST", ctype="Image/PNG", content_length=2**19),
+     ("heavy_cpu", "default", 0.95, "POST /x", None)),
+])
+def test_each_decision_in_full(facts: Facts, expected: tuple[object, ...]) -> None:
+    classify, costs = classifier(EDGE_RULES)
+    decision = classify.classify(facts, costs)
+    got = (decision.request_class, decision.source, decision.score, decision.template,
+           decision.rule)
+    assert got == pytest.approx(expected), got
+    assert classify.classify(facts, None).request_class == decision.request_class
+
+
+def test_a_learned_decision_names_the_rule_it_overrode() -> None:
+    classify, costs = classifier(RULES)
+    for sample in range(5):
+        costs.observe("GET /render/page", cpu_ms=250, wall_ms=260, now=float(sample))
+        costs.observe("GET /elsewhere", cpu_ms=250, wall_ms=260, now=float(sample))
+    assert classify.classify(Facts(path="/render/page"), costs).rule == 1
+    decision = classify.classify(Facts(path="/elsewhere"), costs)
+    assert (decision.source, decision.rule) == ("learned", None)
+
+
+def test_routes_are_looked_up_once_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import balancer.classify as module
+
+    calls = []
+    real = module.routed_path
+    monkeypatch.setattr(module, "routed_path", lambda p, mode: calls.append(p) or real(p, mode))
+    classify, costs = classifier(RULES)
+    for _ in range(3):
+        classify.classify(Facts(path="/api/x"), costs)
+    assert calls == ["/api/x"]
+    for i in range(module.CACHE_SIZE - 1):  # with /api/x: exactly full
+        classify.classify(Facts(path=f"/n{i}"), costs)
+    assert repr(classify) == f"<Classifier 8 rules, {module.CACHE_SIZE} routes cached>"
+    classify.classify(Facts(path="/one-more"), costs)
+    assert repr(classify) == "<Classifier 8 rules, 1 routes cached>"
+
+
+def test_query_keys_split_at_the_first_equals_sign() -> None:
+    assert query_keys("a=b=c") == "?a"
+    assert query_keys("a=b=c&d=1") == "?a&d"
+
+
+@pytest.mark.parametrize(("glob", "path", "hit"), [
+    ("/a/**/b", "/a/x/y/b", True),
+    ("/a/**/b", "/a/xb", False),
+    ("**/b", "/x/y/b", True),
+])
+def test_double_star_in_the_middle(glob: str, path: str, hit: bool) -> None:
+    import re
+    assert (re.match(glob_to_regex(glob), path) is not None) is hit

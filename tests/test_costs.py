@@ -166,14 +166,37 @@ def test_an_io_route_that_starts_burning_cpu_leaves_io_with_one_report() -> None
 
 
 def test_a_route_near_the_threshold_does_not_flap() -> None:
+    """Blocks of four at 90 and 112 ms move the average across 100 ms again and again, but
+    never past the 20 % margin (80 / 120 ms): with hysteresis the class never changes (without
+    it, it changes on nearly every block)."""
     costs = model()
-    classes = []
+    classes, averages = [], []
     for i in range(200):
-        cpu = 95 if i % 2 else 108  # straddles 100 ms, inside the 20 % margin
-        classes.append(costs.observe("GET /edge", cpu_ms=cpu, wall_ms=cpu + 1, now=i,
-                                     io_ms=0).learned_class)
+        cpu = 90 if (i // 4) % 2 == 0 else 112
+        route = costs.observe("GET /edge", cpu_ms=cpu, wall_ms=cpu + 1, now=i, io_ms=0)
+        classes.append(route.learned_class)
+        averages.append(route.cpu_ms)
+    assert min(averages[8:]) < 100 < max(averages)  # the average does cross the threshold
     changes = sum(1 for a, b in itertools.pairwise(classes) if a != b)
-    assert changes <= 1
+    assert classes[0] == "light_cpu" and changes == 0, f"{changes} class changes"
+
+
+def test_a_route_that_crosses_the_margin_does_change_class() -> None:
+    """The other side of hysteresis: one report past threshold x (1 + margin) isolates the
+    route at once, and it changes back only below threshold x (1 - margin)."""
+    costs = model()
+    route = costs.observe("GET /edge", cpu_ms=90, wall_ms=91, now=0, io_ms=0)
+    for i in range(1, 30):
+        route = costs.observe("GET /edge", cpu_ms=130, wall_ms=131, now=i, io_ms=0)
+        if route.learned_class == "heavy_cpu":
+            break
+    assert route.learned_class == "heavy_cpu" and i == 1
+    for i in range(30, 60):
+        route = costs.observe("GET /edge", cpu_ms=60, wall_ms=61, now=i, io_ms=0)
+        assert route.learned_class == "heavy_cpu" or route.cpu_ms < 80
+        if route.learned_class != "heavy_cpu":
+            break
+    assert route.learned_class == "light_cpu" and route.cpu_ms < 80
 
 
 def test_a_new_light_or_io_route_decides_only_once_stable() -> None:

@@ -22,10 +22,17 @@ def test_parses_the_documented_example() -> None:
 
 @pytest.mark.parametrize("bad", [
     "", "JSON {}", "TEXT cpu_utilization=high", "TEXT cpu_utilization", "TEXT eps=-1",
-    "TEXT eps=nan", "TEXT eps=inf",
+    "TEXT eps=nan", "TEXT eps=inf", "TEXT eps=-inf", "TEXT named_metrics.a=b=1",
 ])
 def test_malformed_reports_are_ignored_not_raised(bad: str) -> None:
     assert parse_load_report(bad) is None
+
+
+def test_empty_items_are_skipped_and_bytes_are_latin_1() -> None:
+    report = parse_load_report(b"TEXT cpu_utilization=0.5, , rps_fractional=10,")
+    assert report is not None and (report.cpu_utilization, report.rps) == (0.5, 10)
+    odd = parse_load_report("TEXT named_metrics.\u00e9=1".encode("latin-1"))
+    assert odd is not None and odd.named == {"\u00e9": 1}
 
 
 def test_unknown_fields_are_kept_and_missing_ones_are_none() -> None:

@@ -48,14 +48,14 @@ async def test_the_explain_header_names_class_pool_backend_score_and_source(
     session: aiohttp.ClientSession,
 ) -> None:
     lb = await three_pools(backend_factory, balancer_factory)
-    expectations = [
-        ("GET", "/api/items?id=3", "io", "io", "rule"),
-        ("POST", "/process/image", "heavy_cpu", "heavy", "rule"),
-        ("GET", "/api/../process/x", "light_cpu", "light", "default"),  # normalised: /process/x
-        ("GET", "/render/page", "light_cpu", "light", "rule"),
-        ("GET", "/unknown", "light_cpu", "light", "default"),
+    expectations = [  # the score: a rule's nominal cost, or the request facts' estimate
+        ("GET", "/api/items?id=3", "io", "io", "rule", "0.00"),
+        ("POST", "/process/image", "heavy_cpu", "heavy", "rule", "1.00"),
+        ("GET", "/api/../process/x", "light_cpu", "light", "default", "0.10"),  # /process/x
+        ("GET", "/render/page", "light_cpu", "light", "rule", "0.50"),
+        ("GET", "/unknown", "light_cpu", "light", "default", "0.10"),
     ]
-    for method, path, cls, pool, source in expectations:
+    for method, path, cls, pool, source, score in expectations:
         async with session.request(method, f"{lb.url}{path}") as resp:
             assert resp.status == 200
             explained = decision(resp)
@@ -63,7 +63,7 @@ async def test_the_explain_header_names_class_pool_backend_score_and_source(
                 cls, pool, source), path
             assert resp.headers["X-Backend"] == pool
             assert explained["backend"].startswith("127.0.0.1:")
-            float(explained["score"])
+            assert explained["score"] == score, path
 
 
 async def test_learned_costs_reroute_a_route_whose_cost_changes(
