@@ -262,6 +262,8 @@ class Proxy:
                 continue
             used_pool, address, spilled = chosen
             if tried:
+                if not self.retries.try_retry():  # spent only when another backend is there
+                    raise last_error
                 log.info("%s: %s from %s; retrying on %s", forwarded.request_id,
                          last_error.reason, tried[-1], address)
                 self.metrics.retries[type(last_error).__name__] += 1
@@ -285,7 +287,7 @@ class Proxy:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
                     self._observe(runtime, outcome, failed=True)
-                if not _retryable(error, request, streamed) or not self.retries.try_retry():
+                if not _retryable(error, request, streamed):
                     raise
                 tried.append(address)
                 last_error = error

@@ -226,6 +226,23 @@ async def test_the_proxy_retries_within_the_budget_and_counts_what_it_refuses(
     assert exhausted >= requests - retries - 1, (retries, exhausted)
 
 
+async def test_a_failure_with_no_other_backend_spends_no_retry_budget(
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
+) -> None:
+    """With one backend there is nothing to retry on: no token is spent and no exhaustion is
+    counted (the budget was charged before the choice once, so a lone dead backend drained it
+    and counted every request as exhausted)."""
+    lb = await balancer_factory(one_pool_config(
+        await dead_address(),
+        extra="health: {consecutive_failures: 1000000, retry_budget: 0.1, retry_burst: 2}\n"))
+    for _ in range(20):
+        async with session.get(f"{lb.url}/") as resp:
+            assert resp.status in (502, 503)
+    seen = await metrics(session, lb)
+    assert seen.get("balancer_retries_total", 0.0) == 0
+    assert seen.get("balancer_retry_budget_exhausted_total", 0.0) == 0
+
+
 # -- at most max_ejected_share of a pool is ejected --------------------------------------------
 
 async def test_the_proxy_never_ejects_more_than_the_share_of_a_pool(
