@@ -27,6 +27,7 @@ from balancer.yamltree import (
     as_ratio,
     as_str,
     compose,
+    decode,
     join,
 )
 
@@ -142,11 +143,11 @@ BACKEND_KEYS = ("address", "weight")
 def load_config(path: str) -> Config:
     """Read and parse a config file; an unreadable file is a located ConfigError too."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
-    return parse_config(text, path)
+    return parse_config(decode(data, path), path)
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:

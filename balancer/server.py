@@ -101,6 +101,7 @@ class Balancer:
         self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
+        self._reload_lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._public: web.ServerRunner | None = None
         self._server: ProxyServer | None = None
@@ -219,7 +220,12 @@ class Balancer:
                 self._access_log.flush()
 
     async def reload(self) -> ReloadOutcome:
-        """Load, validate and swap in the config file; on any error keep the current one."""
+        """Load, validate and swap in the config file; on any error keep the current one.
+        One reload at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         current = self.runtime
         started = time.perf_counter()
         if self.config_path is None:
@@ -235,6 +241,11 @@ class Balancer:
             except ApplyError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         (f"{self.config_path}: {exc}",))
+            except Exception as exc:  # a bug must not end the process: refuse, keep serving
+                log.exception("reload failed")
+                outcome = ReloadOutcome(False, current.generation, current.config.digest,
+                                        (f"{self.config_path}: internal error while reloading: "
+                                         f"{type(exc).__name__}: {exc}",))
         outcome = replace(outcome, at=time.time(),
                           seconds=round(time.perf_counter() - started, 6))
         self.reloads.append(outcome)

@@ -81,6 +81,7 @@ class Supervisor:
         self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
         self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
                         for i in range(workers)]
+        self._reload_lock = asyncio.Lock()
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
 
@@ -171,13 +172,22 @@ class Supervisor:
         self._admin_site = site
 
     async def reload(self) -> ReloadOutcome:
-        """Validate the file here; only a valid one is passed on to the workers."""
+        """Validate the file here; only a valid one is passed on to the workers. One reload
+        at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         started = time.perf_counter()
         try:
             config = load_config(self.config_path)
             problems = shared_listen_problems(config, len(self.workers))
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
+        except Exception as exc:  # a bug must not end the supervisor (and every worker)
+            log.exception("reload failed")
+            problems = [f"{self.config_path}: internal error while reloading: "
+                        f"{type(exc).__name__}: {exc}"]
         if problems:
             outcome = ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
             for problem in problems:

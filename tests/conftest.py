@@ -15,11 +15,21 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from hypothesis import HealthCheck, settings
 
 from balancer.config import parse_config
 from balancer.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `ci` (the default) keeps `make test`
+# bounded; `fuzz` runs the same properties much longer. Tests that set no max_examples of
+# their own take the profile's.
+settings.register_profile("ci", max_examples=100, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 NAME = web.AppKey("name", str)
 REPORT = web.AppKey("report", str)
 HEALTHY = web.AppKey("healthy", list)  # [bool]: what /__health answers
