@@ -146,7 +146,7 @@ class Balancer:
             auto_decompress=False,
         )
         self._public = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=config.timeouts.drain)
+                                        shutdown_timeout=_aiohttp_timeout(config.timeouts.drain))
         await self._public.setup()
         # a worker's private admin socket (in the supervisor's 0700 directory) needs no token
         app = build_admin_app(self, check_token=self.admin_override is None)
@@ -274,7 +274,8 @@ class Balancer:
         if self._server is not None:
             self._server.apply(config)  # limits and client timeouts of new connections
         if self._public is not None:
-            self._public._shutdown_timeout = config.timeouts.drain  # aiohttp's, read at stop
+            # aiohttp's, read at stop
+            self._public._shutdown_timeout = _aiohttp_timeout(config.timeouts.drain)
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
@@ -304,6 +305,11 @@ class Balancer:
             await self._upstreams.close()
         if self._access_log is not None:
             self._access_log.close()
+
+
+def _aiohttp_timeout(seconds: float) -> float:
+    """aiohttp reads a timeout of 0 as "no limit"; ours means "at once"."""
+    return max(seconds, 0.001)
 
 
 class ApplyError(Exception):
