@@ -363,6 +363,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
     orphan_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
@@ -395,6 +396,12 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     await balancer.stop()
     log.info("stopped")
     return 0
+
+
+def release_sighup() -> None:
+    """Unblock SIGHUP once its handler is installed (the CLI blocks it from the start): one
+    that arrived meanwhile is delivered now, as a reload."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
 async def _exit_when_orphaned(parent: int, received: "asyncio.Queue[signal.Signals]") -> None:

@@ -36,7 +36,7 @@ from balancer.addresses import Address
 from balancer.admin import status_page, token_middleware
 from balancer.aggregate import merge_expositions, merge_status
 from balancer.config import Config, load_config
-from balancer.server import ReloadOutcome, bind, describe
+from balancer.server import ReloadOutcome, bind, describe, release_sighup
 from balancer.yamltree import ConfigError
 
 log = logging.getLogger("balancer.supervisor")
@@ -66,6 +66,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
+    ready: bool = False  # answered /healthz since it was (re)started: may be sent SIGHUP
     backoff: float = RESTART_BACKOFF[0]
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -96,6 +97,7 @@ class Supervisor:
             "--log-level", self.log_level,
         )
         worker.started_at = time.monotonic()
+        worker.ready = False
         worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -119,6 +121,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await self._worker_get(worker, "/healthz") is not None:
+                worker.ready = True
                 return
             assert worker.process is not None
             if worker.process.returncode is not None:
@@ -194,9 +197,7 @@ class Supervisor:
                 log.error("reload refused, no worker signalled, keeping generation %d: %s",
                           self.generation, problem)
         else:
-            for worker in self.workers:
-                if worker.process is not None and worker.process.returncode is None:
-                    worker.process.send_signal(signal.SIGHUP)
+            await self._signal_workers()
             errors = await self._await_digest(config.digest)
             if not errors:
                 if config.admin != self.config.admin and config.admin is not None \
@@ -216,6 +217,20 @@ class Supervisor:
         self.reloads.append(outcome)
         del self.reloads[:-20]
         return outcome
+
+    async def _signal_workers(self) -> None:
+        """SIGHUP to every running worker, each once it is ready: one still starting (its
+        interpreter not yet up) would die of it."""
+        async def signal_when_ready(worker: Worker) -> None:
+            process = worker.process
+            if process is None or process.returncode is not None:
+                return  # exited: its replacement reads the file anew
+            if not worker.ready:
+                with contextlib.suppress(RuntimeError):
+                    await self._wait_ready(worker, timeout=10.0)
+            if worker.process is process and process.returncode is None:
+                process.send_signal(signal.SIGHUP)
+        await asyncio.gather(*(signal_when_ready(w) for w in self.workers))
 
     async def _await_digest(self, digest: str, timeout: float = 10.0) -> list[str]:
         """Wait until every worker serves `digest`; what is still wrong after `timeout`."""
@@ -269,6 +284,7 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
     try:
         await supervisor.start()
     except RuntimeError as exc:

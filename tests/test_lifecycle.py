@@ -64,3 +64,120 @@ async def test_drain_0s_stops_at_once_with_a_slow_request_in_flight(
             async with await slow as resp:
                 await resp.read()
     assert "SIGTERM: draining (up to 0s)" in lb.log()
+
+
+class Spawned:
+    """`python -X importtime -m balancer run …`: stderr (import times, then the log) is read
+    line by line as it comes, so a test can act the moment a given module is imported."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "balancer", "run", "-c", str(config),
+             *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.text()):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} after {timeout}s:\n{self.log()}")
+            time.sleep(0.005)
+
+    def log(self) -> str:
+        return "".join(line for line in self.lines if not line.startswith("import time:"))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+def _sighup_from_the_first_import_until_ready(spawned: Spawned, ready: str) -> int:
+    """SIGHUP every few ms from the moment balancer.cli is imported (the handlers come much
+    later: after the config is read and every listener bound) until `ready` is logged."""
+    spawned.wait_for(r"\| +balancer\.cli\n")
+    sent = 0
+    deadline = time.monotonic() + 30
+    while not re.search(ready, spawned.log()):
+        assert spawned.proc.poll() is None, (
+            f"exited {spawned.proc.returncode} after {sent} SIGHUP(s):\n{spawned.log()}")
+        assert time.monotonic() < deadline, spawned.log()
+        spawned.proc.send_signal(signal.SIGHUP)
+        sent += 1
+        time.sleep(0.005)
+    return sent
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_at_any_moment_of_start_up_is_a_reload_never_a_death(
+    tmp_path: Path, workers: str,
+) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config("http://127.0.0.1:9").replace(
+        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    ready = r"serving with 2 workers" if workers == "2" else r"serving config generation 1"
+    for _ in range(3):
+        spawned = Spawned(config, "--workers", workers)
+        try:
+            sent = _sighup_from_the_first_import_until_ready(spawned, ready)
+            assert sent >= 1
+            # the SIGHUPs that arrived before the handlers are one reload, done once serving
+            spawned.wait_for(r"reloaded config: generation 2|reload passed to 2 workers")
+            assert spawned.proc.poll() is None
+            assert "exited with signal" not in spawned.log()
+            spawned.proc.send_signal(signal.SIGTERM)
+            assert spawned.proc.wait(30) == 0, spawned.log()
+        finally:
+            spawned.kill()
+
+
+def test_a_worker_still_starting_is_not_killed_by_the_supervisors_reload(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config("http://127.0.0.1:9").replace(
+        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    spawned = Spawned(config, "--workers", "2")
+
+    def count(pattern: str) -> int:
+        return len(re.findall(pattern, spawned.log()))
+
+    try:
+        spawned.wait_for(r"serving with 2 workers")
+        for round_ in range(1, 4):
+            pid = int(re.findall(r"worker 1 started \(pid (\d+)\)", spawned.log())[-1])
+            os.kill(pid, signal.SIGKILL)
+            # the replacement: SIGHUP the supervisor the moment it is spawned
+            starts = count(r"worker 1 started")
+            deadline = time.monotonic() + 30
+            while count(r"worker 1 started") == starts:
+                assert time.monotonic() < deadline and spawned.proc.poll() is None
+                time.sleep(0.002)
+            spawned.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while count(r"reload passed to 2 workers") < round_:
+                assert time.monotonic() < deadline and spawned.proc.poll() is None, spawned.log()
+                time.sleep(0.01)
+            assert "exited with signal SIGHUP" not in spawned.log()
+        assert not re.search(r"reload passed to 2 workers: .*; worker", spawned.log())
+        spawned.proc.send_signal(signal.SIGTERM)
+        assert spawned.proc.wait(30) == 0, spawned.log()
+    finally:
+        spawned.kill()
