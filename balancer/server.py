@@ -91,13 +91,15 @@ class Balancer:
     """The running balancer: listeners, the proxy, the admin listener, connection pools."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,
-                 reuse_port: bool = True, admin: Address | None = None) -> None:
+                 reuse_port: bool = False, admin: Address | None = None) -> None:
         self.config_path = config_path
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry = build_registry(self)
+        # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
+        # them; a single process must not share its ports with a second instance unawares
         self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
@@ -172,7 +174,8 @@ class Balancer:
                 if existing is not None:
                     kept.append(existing)
                 else:
-                    fresh.append((address, admin, bind(address, reuse_port=self.reuse_port)))
+                    reuse_port = self.reuse_port and not admin  # the admin port: never
+                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
         except OSError as exc:
             for _, _, sock in fresh:
                 sock.close()
@@ -353,7 +356,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     `admin` socket, and the worker drains and exits if the supervisor goes away.
     """
     loop = asyncio.get_running_loop()
-    balancer = Balancer(config, config_path, admin=admin)
+    balancer = Balancer(config, config_path, admin=admin, reuse_port=worker is not None)
     try:
         await balancer.start()
     except ApplyError as exc:

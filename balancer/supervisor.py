@@ -144,6 +144,13 @@ class Supervisor:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # the workers bind the public addresses with SO_REUSEPORT, which would silently share
+        # them with another instance: first make sure each is free (and the admin one)
+        for address in (*self.config.listen, *filter(None, [self.config.admin])):
+            try:
+                bind(address).close()
+            except OSError as exc:
+                raise RuntimeError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         for worker in self.workers:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))

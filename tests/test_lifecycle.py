@@ -17,17 +17,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from balancer.config import parse_config
+from balancer.config import load_config, parse_config
 from balancer.server import Balancer
+from balancer.supervisor import Supervisor
 from tests.conftest import (
     ROOT,
-    Backend,
     Process,
     RawBackend,
     RawHandler,
     one_pool_config,
     read_request_head,
-    wait_for,
 )
 
 
@@ -181,3 +180,86 @@ def test_a_worker_still_starting_is_not_killed_by_the_supervisors_reload(
         assert spawned.proc.wait(30) == 0, spawned.log()
     finally:
         spawned.kill()
+
+
+def _run_to_exit(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer", "run", "-c", str(config), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_instance_on_the_same_ports_exits_1_instead_of_sharing_them(
+    tmp_path: Path, workers: str, balancer_process: Callable[..., Process],
+) -> None:
+    public, admin, other = _free_port(), _free_port(), _free_port()
+    first = tmp_path / "first.yaml"
+    first.write_text(one_pool_config("http://127.0.0.1:9").replace(
+        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{public}").replace(
+        "admin: 127.0.0.1:0", f"admin: 127.0.0.1:{admin}"))
+    ready = r"serving with 2 workers" if workers == "2" else r"serving config generation"
+    balancer_process(first, "--workers", workers, ready=ready)
+    same_admin = tmp_path / "same-admin.yaml"
+    same_admin.write_text(first.read_text().replace(f":{public}", f":{other}"))
+    for config, port in ((first, public), (same_admin, admin)):
+        result = _run_to_exit(config, "--workers", workers)
+        assert result.returncode == 1, result.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+        assert "Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+
+
+class Overlap:
+    """Wraps a reload step: how many run at the same time (at most)."""
+
+    def __init__(self, step: Callable[..., Awaitable[object]]) -> None:
+        self.step = step
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self, *args: object) -> object:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.01)  # the step awaits (binding, waiting for the workers)
+            return await self.step(*args)
+        finally:
+            self.running -= 1
+
+
+async def test_reloads_of_a_balancer_run_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config("http://127.0.0.1:9"))
+    balancer = Balancer(parse_config(path.read_text(), str(path)), str(path))
+    await balancer.start()
+    try:
+        overlap = Overlap(balancer._swap)
+        monkeypatch.setattr(balancer, "_swap", overlap)
+        outcomes = await asyncio.gather(*(balancer.reload() for _ in range(4)))
+        assert all(o.ok for o in outcomes)
+        assert [o.generation for o in outcomes] == [2, 3, 4, 5]
+        assert overlap.most == 1
+    finally:
+        await balancer.stop()
+
+
+async def test_reloads_of_a_supervisor_run_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(one_pool_config("http://127.0.0.1:9").replace(
+        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    supervisor = Supervisor(load_config(str(path)), str(path), 2, "info")
+
+    async def every_worker_serves_it(digest: str) -> list[str]:
+        return []
+
+    overlap = Overlap(every_worker_serves_it)
+    monkeypatch.setattr(supervisor, "_await_digest", overlap)
+    outcomes = await asyncio.gather(*(supervisor.reload() for _ in range(4)))
+    assert all(o.ok for o in outcomes)
+    assert overlap.most == 1
+    await supervisor.stop()
