@@ -7,6 +7,7 @@ did-you-mean hint). Durations read as `250ms`/`2s`/`1m`, sizes as `16KiB`/`10MiB
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -116,6 +117,7 @@ class Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     access_log: AccessLogConfig | None = None
     admin_token: str | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()  # Host names the admin listener answers (no token)
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -134,7 +136,7 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token")
+            "health", "access_log", "admin_token", "admin_allowed_hosts")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout")
 BACKEND_KEYS = ("address", "weight")
@@ -171,6 +173,13 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     admin_token = None
     if "admin_token" in entries and not _is_null(entries["admin_token"]):
         admin_token = reader.convert(entries["admin_token"], "admin_token", as_token)
+    allowed_hosts: list[str] = []
+    if "admin_allowed_hosts" in entries:
+        items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
+        for index, item in enumerate(items):
+            name = reader.convert(item, join("admin_allowed_hosts", index), as_host_name)
+            if name is not None:
+                allowed_hosts.append(name)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -197,6 +206,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         health=health,
         access_log=access_log,
         admin_token=admin_token,
+        admin_allowed_hosts=tuple(allowed_hosts),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -320,6 +330,17 @@ def as_token(raw: object) -> str:
         raise ValueError("an admin token must be a string of at least 16 printable characters "
                          "without spaces")
     return raw
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*",
+                        re.IGNORECASE)
+
+
+def as_host_name(raw: object) -> str:
+    """A host name (or IPv4 address) as a Host header names it, without a port."""
+    if not isinstance(raw, str) or not _HOST_NAME.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not a host name (e.g. balancer.internal, no port)")
+    return raw.lower()
 
 
 def as_path(raw: object) -> str:

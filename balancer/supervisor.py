@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
-from balancer.admin import status_page, token_middleware
+from balancer.admin import Guard, guard_middleware, login, status_page
 from balancer.aggregate import merge_expositions, merge_status
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, describe, release_sighup
@@ -156,9 +156,10 @@ class Supervisor:
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
         if self.config.admin is not None:
             app = web.Application(middlewares=[
-                token_middleware(lambda request: request.app[SUPERVISOR].config.admin_token)])
+                guard_middleware(lambda request: Guard.of(request.app[SUPERVISOR].config))])
             app[SUPERVISOR] = self
             app.router.add_get("/", status_page)
+            app.router.add_post("/login", login)
             app.router.add_get("/healthz", _healthz)
             app.router.add_get("/status", _status)
             app.router.add_get("/metrics", _metrics)
