@@ -83,6 +83,13 @@ def _position(text: str, index: int) -> tuple[int, int]:
     return text.count("\n", 0, index) + 1, index - line_start + 1
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error's message on one line, without PyYAML's own position lines."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _one_line(exc.problem or exc.context)
+    return _one_line(exc)
+
+
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
@@ -118,7 +125,11 @@ class Reader:
             return None
         entries: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = self._constructor.construct_object(key_node, deep=True)
+            try:
+                key = self._constructor.construct_object(key_node, deep=True)
+            except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows
+                self.fail(key_node, path, f"invalid key: {_yaml_problem(exc)}")
+                continue
             if not isinstance(key, str):
                 self.fail(key_node, path, f"keys must be strings, got {key!r}")
                 continue
@@ -152,7 +163,7 @@ class Reader:
         try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.fail(node, path, f"invalid value: {exc}")
+            self.fail(node, path, f"invalid value: {_yaml_problem(exc)}")
             return None
 
     def convert(self, node: yaml.Node, path: str, parse: Callable[[object], T]) -> T | None:

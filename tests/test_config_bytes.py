@@ -115,8 +115,12 @@ def test_a_latin1_byte_is_located_at_its_line_and_column() -> None:
         f"{path}:1:8: the file is not UTF-8: byte 0xe9 cannot be decoded (save it as UTF-8)"]
 
 
-def test_deep_nesting_and_control_characters_are_located() -> None:
-    for data in (b"[" * 50_000, b"{a: " * 20_000, b"listen: \x00\n", b"listen: \x1b[0m\n",
+def test_deep_nesting_control_characters_and_unknown_tags_are_located() -> None:
+    # the tags: found by HYPOTHESIS_PROFILE=fuzz (a tagged key raised; a tagged value gave a
+    # message of three lines)
+    for data in (b"listen: 127.0.0.1:0\npools: {a: {!!python/object:os.system backends: []}}\n",
+                 b"listen: !!python/object:os.system 127.0.0.1:0\n",
+                 b"[" * 50_000, b"{a: " * 20_000, b"listen: \x00\n", b"listen: \x1b[0m\n",
                  b"\xef\xbb\xbflisten: [\n", "listen: \ud7ff\n".encode()):
         path, result = load_bytes(data)
         assert isinstance(result, ConfigError), data[:20]
@@ -150,7 +154,9 @@ async def test_reload_of_any_bytes_is_refused_located_or_swapped_in(
     else:
         assert balancer.runtime.generation == before
         assert outcome.errors
-        assert_located("\n".join(outcome.errors), str(path))
+        applied = [e for e in outcome.errors  # valid, but not possible here: one line each
+                   if re.match(rf"{re.escape(str(path))}: cannot (listen on|open the access)", e)]
+        assert_located("\n".join(e for e in outcome.errors if e not in applied), str(path))
     path.write_bytes(REAL_PORT0)
     assert (await balancer.reload()).ok  # back to a known config: still able to reload
     assert balancer.public_addresses
