@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from balancer import cli
 from balancer.config import Config, load_config, parse_config
-from balancer.server import Balancer
+from balancer.server import ApplyError, Balancer
 from balancer.supervisor import Supervisor
 from balancer.yamltree import ConfigError
 from tests.conftest import ROOT, Backend, Process, one_pool_config, wait_for
@@ -125,6 +125,22 @@ def test_deep_nesting_control_characters_and_unknown_tags_are_located() -> None:
         path, result = load_bytes(data)
         assert isinstance(result, ConfigError), data[:20]
         assert_located(str(result), path)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=mutated(REAL_PORT0))
+async def test_start_from_any_bytes_serves_or_refuses_with_located_errors(data: bytes) -> None:
+    path, result = load_bytes(data)
+    if isinstance(result, ConfigError):
+        assert_located(str(result), path)
+        return
+    balancer = Balancer(result, path)
+    try:
+        await balancer.start()
+    except ApplyError as exc:  # valid, but not possible here (an address, the access log)
+        assert str(exc).startswith(("cannot listen on", "cannot open the access log"))
+    finally:
+        await balancer.stop()
 
 
 # -- reload of a running balancer ------------------------------------------------------------
