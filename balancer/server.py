@@ -176,10 +176,10 @@ class Balancer:
                 else:
                     reuse_port = self.reuse_port and not admin  # the admin port: never
                     fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             for _, _, sock in fresh:
                 sock.close()
-            raise ApplyError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise ApplyError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for address, admin, sock in fresh:
             site = web.SockSite(self._admin if admin else self._public, sock)
             await site.start()
@@ -308,6 +308,12 @@ class Balancer:
             await self._upstreams.close()
         if self._access_log is not None:
             self._access_log.close()
+
+
+def bind_error(exc: OSError | UnicodeError) -> str:
+    if isinstance(exc, UnicodeError):  # the IDNA codec refused the host (`.0.0.1`)
+        return "not a valid host name"
+    return exc.strerror or str(exc)
 
 
 def _aiohttp_timeout(seconds: float) -> float:

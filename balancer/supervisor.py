@@ -36,7 +36,7 @@ from balancer.addresses import Address
 from balancer.admin import Guard, guard_middleware, login, status_page
 from balancer.aggregate import merge_expositions, merge_status
 from balancer.config import Config, load_config
-from balancer.server import ReloadOutcome, bind, describe, release_sighup
+from balancer.server import ReloadOutcome, bind, bind_error, describe, release_sighup
 from balancer.yamltree import ConfigError
 
 log = logging.getLogger("balancer.supervisor")
@@ -149,8 +149,8 @@ class Supervisor:
         for address in (*self.config.listen, *filter(None, [self.config.admin])):
             try:
                 bind(address).close()
-            except OSError as exc:
-                raise RuntimeError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            except (OSError, UnicodeError) as exc:
+                raise RuntimeError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for worker in self.workers:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
@@ -212,8 +212,9 @@ class Supervisor:
                         and self._admin is not None:
                     try:
                         await self._listen_admin(config.admin)
-                    except OSError as exc:
-                        errors.append(f"cannot listen on {config.admin} (admin): {exc}")
+                    except (OSError, UnicodeError) as exc:
+                        errors.append(f"cannot listen on {config.admin} (admin): "
+                                      f"{bind_error(exc)}")
                 self.generation += 1
                 self.config = config
             outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))

@@ -26,7 +26,15 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.col}: {where}{self.message}"
+        return printable(f"{self.file}:{self.line}:{self.col}: {where}{self.message}")
+
+
+def printable(text: str) -> str:
+    """`text` on one line: characters that are not printable (newlines, U+2028, controls)
+    quoted the way repr() does, so a value quoted from the file cannot split or forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):

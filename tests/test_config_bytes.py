@@ -272,3 +272,26 @@ async def test_an_unexpected_error_in_a_supervisor_reload_is_refused_not_raised(
     assert not outcome.ok and supervisor.generation == 1
     assert "RuntimeError: a bug in the config code" in outcome.errors[0]
     await supervisor.stop()
+
+
+def test_a_message_quoting_a_line_separator_stays_on_one_line() -> None:
+    # found by HYPOTHESIS_PROFILE=fuzz: U+2028 in a pool name split the message in two
+    _, result = load_bytes(REAL.replace(b"classes: {io: io", "classes: {io: i\u2028o".encode()))
+    assert isinstance(result, ConfigError)
+    assert len(str(result).splitlines()) == 1
+    assert "i\\u2028o" in str(result)
+
+
+async def test_a_listen_host_that_is_no_name_is_refused_at_start_and_reload(
+    running: tuple[Balancer, Path],
+) -> None:
+    # found by HYPOTHESIS_PROFILE=fuzz: `.0.0.1` made getaddrinfo raise UnicodeError
+    balancer, path = running
+    bad = REAL_PORT0.replace(b"listen: 127.0.0.1:0", b"listen: .0.0.1:0")
+    path.write_bytes(bad)
+    outcome = await balancer.reload()
+    assert outcome.errors == (f"{path}: cannot listen on .0.0.1:0: not a valid host name",)
+    fresh = Balancer(load_config(str(path)), str(path))
+    with pytest.raises(ApplyError, match=r"cannot listen on \.0\.0\.1:0: not a valid host name"):
+        await fresh.start()
+    await fresh.stop()
