@@ -167,7 +167,11 @@ class Supervisor:
             self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
                                         shutdown_timeout=1.0)
             await self._admin.setup()
-            await self._listen_admin(self.config.admin)
+            try:
+                await self._listen_admin(self.config.admin)
+            except (OSError, UnicodeError) as exc:  # taken since the check above
+                raise RuntimeError(f"cannot listen on {self.config.admin}: "
+                                   f"{bind_error(exc)}") from None
         log.info("serving with %d workers, config generation %d (%s)", len(self.workers),
                  self.generation, self.config.digest)
 
