@@ -67,6 +67,9 @@ class Guard:
         return cls(config.admin_token, config.admin, config.admin_allowed_hosts)
 
 
+GUARD_KEY: web.RequestKey[Guard] = web.RequestKey("guard", Guard)
+
+
 def _balancer_guard(request: web.Request) -> Guard:
     return Guard.of(request.app[BALANCER].runtime.config)
 
@@ -102,9 +105,6 @@ def guard_middleware(get_guard: Callable[[web.Request], Guard]) -> Middleware:
         return web.Response(status=401, text="401 admin token required\n",
                             headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
     return guard
-
-
-GUARD_KEY: web.RequestKey[Guard] = web.RequestKey("guard", Guard)
 
 
 def is_cross_site(request: web.Request) -> bool:
@@ -189,8 +189,8 @@ def login_page(status: int) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     """The login form's POST: the right token sets the cookie and goes to the status page."""
-    rules: Guard = request[GUARD_KEY]
-    if rules.token is None:
+    rules = request.get(GUARD_KEY)
+    if rules is None or rules.token is None:  # nothing to log in to
         return web.Response(status=303, headers={"Location": "./"})
     form = await request.post()
     offered = form.get("token")
