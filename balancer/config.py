@@ -164,7 +164,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     listen = _listen(reader, entries.get("listen"))
     admin = None
     if "admin" in entries and not _is_null(entries["admin"]):
-        admin = reader.convert(entries["admin"], "admin", parse_listen)
+        admin = reader.convert(entries["admin"], "admin", _resolvable(parse_listen))
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
@@ -228,7 +228,7 @@ def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
         reader.fail(node, "listen", "at least one listen address is required")
     for index, item in enumerate(items):
         path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
-        address = reader.convert(item, path, parse_listen)
+        address = reader.convert(item, path, _resolvable(parse_listen))
         if address is None:
             continue
         if address in seen and not (address.kind == "tcp" and address.port == 0):
@@ -388,14 +388,31 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
 def _backend(reader: Reader, node: yaml.Node, path: str) -> tuple[Address | None, float]:
     """`http://host:port`, or `{address: http://host:port, weight: 2}`."""
     if not isinstance(node, yaml.MappingNode):
-        return reader.convert(node, path, parse_backend), 1.0
+        return reader.convert(node, path, _resolvable(parse_backend)), 1.0
     entries = reader.mapping(node, path, BACKEND_KEYS, required=("address",)) or {}
-    address = reader.convert(entries["address"], join(path, "address"), parse_backend) \
-        if "address" in entries else None
+    address = reader.convert(entries["address"], join(path, "address"),
+                             _resolvable(parse_backend)) if "address" in entries else None
     weight = 1.0
     if "weight" in entries:
         weight = reader.convert(entries["weight"], join(path, "weight"), _weight) or 1.0
     return address, weight
+
+
+def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
+    """An address parser that also refuses a host name the resolver cannot take (`.0.0.1`,
+    `a..b`, control characters): getaddrinfo would raise UnicodeError at bind or connect."""
+    def checked(raw: object) -> Address:
+        address = parse(raw)
+        if address.kind == "tcp":
+            try:
+                ipaddress.ip_address(address.host)
+            except ValueError:
+                try:
+                    address.host.encode("idna")
+                except UnicodeError:
+                    raise ValueError(f"{address.host!r} is not a valid host name") from None
+        return address
+    return checked
 
 
 def _weight(raw: object) -> float:

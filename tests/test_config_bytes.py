@@ -297,16 +297,22 @@ def test_a_message_quoting_a_line_separator_stays_on_one_line() -> None:
     assert "i\\u2028o" in str(result)
 
 
-async def test_a_listen_host_that_is_no_name_is_refused_at_start_and_reload(
+async def test_a_host_that_is_no_name_is_a_located_error(
     running: tuple[Balancer, Path],
 ) -> None:
-    # found by HYPOTHESIS_PROFILE=fuzz: `.0.0.1` made getaddrinfo raise UnicodeError
+    # found by HYPOTHESIS_PROFILE=fuzz: `.0.0.1` as a listen host made getaddrinfo raise
+    # UnicodeError (start and reload crashed); a backend host with U+2028 killed the health
+    # checker of every backend
     balancer, path = running
-    bad = REAL_PORT0.replace(b"listen: 127.0.0.1:0", b"listen: .0.0.1:0")
-    path.write_bytes(bad)
-    outcome = await balancer.reload()
-    assert outcome.errors == (f"{path}: cannot listen on .0.0.1:0: not a valid host name",)
-    fresh = Balancer(load_config(str(path)), str(path))
-    with pytest.raises(ApplyError, match=r"cannot listen on \.0\.0\.1:0: not a valid host name"):
-        await fresh.start()
-    await fresh.stop()
+    for old, new, where in (
+            (b"listen: 127.0.0.1:0", b"listen: .0.0.1:0", ":3:9: listen: "),
+            (b"admin: 127.0.0.1:0", b"admin: a..b:0", ":4:8: admin: "),
+            (b"[http://127.0.0.1:8101]", "[http://\u2028127.0.0.1:8101]".encode(),
+             ":14:42: pools.io.backends[0]: ")):
+        path.write_bytes(REAL_PORT0.replace(old, new))
+        outcome = await balancer.reload()
+        assert not outcome.ok
+        assert len(outcome.errors) == 1 and where in outcome.errors[0], outcome.errors
+        assert "is not a valid host name" in outcome.errors[0]
+        _, result = load_bytes(REAL_PORT0.replace(old, new))
+        assert isinstance(result, ConfigError)
