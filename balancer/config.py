@@ -28,6 +28,7 @@ from balancer.yamltree import (
     as_ratio,
     as_str,
     compose,
+    decode,
     join,
 )
 
@@ -119,6 +120,7 @@ class Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     access_log: AccessLogConfig | None = None
     admin_token: str | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()  # Host names the admin listener answers (no token)
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -137,7 +139,7 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token")
+            "health", "access_log", "admin_token", "admin_allowed_hosts")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout", "max_tunnels")
 POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
@@ -147,11 +149,11 @@ BACKEND_KEYS = ("address", "weight")
 def load_config(path: str) -> Config:
     """Read and parse a config file; an unreadable file is a located ConfigError too."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
-    return parse_config(text, path)
+    return parse_config(decode(data, path), path)
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -166,7 +168,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     listen = _listen(reader, entries.get("listen"))
     admin = None
     if "admin" in entries and not _is_null(entries["admin"]):
-        admin = reader.convert(entries["admin"], "admin", parse_listen)
+        admin = reader.convert(entries["admin"], "admin", _resolvable(parse_listen))
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
@@ -175,6 +177,13 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     admin_token = None
     if "admin_token" in entries and not _is_null(entries["admin_token"]):
         admin_token = reader.convert(entries["admin_token"], "admin_token", as_token)
+    allowed_hosts: list[str] = []
+    if "admin_allowed_hosts" in entries:
+        items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
+        for index, item in enumerate(items):
+            name = reader.convert(item, join("admin_allowed_hosts", index), as_host_name)
+            if name is not None:
+                allowed_hosts.append(name)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -201,6 +210,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         health=health,
         access_log=access_log,
         admin_token=admin_token,
+        admin_allowed_hosts=tuple(allowed_hosts),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -222,7 +232,7 @@ def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
         reader.fail(node, "listen", "at least one listen address is required")
     for index, item in enumerate(items):
         path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
-        address = reader.convert(item, path, parse_listen)
+        address = reader.convert(item, path, _resolvable(parse_listen))
         if address is None:
             continue
         if address in seen and not (address.kind == "tcp" and address.port == 0):
@@ -330,6 +340,17 @@ def as_token(raw: object) -> str:
     return raw
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*", re.IGNORECASE)
+
+
+def as_host_name(raw: object) -> str:
+    """A host name (or IPv4 address) as a Host header names it, without a port."""
+    if not isinstance(raw, str) or not _HOST_NAME.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not a host name (e.g. balancer.internal, no port)")
+    return raw.lower()
+
+
 def as_path(raw: object) -> str:
     if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in " \r\n"):
         raise ValueError(f"{raw!r} is not a request path (e.g. /__health)")
@@ -375,14 +396,31 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
 def _backend(reader: Reader, node: yaml.Node, path: str) -> tuple[Address | None, float]:
     """`http://host:port`, or `{address: http://host:port, weight: 2}`."""
     if not isinstance(node, yaml.MappingNode):
-        return reader.convert(node, path, parse_backend), 1.0
+        return reader.convert(node, path, _resolvable(parse_backend)), 1.0
     entries = reader.mapping(node, path, BACKEND_KEYS, required=("address",)) or {}
-    address = reader.convert(entries["address"], join(path, "address"), parse_backend) \
-        if "address" in entries else None
+    address = reader.convert(entries["address"], join(path, "address"),
+                             _resolvable(parse_backend)) if "address" in entries else None
     weight = 1.0
     if "weight" in entries:
         weight = reader.convert(entries["weight"], join(path, "weight"), _weight) or 1.0
     return address, weight
+
+
+def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
+    """An address parser that also refuses a host name the resolver cannot take (`.0.0.1`,
+    `a..b`, control characters): getaddrinfo would raise UnicodeError at bind or connect."""
+    def checked(raw: object) -> Address:
+        address = parse(raw)
+        if address.kind == "tcp":
+            try:
+                ipaddress.ip_address(address.host)
+            except ValueError:
+                try:
+                    address.host.encode("idna")
+                except UnicodeError:
+                    raise ValueError(f"{address.host!r} is not a valid host name") from None
+        return address
+    return checked
 
 
 def _weight(raw: object) -> float:

@@ -16,17 +16,20 @@ from typing import NoReturn
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from balancer.config import parse_config
 from balancer.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Hypothesis: a bounded example count in the normal run (`ci`); HYPOTHESIS_PROFILE=fuzz for a
-# long search. Tests that set their own max_examples keep it.
-settings.register_profile("ci", max_examples=200, deadline=None)
-settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `ci` (the default) keeps `make test`
+# bounded; `fuzz` runs the same properties much longer. Tests that set no max_examples of
+# their own take the profile's.
+settings.register_profile("ci", max_examples=100, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 NAME = web.AppKey("name", str)
 REPORT = web.AppKey("report", str)

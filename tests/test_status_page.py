@@ -136,3 +136,20 @@ async def test_status_page_of_a_supervisor_lists_its_workers(
     await browser.call("Page.navigate", url=f"{lb.admin_url}/")
     await browser.wait_for(WORKERS, [["0", "running"], ["1", "running"]])
     await browser.wait_for(STATES, [[backend.url, "up"]])
+
+
+async def test_with_an_admin_token_the_status_page_logs_in_with_a_form_and_a_hidden_cookie(
+    browser: Page, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+) -> None:
+    token = "s3cret-token-0123456789"
+    backend = await backend_factory("b")
+    lb = await balancer_factory(one_pool_config(backend.url, extra=f"admin_token: {token}\n"))
+    await browser.call("Page.navigate", url=f"{lb.admin_url}/")
+    await browser.wait_for("!!document.querySelector('form input[name=token]')", True)
+    await browser.evaluate(
+        f"document.querySelector('input[name=token]').value = {json.dumps(token)};"
+        "document.querySelector('form').submit()")
+    await browser.wait_for(STATES, [[backend.url, "up"]])  # the page, its fetches authorised
+    assert await browser.evaluate("location.href") == f"{lb.admin_url}/"  # no token in the URL
+    assert await browser.evaluate("document.cookie") == ""  # HttpOnly: out of a script's reach
