@@ -1,4 +1,5 @@
-"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`.
+"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/status/history`
+(the last 15 minutes, JSON), `/metrics`, `POST /reload`.
 
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
@@ -26,6 +27,7 @@ def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Ap
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    app.router.add_get("/status/history", history)
     app.router.add_post("/reload", reload)
     app.router.add_get("/metrics", metrics)
     return app
@@ -60,11 +62,14 @@ def token_matches(request: web.Request, token: str) -> bool:
 
 
 STATUS_PAGE = Path(__file__).with_name("static") / "status.html"
+HISTORY_SCRIPT = STATUS_PAGE.with_name("history.js")
 
 
 async def status_page(request: web.Request) -> web.Response:
-    """The status page for people: static HTML whose script renders `/status` every second."""
-    return web.Response(body=STATUS_PAGE.read_bytes(), content_type="text/html",
+    """The status page for people: static HTML whose script renders `/status` every second,
+    and `/status/history` as charts (history.js, inlined: one request, whatever the auth)."""
+    page = STATUS_PAGE.read_bytes().replace(b"/*HISTORY_JS*/", HISTORY_SCRIPT.read_bytes())
+    return web.Response(body=page, content_type="text/html",
                         charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
@@ -130,6 +135,20 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(status_document(request.app[BALANCER]))
+
+
+def since_param(request: web.Request) -> float | None:
+    """`?since=T` (wall clock seconds): only the points and events after T."""
+    try:
+        return float(request.query["since"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def history(request: web.Request) -> web.Response:
+    """The last 15 minutes, one point a second (balancer.history), for the page's charts."""
+    document = request.app[BALANCER].history.document(since_param(request))
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
 async def reload(request: web.Request) -> web.Response:
