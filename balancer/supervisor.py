@@ -70,6 +70,7 @@ class Worker:
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = RESTART_BACKOFF[0]
+    ready: bool = False  # answered /healthz since it was (re)started: its signal handlers are in
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -99,6 +100,7 @@ class Supervisor:
             "--log-level", self.log_level,
         )
         worker.started_at = time.monotonic()
+        worker.ready = False
         worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -117,11 +119,14 @@ class Supervisor:
         if not self.stopping:
             worker.restarts += 1
             await self._spawn(worker)
+            with contextlib.suppress(RuntimeError):  # it exited again: its watcher says so
+                await self._wait_ready(worker)
 
     async def _wait_ready(self, worker: Worker, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await self._worker_get(worker, "/healthz") is not None:
+                worker.ready = True
                 return
             assert worker.process is not None
             if worker.process.returncode is not None:
@@ -229,9 +234,10 @@ class Supervisor:
         return [None if text is None else _json(text) for text in texts]
 
     def forward(self, sig: signal.Signals) -> None:
-        """Pass a signal on to every running worker (SIGUSR1: reopen the access log)."""
+        """Pass a signal on to every running worker (SIGUSR1: reopen the access log). Not to
+        one still starting: it opens the log afresh, and its handler may not be in yet."""
         for worker in self.workers:
-            if worker.process is not None and worker.process.returncode is None:
+            if worker.ready and worker.process is not None and worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(sig)
 

@@ -2,6 +2,7 @@
 regex (what nginx/Apache log tools parse) reads, JSON with the contract's keys, the client
 behind a trusted proxy, and reopening on SIGUSR1 (logrotate's postrotate), also with workers."""
 
+import asyncio
 import json
 import os
 import re
@@ -155,7 +156,7 @@ def rotation(tmp_path: Path, backend: Backend, start: Callable[..., Process], pr
     config.write_text(one_pool_config(
         backend.url, extra=f"access_log: {{format: combined, path: '{log_path}'}}\n"
     ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}"))
-    lb = start(config, *args, ready=r"serving (config generation|with \d workers)")
+    lb = start(config, *args, ready=r"serving with 2 workers" if args else "serving config")
     yield
     for _ in range(4):
         _get(f"{lb.url}/before")
@@ -199,5 +200,29 @@ async def test_sigusr1_reopens_the_access_log_of_every_worker(
 
 async def _in_thread(steps: Iterator[None]) -> None:
     """The blocking part (urllib, sleeps on files) off the loop the backend runs on."""
-    import asyncio
     await asyncio.to_thread(lambda: next(steps, None))
+
+
+async def test_sigusr1_while_a_worker_restarts_does_not_kill_it(
+    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_process: Callable[..., Process],
+) -> None:
+    """logrotate may signal at any moment: SIGUSR1 reaches no worker before its handler is
+    in (the supervisor passes it to ready workers only; a starting one ignores it)."""
+    backend = await backend_factory("b")
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config(
+        backend.url, extra=f"access_log: {{path: '{tmp_path / 'access.log'}'}}\n"
+    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
+    pid = int(lb.wait_for_log(r"worker 1 started \(pid (\d+)\)").group(1))
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not re.search(rf"worker 1 started \(pid (?!{pid}\))", lb.log()):
+        assert time.monotonic() < deadline, lb.log()
+        lb.signal(signal.SIGUSR1)
+        await asyncio.sleep(0.005)
+    for _ in range(300):  # through the new worker's start (bounded: 300 signals)
+        lb.signal(signal.SIGUSR1)
+        await asyncio.sleep(0.005)
+    assert "exited with signal SIGUSR1" not in lb.log()

@@ -130,4 +130,14 @@ async def test_every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape(
             if wanted <= names or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-    assert wanted - names == set(), f"the dashboard queries metrics no scrape has: {names}"
+        assert wanted - names == set(), f"the dashboard queries metrics no scrape has: {names}"
+        deadline = time.monotonic() + 10
+        while True:  # and the merged history shows the requests and the supervisor's reload
+            async with client.get(f"{lb.admin_url}/status/history") as resp:
+                history = await resp.json()
+            served = sum(p["rps"].get("default", {}).get("2xx", 0) for p in history["points"])
+            reloads = [e for e in history["events"] if e["kind"] == "reload"]
+            if served > 0 and len(reloads) == 1:
+                break
+            assert time.monotonic() < deadline, history
+            await asyncio.sleep(0.2)
