@@ -10,7 +10,6 @@ import base64
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -22,16 +21,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Backend, Process, Running, one_pool_config
+from tests.conftest import Backend, Process, Running, missing_prerequisite, one_pool_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-port=0", "about:blank"]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"),
-    reason="chromium is not installed (make test installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    if CHROMIUM is None:
+        missing_prerequisite("chromium is not installed (make test installs it)")
 
 
 class Page:
