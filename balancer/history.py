@@ -194,5 +194,5 @@ def take_snapshot(balancer: "Balancer", at: float) -> Snapshot:
         backends=tuple(backends), queues=queues, spills=dict(metrics.spills),
         ejections=dict(metrics.ejections),
         routes={r.template: (r.cpu_ms, r.learned_class) for r in routes},
-        threshold_ms=costs.cpu_threshold_ms,
+        threshold_ms=costs.threshold_ms,
         reloads=tuple((r.at, r.ok, r.generation) for r in balancer.reloads))

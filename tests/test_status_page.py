@@ -10,6 +10,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
