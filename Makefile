@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
+.PHONY: run test fuzz check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	@sh scripts/ensure-debs.sh chromium:chromium || echo "note: no chromium: the status page tests skip (and fail under CI=true)"
 	$(BIN)/python -m pytest -q
+
+# the differential suites with thousands of examples per test (FUZZ_EXAMPLES, default 5000);
+# failures found are kept in $$HYPOTHESIS_DB (default: the temporary directory)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/differential -p no:randomly --timeout=0 -x
 
 check: $(STAMP)
 	$(BIN)/python -m balancer check -c config/balancer.yaml
