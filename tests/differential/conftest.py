@@ -7,9 +7,10 @@ import pytest
 from tests.differential.harness import Harness, RecordingBackend
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def harness() -> Iterator[Harness]:
-    """One balancer in front of one recording backend, for every example of a module."""
+    """One balancer in front of one recording backend, for all the examples of one test (a
+    connection left poisoned by a known defect must not spill into another test)."""
     running = Harness(RecordingBackend())
     yield running
     running.close()

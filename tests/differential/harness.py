@@ -364,3 +364,30 @@ class ResponseReader:
             pass
         data, self.buffer = self.buffer, b""
         return data
+
+
+class _Bytes:
+    """A socket stand-in that yields bytes already received, then end of stream."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def settimeout(self, timeout: float) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+def parse_responses(data: bytes, method: bytes = b"GET") -> list[Parsed]:
+    """Every response in `data` (a whole connection's worth), the last maybe not whole."""
+    reader = ResponseReader(_Bytes(data), time.monotonic() + 60)  # type: ignore[arg-type]
+    out: list[Parsed] = []
+    while True:
+        response = reader.read_response(method)
+        if response.error == "closed":
+            return out
+        out.append(response)
+        if response.error:
+            return out

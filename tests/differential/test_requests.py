@@ -23,7 +23,6 @@ from tests.differential.requests import (
 )
 
 
-
 def spec(*headers: bytes, method: str = "GET", body: bytes = b"", version: str = "1.1",
          kind: str = "either", why: str = "example", persistent: bool = True,
          expect: bool = False, upgrade: bytes | None = None, host: bytes | None = b"a",
