@@ -25,7 +25,7 @@ test: $(STAMP)
 # the differential suites with thousands of examples per test (FUZZ_EXAMPLES, default 5000);
 # failures found are kept in $$HYPOTHESIS_DB (default: the temporary directory)
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/differential -p no:randomly --timeout=0 -x
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/differential -p no:randomly --timeout=0
 
 check: $(STAMP)
 	$(BIN)/python -m balancer check -c config/balancer.yaml

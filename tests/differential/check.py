@@ -44,8 +44,10 @@ def _expected_host(harness: Harness, spec: RequestSpec) -> set[bytes]:
     return {b"127.0.0.1:%d" % harness.backend.port}
 
 
-def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | None = None
-             ) -> None:
+def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | None = None,
+             *, half_close: bool = False) -> None:
+    """Send `specs` pipelined on one connection (then shut down the sending side at once if
+    `half_close`), read the answers, and check the invariant on both sides."""
     backend = harness.backend
     assert isinstance(backend, RecordingBackend)
     seen_from, violations_from = len(backend.seen), len(backend.violations)
@@ -56,6 +58,8 @@ def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | Non
     trailing = b""
     with socket.create_connection(harness.address, timeout=10) as sock:
         sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         reader = ResponseReader(sock, 0.0)
         for rendered in sent:
             reader.deadline = time.monotonic() + ANSWER_WITHIN

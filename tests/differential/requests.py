@@ -189,7 +189,7 @@ def framed(draw: st.DrawFn, framing: str, body: bytes
     return fields[framing], wire, kind
 
 
-def _worst(*kinds: str) -> str:
+def worst(*kinds: str) -> str:
     for kind in ("reject", "either"):
         if kind in kinds:
             return kind
@@ -242,7 +242,7 @@ def requests(
         if version == "1.0" and not close_allowed and "keep-alive" not in tokens:
             tokens.append("keep-alive")
         why.append("Connection: " + ", ".join(tokens))
-        kind = _worst(kind, "either")
+        kind = worst(kind, "either")
     elif version == "1.0" and (not close_allowed or draw(st.booleans())):
         tokens = ["keep-alive"]
     elif close_allowed and version == "1.1" and draw(st.integers(0, 4)) == 0:
@@ -257,7 +257,7 @@ def requests(
             fields += [("Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
                        ("Sec-WebSocket-Version", b"13")]
         why.append(f"Upgrade: {upgrade_token.decode()}")
-        kind = _worst(kind, "either")
+        kind = worst(kind, "either")
     if tokens:
         fields.append(("Connection", b", ".join(
             _spell(t, draw(SPELLING)) for t in tokens)))

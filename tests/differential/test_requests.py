@@ -6,6 +6,8 @@ carry the minimal reproducer as an explicit example, so they fail on every run u
 lands, then XPASS (strict: the suite turns red until the marker is removed).
 """
 
+import dataclasses
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from tests.differential.requests import (
     RequestSpec,
     pipelines,
     requests,
+    worst,
 )
 
 
@@ -160,10 +163,12 @@ UNDERSCORED = st.lists(st.tuples(
                    "forwarding headers pass through")
 @profile(0.5)
 @given(requests(extra_fields=UNDERSCORED))
-@example(spec(b"X_Forwarded_For: 6.6.6.6", kind="plain", why="X_Forwarded_For"))
+@example(spec(b"X_Forwarded_For: 6.6.6.6", why="X_Forwarded_For"))
 def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_backend(
         harness: Harness, request_spec: RequestSpec) -> None:
-    exchange(harness, [request_spec], extra=no_underscore_twins)
+    """Dropping such a header or refusing the request (4xx) are both fine."""
+    either = dataclasses.replace(request_spec, kind=worst(request_spec.kind, "either"))
+    exchange(harness, [either], extra=no_underscore_twins)
 
 
 @pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a valid request with "
@@ -200,3 +205,14 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
 def test_a_valid_request_is_answered_whatever_is_pipelined_after_it(
         harness: Harness, valid: RequestSpec, malformed: RequestSpec) -> None:
     exchange(harness, [valid, malformed])
+
+
+@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a client that shuts down "
+                   "its sending side after a whole request gets no answer, although the request "
+                   "is forwarded and executed (aiohttp cancels the handler on EOF)")
+@profile(0.3)
+@given(requests(framings=("cl",)))
+@example(PLAIN)
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(
+        harness: Harness, request_spec: RequestSpec) -> None:
+    exchange(harness, [request_spec], half_close=True)
