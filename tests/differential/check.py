@@ -97,15 +97,16 @@ def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | Non
     for i, rendered in enumerate(sent):
         spec = rendered.spec
         got = by_target.get(rendered.target, [])
-        response = responses[i] if i < len(responses) else None
+        answer = responses[i] if i < len(responses) else None
         where = f"request {i} ({spec.why or 'plain'}) {rendered.raw!r}"
-        if response is None or response.error == "closed":
+        if answer is None or answer.error == "closed":
             assert not got, f"{where}: the backend got it but the client got no answer: {got}"
             previous = responses[i - 1] if 0 < i <= len(responses) else None
             assert i > len(responses) or (
                 previous is not None and not _continues(sent[i - 1].spec, previous)), (
                 f"{where}: never answered, although the connection stayed open for it")
             continue
+        response = answer
         assert not response.error, f"{where}: {response.error}: {response}"
         if spec.version == "1.0" or not spec.expect_continue:
             assert not response.interim, f"{where}: unexpected interim responses {response}"

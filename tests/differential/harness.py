@@ -102,7 +102,7 @@ class RecordingBackend:
     connections: int = 0
     server: asyncio.Server | None = None
     port: int = 0
-    transports: set[asyncio.BaseTransport] = field(default_factory=set)
+    transports: set[asyncio.Transport] = field(default_factory=set)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,10 +130,11 @@ class _Recorder(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.backend.transports.add(transport)
+        self.backend.transports.add(self.transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.backend.transports.discard(self.transport)  # type: ignore[arg-type]
+        if self.transport is not None:
+            self.backend.transports.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.raw += data

@@ -71,7 +71,7 @@ class HostileBackend:
     unsolicited: dict[bytes, "_Hostile"] = field(default_factory=dict)  # tag -> its connection
     server: asyncio.Server | None = None
     port: int = 0
-    transports: set[asyncio.BaseTransport] = field(default_factory=set)
+    transports: set[asyncio.Transport] = field(default_factory=set)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,10 +109,11 @@ class _Hostile(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.backend.transports.add(transport)
+        self.backend.transports.add(self.transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.backend.transports.discard(self.transport)  # type: ignore[arg-type]
+        if self.transport is not None:
+            self.backend.transports.discard(self.transport)
         self.backend.closed.add(self.id)
 
     def data_received(self, data: bytes) -> None:
