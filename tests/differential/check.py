@@ -39,9 +39,9 @@ ExtraCheck = Callable[[Rendered, Seen], None]
 def _expected_host(harness: Harness, spec: RequestSpec) -> set[bytes]:
     if spec.host is not None:
         return {spec.host}
-    # HTTP/1.0 without Host: the backend's own authority (as nginx sends), never a name the
-    # client did not give
-    return {b"127.0.0.1:%d" % harness.backend.port}
+    # HTTP/1.0 without Host: an empty Host (RFC 9112 section 3.2) or the backend's own
+    # authority (as nginx sends), never a name the client did not give
+    return {b"", b"127.0.0.1:%d" % harness.backend.port}
 
 
 def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | None = None,

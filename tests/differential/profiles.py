@@ -16,7 +16,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large,
                  HealthCheck.function_scoped_fixture]
 settings.register_profile(
-    "ci", max_examples=15, deadline=None, database=None, suppress_health_check=_SLOW_IS_FINE,
+    "ci", max_examples=50, deadline=None, database=None, suppress_health_check=_SLOW_IS_FINE,
     print_blob=True)
 settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")), deadline=None,

@@ -114,8 +114,6 @@ def test_a_misbehaving_backend_never_sends_a_client_another_requests_bytes(
     check_own_bytes_only(hostile, run_clients(hostile, plans))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 2: bytes after a complete response are "
-                   "parsed into it, or the connection goes back to the pool (queue poisoning)")
 @profile()
 @given(st.lists(st.one_of(BEHAVIOURS, st.builds(Behaviour, st.just("extra"), st.just(0),
                                                  st.just(b"P"))),
@@ -124,6 +122,7 @@ def test_a_misbehaving_backend_never_sends_a_client_another_requests_bytes(
 @example([Behaviour("extra", 0, b"P"), Behaviour(), Behaviour(), Behaviour()], "OK")
 def test_bytes_after_a_complete_response_retire_the_connection(
         hostile: Harness, plans: list[Behaviour], kind: str) -> None:
+    """Issue 11 item 2 (response queue poisoning)."""
     backend = hostile.backend
     assert isinstance(backend, HostileBackend)
     # the payload names the tag of its own request: fill it in per request
@@ -143,13 +142,12 @@ def test_bytes_after_a_complete_response_retire_the_connection(
     check_own_bytes_only(hostile, dict(zip(tags, asyncio.run(everyone()), strict=True)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 2: an unsolicited response on an idle "
-                   "pooled connection is swallowed and the connection reused")
 @profile(0.3)
 @given(EXTRA_PAYLOADS)
 @example("full")
 def test_an_unsolicited_response_on_an_idle_pooled_connection_retires_it(
         hostile: Harness, kind: str) -> None:
+    """Issue 11 item 2."""
     backend = hostile.backend
     assert isinstance(backend, HostileBackend)
     first, second = new_tag().encode(), new_tag().encode()
@@ -164,14 +162,13 @@ def test_an_unsolicited_response_on_an_idle_pooled_connection_retires_it(
         check_own_bytes_only(hostile, received)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 9: a 101 to a request that asked for no "
-                   "upgrade is relayed, not a 502")
 @profile(0.3)
 @given(st.sampled_from([b"\r\n", b"Upgrade: h2c\r\nConnection: upgrade\r\n\r\n",
                         b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\nTUNNEL"]))
 @example(b"\r\n")
 def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(
         hostile: Harness, payload: bytes) -> None:
+    """Issue 11 item 9."""
     backend = hostile.backend
     assert isinstance(backend, HostileBackend)
     tag = new_tag().encode()
@@ -182,13 +179,12 @@ def test_a_101_to_a_request_that_asked_for_no_upgrade_is_a_502(
     check_own_bytes_only(hostile, {tag: data})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 5: a POST read by the backend on a reused "
-                   "connection that closes unanswered is sent again on a fresh one")
 @profile(0.3)
 @given(st.sampled_from([b"POST", b"PATCH"]), st.integers(0, 10))
 @example(b"POST", 0)
 def test_a_non_idempotent_request_is_never_sent_twice(
         hostile: Harness, method: bytes, offset: int) -> None:
+    """Issue 11 item 5."""
     backend = hostile.backend
     assert isinstance(backend, HostileBackend)
     warm, tag = new_tag().encode(), new_tag().encode()

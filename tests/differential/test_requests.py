@@ -1,9 +1,10 @@
 """Generated client requests through a real balancer to a recording backend: the two-sided
 invariant of check.py holds for every example (see requests.py for what is drawn).
 
-Families that fail today because of a known defect (issue 11) are marked xfail(strict) and
-carry the minimal reproducer as an explicit example, so they fail on every run until the fix
-lands, then XPASS (strict: the suite turns red until the marker is removed).
+Each family that found an issue-11 defect names the item and keeps its minimal reproducer as an
+explicit example (all failed before the framing fix, 500fc5b). Defects found here that are not
+in issue 11 are xfail(strict) with "new finding" in the reason: they fail on every run until
+fixed, then XPASS (strict: the suite turns red until the marker is removed).
 """
 
 import dataclasses
@@ -64,8 +65,6 @@ def test_pipelined_requests_each_get_their_own_answer_in_order(
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 1: Connection may remove Content-Length "
-                   "or Host from the forwarded request (smuggling)")
 @profile()
 @given(pipelines(2, connection=True, framings=("cl", "chunked")))
 @example([spec(b"Connection: content-length", b"Content-Length: %d" % len(SMUGGLED),
@@ -73,17 +72,7 @@ def test_pipelined_requests_each_get_their_own_answer_in_order(
 @example([spec(b"Connection: host", why="Connection: host")])
 def test_connection_naming_any_header_never_changes_framing_or_host(
         harness: Harness, specs: list[RequestSpec]) -> None:
-    exchange(harness, specs)
-
-
-@profile()
-@given(pipelines(2, connection=True, framings=("cl", "chunked")).filter(
-    lambda specs: not any(t in h.lower() for s in specs for h in s.headers
-                          if h.lower().startswith(b"connection")
-                          for t in (b"content-length", b"host"))))
-def test_connection_naming_other_headers_keeps_framing(
-        harness: Harness, specs: list[RequestSpec]) -> None:
-    """The part of the family above that works today (so it keeps being checked)."""
+    """Issue 11 item 1 (smuggling through Connection)."""
     exchange(harness, specs)
 
 
@@ -105,42 +94,37 @@ def test_http10_requests_with_transfer_encoding_are_refused(
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 12: an HTTP/1.0 request without Host is "
-                   "forwarded with Host: localhost")
 @profile(0.5)
 @given(pipelines(2, version="1.0", host=False, framings=("cl",), absolute=False))
 @example([spec(version="1.0", host=None, persistent=False, why="HTTP/1.0 without Host")])
 def test_http10_without_host_never_gets_a_host_it_did_not_send(
         harness: Harness, specs: list[RequestSpec]) -> None:
+    """Issue 11 item 12 (HTTP/1.0 without Host was forwarded with Host: localhost)."""
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 12: 100 Continue is sent to HTTP/1.0 "
-                   "clients")
 @profile(0.5)
 @given(pipelines(2, version="1.0", expect=True, framings=("cl",)))
 @example([spec(b"Expect: 100-continue", b"Content-Length: 2", method="POST", body=b"ab",
                version="1.0", persistent=False, expect=True, why="HTTP/1.0 Expect")])
 def test_http10_clients_get_no_interim_responses(harness: Harness, specs: list[RequestSpec]
                                                  ) -> None:
+    """Issue 11 item 12 (100 Continue was sent to HTTP/1.0 clients)."""
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 12: Transfer-Encoding gzip, chunked is "
-                   "accepted and the gzip coding dropped")
 @profile(0.5)
 @given(st.sampled_from([b"gzip", b"deflate", b"x-custom", b"compress, gzip"]),
        st.binary(min_size=1, max_size=20))
 @example(b"gzip", b"abc")
 def test_a_coding_before_chunked_is_refused(harness: Harness, coding: bytes, body: bytes) -> None:
+    """Issue 11 item 12 (gzip, chunked was accepted and the gzip coding dropped)."""
     chunks = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
     exchange(harness, [spec(b"Transfer-Encoding: " + coding + b", chunked", method="POST",
                             body=body, wire_body=chunks, kind="reject",
                             why=f"Transfer-Encoding {coding.decode()}, chunked: a coding")])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 9: bytes sent with an upgrade request are "
-                   "lost and a request pipelined after a declined upgrade is not answered")
 @profile(0.5)
 @given(st.tuples(requests(upgrade=True, close_allowed=False, framings=("cl",)),
                  requests(framings=("cl",))).map(list))
@@ -149,6 +133,7 @@ def test_a_coding_before_chunked_is_refused(harness: Harness, coding: bytes, bod
                method="POST", body=b"hello", why="Upgrade: websocket with a body")])
 def test_declined_upgrade_requests_keep_their_body_and_the_connection(
         harness: Harness, specs: list[RequestSpec]) -> None:
+    """Issue 11 item 9 (upgrade bytes lost; a request pipelined after it unanswered)."""
     exchange(harness, specs)
 
 
@@ -158,14 +143,12 @@ UNDERSCORED = st.lists(st.tuples(
     st.sampled_from([b"6.6.6.6", b"https", b"forged", b"internal"])), min_size=1, max_size=3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 11: underscore spellings of the "
-                   "forwarding headers pass through")
 @profile(0.5)
 @given(requests(extra_fields=UNDERSCORED))
 @example(spec(b"X_Forwarded_For: 6.6.6.6", why="X_Forwarded_For"))
 def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_backend(
         harness: Harness, request_spec: RequestSpec) -> None:
-    """Dropping such a header or refusing the request (4xx) are both fine."""
+    """Issue 11 item 11. Dropping such a header or refusing the request (4xx) are both fine."""
     either = dataclasses.replace(request_spec, kind=worst(request_spec.kind, "either"))
     exchange(harness, [either], extra=no_underscore_twins)
 
