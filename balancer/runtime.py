@@ -194,6 +194,8 @@ class Runtime:
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
         """The effective weight of each backend of the pool (for metrics and status)."""
+        if not pool.backends:  # discovered names not resolved yet
+            return []
         return effective_weights([view.stats(a) for a in pool.backends],
                                  [pool.static_weight[a] for a in pool.backends],
                                  now, self.balancing,
