@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Running, echo_app, wait_for
+from tests.conftest import SEEN, Running, echo_app, wait_for
 from tests.dnsmasq import DNSMASQ, Dnsmasq
 
 HOSTS = [f"127.0.0.{i}" for i in range(2, 8)]
@@ -142,8 +142,11 @@ async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_conn
     stop = asyncio.Event()
 
     async def client(index: int) -> None:
+        sent = 0
         while not stop.is_set():  # requests of 0-150 ms: some are always in flight
-            async with session.get(f"{running.url}/slow?s={index % 4 * 0.05}") as response:
+            sent += 1
+            url = f"{running.url}/slow?s={index % 4 * 0.05}&id={index}-{sent}"
+            async with session.get(url) as response:
                 await response.read()
                 statuses[response.status] += 1
                 served[response.headers.get("X-Backend", "?")] += 1
@@ -161,6 +164,10 @@ async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_conn
         await asyncio.gather(*clients)
     assert set(statuses) == {200}, statuses
     assert sum(balancer.metrics.retries.values()) == 0
+    # two-sided: each request reached a backend exactly once (none cut off and sent again)
+    received = Counter(i for runner in fleet.runners.values() for i in runner.app[SEEN])
+    assert received.total() == statuses.total()
+    assert [i for i, n in received.items() if n > 1] == []
     # the gone backends' connections close once their requests finished
     await wait_for(lambda: fleet.connections(HOSTS[1]) + fleet.connections(HOSTS[2]) == 0,
                    what="the retired backends' connections to close")
