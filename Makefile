@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak bench-discovery
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -50,3 +50,7 @@ bench-idle: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
+
+bench-discovery: $(STAMP)
+	@sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base
+	$(BIN)/python bench/discovery/run.py
