@@ -2,14 +2,15 @@
 the file system changed it (a Kubernetes ConfigMap's `..data` symlink swap, an editor's or
 git's atomic rename), exactly as on SIGHUP: a bad file is refused, the old config serves."""
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from balancer.filewatch import file_digest
-from tests.conftest import Backend, Process, one_pool_config
+from balancer.filewatch import file_digest, watch_file
+from tests.conftest import Backend, Process, one_pool_config, wait_for
 from tests.test_workers import _free_port
 
 StartProcess = Callable[..., Process]
@@ -88,3 +89,30 @@ def test_file_digest_follows_symlinks_and_is_none_for_a_missing_file(tmp_path: P
     (tmp_path / "link.yaml").symlink_to(target)
     assert file_digest(str(tmp_path / "link.yaml")) == file_digest(str(target)) is not None
     assert file_digest(str(tmp_path / "missing.yaml")) is None
+
+
+async def test_with_watch_off_no_change_reloads_and_turning_it_on_starts_from_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "balancer.yaml"
+    path.write_text("a")
+    on, changes, polls = [False], [], [0]
+
+    def is_on() -> bool:
+        polls[0] += 1
+        return on[0]
+
+    task = asyncio.get_running_loop().create_task(
+        watch_file(str(path), is_on, lambda: changes.append(path.read_text()), poll=0.01))
+    try:
+        await wait_for(lambda: polls[0] >= 1, what="the first poll")  # "a" read: the baseline
+        path.write_text("b")
+        await wait_for(lambda: polls[0] >= 5, what="five polls with watch off")
+        assert changes == []
+        on[0] = True  # as a reload to `watch: true` would: that reload read "b" already
+        await wait_for(lambda: polls[0] >= 10, what="five polls with watch on")
+        assert changes == []
+        path.write_text("c")
+        await wait_for(lambda: changes == ["c"], what="the change to be seen")
+    finally:
+        task.cancel()
