@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from balancer.config import load_config
 from balancer.filewatch import file_digest, watch_file
 from tests.conftest import Backend, Process, one_pool_config, wait_for
 from tests.test_workers import _free_port
@@ -91,6 +92,12 @@ def test_file_digest_follows_symlinks_and_is_none_for_a_missing_file(tmp_path: P
     assert file_digest(str(tmp_path / "missing.yaml")) is None
 
 
+def test_file_digest_is_the_digest_a_loaded_config_has(tmp_path: Path) -> None:
+    path = tmp_path / "balancer.yaml"
+    path.write_bytes(one_pool_config("http://127.0.0.1:1").encode().replace(b"\n", b"\r\n"))
+    assert file_digest(str(path)) == load_config(str(path)).digest
+
+
 async def test_with_watch_off_no_change_reloads_and_turning_it_on_starts_from_the_file(
     tmp_path: Path,
 ) -> None:
@@ -103,7 +110,8 @@ async def test_with_watch_off_no_change_reloads_and_turning_it_on_starts_from_th
         return on[0]
 
     task = asyncio.get_running_loop().create_task(
-        watch_file(str(path), is_on, lambda: changes.append(path.read_text()), poll=0.01))
+        watch_file(str(path), is_on, lambda: changes.append(path.read_text()),
+                   file_digest(str(path)), poll=0.01))
     try:
         await wait_for(lambda: polls[0] >= 1, what="the first poll")  # "a" read: the baseline
         path.write_text("b")
