@@ -122,5 +122,24 @@ async def test_with_watch_off_no_change_reloads_and_turning_it_on_starts_from_th
         assert changes == []
         path.write_text("c")
         await wait_for(lambda: changes == ["c"], what="the change to be seen")
+        seen_at = polls[0]
+        await wait_for(lambda: polls[0] >= seen_at + 5, what="five more polls")
+        assert changes == ["c"]  # once per change, not once per poll
+    finally:
+        task.cancel()
+
+
+async def test_a_change_made_before_the_watch_starts_is_seen(tmp_path: Path) -> None:
+    """The baseline is the config loaded, not the file when the task first runs."""
+    path = tmp_path / "balancer.yaml"
+    path.write_text("a")
+    loaded = file_digest(str(path))
+    path.write_text("b")  # between loading and the watch's first poll
+    changes: list[str] = []
+    task = asyncio.get_running_loop().create_task(
+        watch_file(str(path), lambda: True, lambda: changes.append(path.read_text()), loaded,
+                   poll=0.01))
+    try:
+        await wait_for(lambda: changes == ["b"], what="the early change to be seen")
     finally:
         task.cancel()
