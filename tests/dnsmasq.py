@@ -115,7 +115,19 @@ class Dnsmasq:
                 raise AssertionError(f"dnsmasq still answers {answers}, not {records}")
             time.sleep(0.05)
 
+    def pause(self) -> None:
+        """Down without giving up its port (SIGSTOP: queries go unanswered and time out);
+        a restart could find the port taken by another process meanwhile."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused one must be able to exit
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -183,12 +183,12 @@ async def test_a_resolver_that_goes_down_keeps_the_last_set_serving(
     running = await balancer_factory(config(dnsmasq, fleet.port))
     failures = running.balancer.metrics.discovery_failures
     key = f"svc.test:{fleet.port}"
-    dnsmasq.stop()
+    dnsmasq.pause()  # down: no answers (it keeps its port, so it can come back on it)
     await wait_for(lambda: failures[key] >= 2, what="two failed resolutions")
     assert set(await spread(session, running.url, 8)) == set(HOSTS[:2])
     async with session.get(f"{running.admin_url}/metrics") as response:
         assert f'balancer_discovery_failures_total{{name="{key}"}}' in await response.text()
-    dnsmasq.start()  # back, on the same port, with a smaller set: followed again
+    dnsmasq.resume()  # back, with a smaller set: followed again
     dnsmasq.publish({"svc.test": HOSTS[:1]})
     await wait_for_backends(session, running.url, set(HOSTS[:1]))
 
