@@ -1,4 +1,5 @@
-"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`.
+"""The admin listener: `/` (status page), `/healthz`, `/livez`, `/readyz`, `/status` (JSON),
+`/metrics`, `POST /reload`.
 
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
@@ -25,6 +26,8 @@ def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Ap
     app[BALANCER] = balancer
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_post("/reload", reload)
     app.router.add_get("/metrics", metrics)
@@ -37,12 +40,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def token_middleware(get_token: Callable[[web.Request], str | None]) -> Middleware:
-    """With an admin token set, everything but /healthz needs `Authorization: Bearer TOKEN`
+    """With an admin token set, everything but the PROBES needs `Authorization: Bearer TOKEN`
     (or `?token=TOKEN`, which the status page passes on to the requests it makes)."""
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = get_token(request)
-        if token is None or request.path == "/healthz" or token_matches(request, token):
+        if token is None or request.path in PROBES or token_matches(request, token):
             return await handler(request)
         return web.Response(status=401, text="401 admin token required\n",
                             headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
@@ -66,6 +69,28 @@ async def status_page(request: web.Request) -> web.Response:
     """The status page for people: static HTML whose script renders `/status` every second."""
     return web.Response(body=STATUS_PAGE.read_bytes(), content_type="text/html",
                         charset="utf-8", headers={"Cache-Control": "no-store"})
+
+
+# Answered without the admin token: a kubelet or a container engine's health check has none.
+# They say nothing a client could not learn from the public port.
+PROBES = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process answers. 200 also while draining (a restart would cut the requests
+    the grace period and the drain are there to finish)."""
+    return web.Response(text="alive\n", headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 `starting` until the public listeners serve the first config, 503
+    `draining` from SIGTERM on (the grace period), else 200."""
+    balancer = request.app[BALANCER]
+    if balancer.draining:
+        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
+    if not balancer.public_addresses:
+        return web.Response(status=503, text="starting\n", headers={"Cache-Control": "no-store"})
+    return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
