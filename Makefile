@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak \
+	image compose-up compose-down
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -49,3 +50,36 @@ bench-idle: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
+
+# -- container images and the Compose stack (README, Deploying) ------------------------------
+# ENGINE=docker works too. BASE: the image both Dockerfiles start FROM; when it can be neither
+# found nor pulled (no registry reachable), deploy/base-image.sh builds LOCAL_BASE from Debian
+# packages (debootstrap, Python 3.13) and that is used instead.
+ENGINE ?= podman
+BASE ?= python:3.12-slim
+LOCAL_BASE ?= localhost/echonext-base:trixie
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	else echo podman-compose; fi)
+
+image:
+	@if [ "$(ENGINE)" = podman ]; then sh deploy/podman-setup.sh; fi
+	@base="$(BASE)"; \
+	if ! $(ENGINE) image inspect "$$base" >/dev/null 2>&1 \
+	   && ! timeout 120 $(ENGINE) pull -q "$$base" >/dev/null 2>&1; then \
+	    echo "cannot pull $$base: using $(LOCAL_BASE), built from Debian packages"; \
+	    sh deploy/base-image.sh "$(LOCAL_BASE)" || exit 1; base="$(LOCAL_BASE)"; \
+	fi; \
+	$(ENGINE) build --build-arg BASE="$$base" -t echonext-balancer:latest -f Dockerfile . \
+	&& $(ENGINE) build --build-arg BASE="$$base" -t echonext-backend:latest \
+	    -f Dockerfile.backend . \
+	&& $(ENGINE) run --rm echonext-balancer:latest python -c \
+	    "import importlib.util as u, sys; sys.exit(u.find_spec('pyechonext') is not None)" \
+	&& echo "images echonext-balancer:latest (no pyechonext) and echonext-backend:latest built"
+
+# SCALE=3: replicas of the async backend; discovered by DNS, no YAML edit
+SCALE ?= 2
+compose-up: image
+	$(COMPOSE) -f deployment.yml up -d --scale async=$(SCALE)
+
+compose-down:
+	$(COMPOSE) -f deployment.yml down
