@@ -21,6 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff check balancer backends tests bench
 	$(BIN)/mypy
 	@sh scripts/ensure-debs.sh chromium:chromium || echo "note: no chromium: the status page tests skip (and fail under CI=true)"
+	@sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base || echo "note: no dnsmasq: the DNS discovery tests skip (and fail under CI=true)"
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from balancer.cgroup import available_cpus
+
 HEADER = "endpoint-load-metrics"
 SAMPLE_INTERVAL = 0.5
 
@@ -86,6 +88,7 @@ class LoadMeter:
         workers: int,
         queue_depth: Callable[[], int] | None = None,
         root_pid: int | None = None,
+        cgroup_root: str = "/",
     ) -> None:
         self.counters = counters
         self.workers = workers
@@ -95,7 +98,7 @@ class LoadMeter:
         self.rps = 0.0
         self.eps = 0.0
         self._sampler_pid = 0
-        self._cores = os.cpu_count() or 1
+        self._cores = available_cpus(cgroup_root)  # a container's quota, not the host's
 
     def begin(self) -> tuple[float, float]:
         """Start timing a request (on the thread that will run it)."""

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--workers", default="1",
-                     help="worker processes sharing the listeners: N or auto (the CPU count)")
+                     help="worker processes sharing the listeners: N or auto (the CPUs the "
+                          "cgroup quota allows, else the core count)")
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
     worker.add_argument("-c", "--config", required=True)

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from balancer.addresses import Address
 from balancer.admin import livez, status_page, token_middleware
 from balancer.aggregate import merge_expositions, merge_status
+from balancer.cgroup import worker_count
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, describe
 from balancer.yamltree import ConfigError
@@ -368,10 +369,9 @@ def _exit_text(code: int) -> str:
 
 
 def workers_from_arg(text: str) -> int:
-    """`--workers N` or `auto` (the CPU count)."""
+    """`--workers N` or `auto` (the CPUs allowed: the cgroup quota, else the cores)."""
     if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        return worker_count()
     count = int(text)
     if count < 1:
         raise ValueError("at least 1 worker")
