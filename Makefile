@@ -59,8 +59,10 @@ bench-soak: $(STAMP)
 ENGINE ?= podman
 BASE ?= python:3.12-slim
 LOCAL_BASE ?= localhost/echonext-base:trixie
+# docker compose where there is one, else podman-compose from PyPI (Debian 12's 1.0.3 cannot
+# run deployment.yml: it mangles CMD health checks)
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
-	else echo podman-compose; fi)
+	else echo $(BIN)/podman-compose; fi)
 
 image:
 	@if [ "$(ENGINE)" = podman ]; then sh deploy/podman-setup.sh; fi
@@ -77,10 +79,20 @@ image:
 	    "import importlib.util as u, sys; sys.exit(u.find_spec('pyechonext') is not None)" \
 	&& echo "images echonext-balancer:latest (no pyechonext) and echonext-backend:latest built"
 
-# SCALE=3: replicas of the async backend; discovered by DNS, no YAML edit
-SCALE ?= 2
-compose-up: image
-	$(COMPOSE) -f deployment.yml up -d --scale async=$(SCALE)
+COMPOSE_TOOL := $(if $(findstring podman-compose,$(COMPOSE)),$(BIN)/podman-compose)
+$(BIN)/podman-compose: $(STAMP)
+	$(BIN)/python -m pip install -q 'podman-compose>=1.2'
 
-compose-down:
+# SCALE=3: replicas of the async backend (default: deploy.replicas), discovered by DNS, no
+# YAML edit. (podman-compose 1.6 then runs one replica of every other service.)
+SCALE ?=
+compose-up: image $(COMPOSE_TOOL)
+	$(COMPOSE) -f deployment.yml up -d $(if $(SCALE),--scale async=$(SCALE))
+
+# podman-compose's down leaves the replicas past the first of a scaled service running
+compose-down: $(COMPOSE_TOOL)
 	$(COMPOSE) -f deployment.yml down
+	@if [ "$(ENGINE)" = podman ]; then \
+	    ids=$$(podman ps -aq --filter label=io.podman.compose.project=echonext); \
+	    [ -z "$$ids" ] || podman rm -f $$ids >/dev/null; \
+	    podman network rm -f echonext_default >/dev/null 2>&1 || true; fi

@@ -93,6 +93,23 @@ def test_the_balancer_image_installs_no_backend_dependency() -> None:
     assert "'.[backends]'" in (ROOT / "Dockerfile.backend").read_text()
 
 
+def test_each_image_copies_the_project_modules_its_code_imports() -> None:
+    """What backends/ imports from balancer/ (at module level, as a runner loads it) is in the
+    backend image; the balancer image imports nothing from backends/ but the probe."""
+    backend_file = (ROOT / "Dockerfile.backend").read_text()
+    imported = set()
+    for path in (ROOT / "backends").rglob("*.py"):
+        if path.name != "stack.py":  # `make run` only, never in an image
+            imported |= set(re.findall(r"^\s*(?:from|import) (balancer[\w.]*)", path.read_text(),
+                                       re.M))
+    if imported:
+        assert "COPY balancer balancer" in backend_file, imported
+    balancer_file = (ROOT / "Dockerfile").read_text()
+    for path in (ROOT / "balancer").rglob("*.py"):
+        assert not re.search(r"^\s*(?:from|import) backends", path.read_text(), re.M), path
+    assert "COPY backends/probe.py backends/probe.py" in balancer_file
+
+
 def _mounted_config_text() -> str:
     """The file the balancer's `-c` names, through the mounted directory."""
     balancer = SERVICES["balancer"]
@@ -118,7 +135,9 @@ def test_the_mounted_config_passes_check_and_discovers_the_services(tmp_path: Pa
         assert host == "0.0.0.0"
         listening[name] = (port, kind)
     assert {d.name: (d.port, d.kind) for d in discovered} == listening
-    assert {b.host for pool in config.pools for b in pool.backends} == set(listening)
+    named = {b.host for pool in config.pools for b in pool.backends}  # before discovery landed
+    named |= {d.name for pool in config.pools for d in getattr(pool, "discover", ())}
+    assert named == set(listening)
     assert yaml.safe_load(text)["discovery"] == {"interval": "5s"}
     published = {mapping.rsplit(":", 1)[1] for mapping in SERVICES["balancer"]["ports"]}
     assert published == {str(config.listen[0].port)}, "the admin port is not published"
