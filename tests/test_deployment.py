@@ -145,9 +145,15 @@ def test_the_mounted_config_passes_check_and_discovers_the_services(tmp_path: Pa
     assert config.admin_token is None  # with a token, it could listen on 0.0.0.0
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_passes_check(path: Path, tmp_path: Path) -> None:
+    check_config_text(path.read_text(), tmp_path, path.name)
+
+
 def test_backends_scale_by_replicas_not_by_numbered_services() -> None:
     for name, service in BACKENDS.items():
         assert service["deploy"]["replicas"] >= 1, name
+        assert service["deploy"]["mode"] == "replicated", "podman-compose ignores it otherwise"
         assert "container_name" not in service, "a fixed name cannot be scaled"
         assert "ports" not in service, "replicas would clash on a published port"
 
