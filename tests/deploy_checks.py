@@ -125,6 +125,8 @@ def _contract_checked(document: dict[str, Any]) -> dict[str, Any]:
     for name, spec in document["pools"].items():
         backends = []
         for entry in spec["backends"]:
+            if isinstance(entry, dict):
+                assert set(entry) <= {"address", "discover", "weight"}, entry
             if isinstance(entry, dict) and "discover" in entry:
                 assert set(entry) <= {"discover", "weight"}, entry
                 assert DISCOVER_URL.fullmatch(entry["discover"]), entry

@@ -180,3 +180,21 @@ async def test_probe_command_reports_health_by_exit_code(
     assert await asyncio.to_thread(probe_main, ["http://127.0.0.1:1"]) == 1  # nothing there
     assert probe_main(["nonsense"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_the_contract_check_used_before_discovery_landed_refuses_other_spellings() -> None:
+    """tests/deploy_checks.py's fallback for a balancer without discovery: the contract's
+    spellings pass (as fixed addresses), any other is refused."""
+    from tests.deploy_checks import _contract_checked
+
+    document = yaml.safe_load(_mounted_config_text())
+    stripped = _contract_checked(document)
+    assert "discovery" not in stripped
+    assert stripped["pools"]["io"]["backends"] == [{"address": "http://async:8000"}]
+    for bad in ({"discovery": {"intervall": "5s"}}, {"resolver": ["127.0.0.11:53"]},
+                {"resolvers": ["dns.example"]}):
+        with pytest.raises(AssertionError):
+            _contract_checked({**document, **bad})
+    misspelt = {**document, "pools": {"io": {"backends": [{"discovery": "http://a:1"}]}}}
+    with pytest.raises(AssertionError):
+        _contract_checked(misspelt)
