@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak \
+.PHONY: run test check clean bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak bench-discovery \
 	image compose-up compose-down
 
 $(BIN)/python:
@@ -51,6 +51,10 @@ bench-idle: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
+
+bench-discovery: $(STAMP)
+	@sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base
+	$(BIN)/python bench/discovery/run.py
 
 # -- container images and the Compose stack (README, Deploying) ------------------------------
 # ENGINE=docker works too. BASE: the image both Dockerfiles start FROM; when it can be neither

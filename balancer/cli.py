@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         backends = sum(len(pool.backends) for pool in config.pools)
+        names = sum(len(pool.discover) for pool in config.pools)
+        discovered = f", {names} discovered name(s)" if names else ""
         print(f"{args.config}: ok ({len(config.listen)} listener(s), {len(config.pools)} pool(s), "
-              f"{backends} backend(s), digest {config.digest})")
+              f"{backends} backend(s){discovered}, digest {config.digest})")
         return 0
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s balancer[%(process)d] %(levelname)s %(message)s")

@@ -18,18 +18,27 @@ POLL = 0.5
 
 
 def file_digest(path: str) -> str | None:
-    """The SHA-256 of the file's bytes (following symlinks); None when it cannot be read."""
+    """The file's digest as `Config.digest` has it (SHA-256 of the text read as UTF-8, 12
+    hex digits), following symlinks; None when it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
+            raw = fh.read()
     except OSError:
         return None
+    try:
+        with open(path, encoding="utf-8") as fh:  # as load_config reads it (newlines too)
+            raw = fh.read().encode()
+    except (OSError, UnicodeDecodeError):
+        pass  # a change all the same: the reload will say what is wrong
+    return hashlib.sha256(raw).hexdigest()[:12]
 
 
 async def watch_file(path: str, is_on: Callable[[], bool], on_change: Callable[[], None],
-                     poll: float = POLL) -> None:
-    """Call `on_change` whenever the content differs from the last seen, while `is_on()`."""
-    seen = file_digest(path)
+                     loaded: str | None, poll: float = POLL) -> None:
+    """Call `on_change` whenever the content differs from the last seen, while `is_on()`.
+    `loaded` is the digest of the config serving: a change made before the first poll (or
+    before this task ran at all) is seen too."""
+    seen = loaded
     while True:
         await asyncio.sleep(poll)
         if not is_on():

@@ -28,6 +28,7 @@ from balancer.config import Config, load_config
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
 from balancer.discovery_dns import Discovered, DnsDiscovery
+from balancer.filewatch import watch_file
 from balancer.metrics import Metrics, build_registry
 from balancer.monitor import HealthMonitor
 from balancer.proxy import Proxy
@@ -370,9 +371,13 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
-    orphan_watch = None
+    orphan_watch = file_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
+    elif config_path is not None:  # a supervisor watches for its workers
+        file_watch = loop.create_task(watch_file(
+            config_path, lambda: balancer.runtime.config.watch,
+            lambda: received.put_nowait(signal.SIGHUP), config.digest))
     # Everything made so far (modules, the runtime, the app) lives as long as the process:
     # out of the collector's sight, full collections stop walking it (a 50-rule reload's
     # slowest builds fell from 14-16 ms to under 4 ms)
@@ -397,8 +402,9 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
         break
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
-    if orphan_watch is not None:
-        orphan_watch.cancel()
+    for task in (orphan_watch, file_watch):
+        if task is not None:
+            task.cancel()
     await balancer.stop()
     log.info("stopped")
     return 0

@@ -37,6 +37,7 @@ from balancer.admin import livez, status_page, token_middleware
 from balancer.aggregate import merge_expositions, merge_status
 from balancer.cgroup import worker_count
 from balancer.config import Config, load_config
+from balancer.filewatch import watch_file
 from balancer.server import ReloadOutcome, bind, describe
 from balancer.yamltree import ConfigError
 
@@ -268,6 +269,9 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
         log.error("%s", exc)
         await supervisor.stop()
         return 1
+    file_watch = loop.create_task(watch_file(
+        config_path, lambda: supervisor.config.watch,
+        lambda: received.put_nowait(signal.SIGHUP), supervisor.config.digest))
     while True:
         sig = await received.get()
         if sig == signal.SIGHUP:
@@ -275,6 +279,7 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
             continue
         log.info("%s: stopping %d workers", sig.name, len(supervisor.workers))
         break
+    file_watch.cancel()
     code = await supervisor.stop()
     log.info("stopped")
     return code

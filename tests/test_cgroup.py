@@ -26,9 +26,13 @@ def tree(root: Path, files: dict[str, str]) -> str:
     ({"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "max 100000\n"}, None),
     # v2 on a host: the process's cgroup and its ancestors; the smallest limit wins
     ({"proc/self/cgroup": "0::/kubepods/pod1/c1\n",
-      "sys/fs/cgroup/kubepods/pod1/c1/cpu.max": "max 100000\n",
+      "sys/fs/cgroup/kubepods/pod1/c1/cpu.max": "400000 100000\n",
       "sys/fs/cgroup/kubepods/pod1/cpu.max": "50000 100000\n",
-      "sys/fs/cgroup/kubepods/cpu.max": "400000 100000\n"}, 0.5),
+      "sys/fs/cgroup/kubepods/cpu.max": "max 100000\n"}, 0.5),
+    # v1 mounted under the name the process's cgroup line gives
+    ({"proc/self/cgroup": "3:cpuacct,cpu:/\n",
+      "sys/fs/cgroup/cpuacct,cpu/cpu.cfs_quota_us": "300000\n",
+      "sys/fs/cgroup/cpuacct,cpu/cpu.cfs_period_us": "100000\n"}, 3.0),
     # v1: cfs quota and period, -1 = none; under the combined cpu,cpuacct mount
     ({"proc/self/cgroup": "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n",
       "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "200000\n",

@@ -1,12 +1,15 @@
 """DNS discovery's pure core (balancer.discovery), its config keys, and the runtime's pools
 built from discovered addresses. Table-driven, synchronous, fake clock."""
 
+import ipaddress
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from balancer.addresses import Address
-from balancer.config import Discover, DiscoveryConfig, parse_config
+from balancer.config import Discover, DiscoveryConfig, _resolver, parse_config
 from balancer.discovery import Failed, NameState, Resolved, observe, wanted_names
 from balancer.runtime import Runtime
 from balancer.yamltree import ConfigError
@@ -164,3 +167,17 @@ def test_a_pool_whose_names_never_resolved_has_no_backend_and_names_them() -> No
     config = parse_config("listen: 1\npools: {d: {backends: [{discover: http://a:1}]}}\n")
     pool = Runtime(config, 1, random.Random(1)).pools["d"]
     assert pool.backends == () and pool.unresolved == ("a:1",)
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.none(),
+                 st.builds(lambda ip, port: f"{ip}:{port}", st.ip_addresses(v=4).map(str),
+                           st.integers(-5, 70000)),
+                 st.builds(lambda ip, port: f"[{ip}]:{port}", st.ip_addresses(v=6).map(str),
+                           st.integers(-5, 70000))))
+def test_any_resolver_entry_parses_to_an_ip_and_port_or_says_why(raw: object) -> None:
+    try:
+        host, port = _resolver(raw)
+    except ValueError as exc:
+        assert "DNS server" in str(exc) or "port" in str(exc)
+        return
+    assert ipaddress.ip_address(host) and 0 < port <= 65535

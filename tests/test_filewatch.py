@@ -2,14 +2,16 @@
 the file system changed it (a Kubernetes ConfigMap's `..data` symlink swap, an editor's or
 git's atomic rename), exactly as on SIGHUP: a bad file is refused, the old config serves."""
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from balancer.filewatch import file_digest
-from tests.conftest import Backend, Process, one_pool_config
+from balancer.config import load_config
+from balancer.filewatch import file_digest, watch_file
+from tests.conftest import Backend, Process, one_pool_config, wait_for
 from tests.test_workers import _free_port
 
 StartProcess = Callable[..., Process]
@@ -88,3 +90,56 @@ def test_file_digest_follows_symlinks_and_is_none_for_a_missing_file(tmp_path: P
     (tmp_path / "link.yaml").symlink_to(target)
     assert file_digest(str(tmp_path / "link.yaml")) == file_digest(str(target)) is not None
     assert file_digest(str(tmp_path / "missing.yaml")) is None
+
+
+def test_file_digest_is_the_digest_a_loaded_config_has(tmp_path: Path) -> None:
+    path = tmp_path / "balancer.yaml"
+    path.write_bytes(one_pool_config("http://127.0.0.1:1").encode().replace(b"\n", b"\r\n"))
+    assert file_digest(str(path)) == load_config(str(path)).digest
+
+
+async def test_with_watch_off_no_change_reloads_and_turning_it_on_starts_from_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "balancer.yaml"
+    path.write_text("a")
+    on, changes, polls = [False], [], [0]
+
+    def is_on() -> bool:
+        polls[0] += 1
+        return on[0]
+
+    task = asyncio.get_running_loop().create_task(
+        watch_file(str(path), is_on, lambda: changes.append(path.read_text()),
+                   file_digest(str(path)), poll=0.01))
+    try:
+        await wait_for(lambda: polls[0] >= 1, what="the first poll")  # "a" read: the baseline
+        path.write_text("b")
+        await wait_for(lambda: polls[0] >= 5, what="five polls with watch off")
+        assert changes == []
+        on[0] = True  # as a reload to `watch: true` would: that reload read "b" already
+        await wait_for(lambda: polls[0] >= 10, what="five polls with watch on")
+        assert changes == []
+        path.write_text("c")
+        await wait_for(lambda: changes == ["c"], what="the change to be seen")
+        seen_at = polls[0]
+        await wait_for(lambda: polls[0] >= seen_at + 5, what="five more polls")
+        assert changes == ["c"]  # once per change, not once per poll
+    finally:
+        task.cancel()
+
+
+async def test_a_change_made_before_the_watch_starts_is_seen(tmp_path: Path) -> None:
+    """The baseline is the config loaded, not the file when the task first runs."""
+    path = tmp_path / "balancer.yaml"
+    path.write_text("a")
+    loaded = file_digest(str(path))
+    path.write_text("b")  # between loading and the watch's first poll
+    changes: list[str] = []
+    task = asyncio.get_running_loop().create_task(
+        watch_file(str(path), lambda: True, lambda: changes.append(path.read_text()), loaded,
+                   poll=0.01))
+    try:
+        await wait_for(lambda: changes == ["b"], what="the early change to be seen")
+    finally:
+        task.cancel()
