@@ -120,7 +120,7 @@ def _contract_checked(document: dict[str, Any]) -> dict[str, Any]:
         assert DURATION.fullmatch(str(document["discovery"]["interval"])), document["discovery"]
     if "watch" in document:
         assert isinstance(document["watch"], bool)
-    stripped = {key: value for key, value in document.items() if key not in top}
+    stripped = {key: value for key, value in document.items() if key not in CONTRACT_TOP_KEYS}
     pools = {}
     for name, spec in document["pools"].items():
         backends = []
