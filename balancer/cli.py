@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -52,6 +53,8 @@ def _load(path: str) -> Config | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "check":
+        hold_sighup()  # until serve() or supervise() has its handler (then it is a reload)
     config = _load(args.config)
     if config is None:
         return 2
@@ -82,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 2
     return _run(supervise(config, args.config, workers, args.log_level))
+
+
+def hold_sighup() -> None:
+    """Block SIGHUP (its default action ends the process) until a handler is installed;
+    `python -m balancer` does this first thing, the console script from here."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 
 
 def _raise_open_file_limit() -> None:

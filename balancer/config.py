@@ -29,6 +29,7 @@ from balancer.yamltree import (
     as_ratio,
     as_str,
     compose,
+    decode,
     join,
 )
 
@@ -38,8 +39,8 @@ POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "leas
                                 "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LogFormat = Literal["text", "combined", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "combined", "json")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -142,6 +143,7 @@ class Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     access_log: AccessLogConfig | None = None
     admin_token: str | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()  # Host names the admin listener answers (no token)
     resolvers: tuple[tuple[str, int], ...] = ()  # DNS servers (ip, port); () = resolv.conf
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     watch: bool = True  # reload when the file's content changes
@@ -163,7 +165,8 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token", "resolvers", "discovery", "watch")
+            "health", "access_log", "admin_token", "admin_allowed_hosts", "resolvers",
+            "discovery", "watch")
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout", "max_tunnels")
 POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
@@ -173,11 +176,11 @@ BACKEND_KEYS = ("address", "discover", "weight")
 def load_config(path: str) -> Config:
     """Read and parse a config file; an unreadable file is a located ConfigError too."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
-    return parse_config(text, path)
+    return parse_config(decode(data, path), path)
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -192,7 +195,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     listen = _listen(reader, entries.get("listen"))
     admin = None
     if "admin" in entries and not _is_null(entries["admin"]):
-        admin = reader.convert(entries["admin"], "admin", parse_listen)
+        admin = reader.convert(entries["admin"], "admin", _resolvable(parse_listen))
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
@@ -201,6 +204,13 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     admin_token = None
     if "admin_token" in entries and not _is_null(entries["admin_token"]):
         admin_token = reader.convert(entries["admin_token"], "admin_token", as_token)
+    allowed_hosts: list[str] = []
+    if "admin_allowed_hosts" in entries:
+        items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
+        for index, item in enumerate(items):
+            name = reader.convert(item, join("admin_allowed_hosts", index), as_host_name)
+            if name is not None:
+                allowed_hosts.append(name)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -233,6 +243,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         health=health,
         access_log=access_log,
         admin_token=admin_token,
+        admin_allowed_hosts=tuple(allowed_hosts),
         resolvers=resolvers,
         discovery=discovery,
         watch=watch,
@@ -257,7 +268,7 @@ def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
         reader.fail(node, "listen", "at least one listen address is required")
     for index, item in enumerate(items):
         path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
-        address = reader.convert(item, path, parse_listen)
+        address = reader.convert(item, path, _resolvable(parse_listen))
         if address is None:
             continue
         if address in seen and not (address.kind == "tcp" and address.port == 0):
@@ -375,6 +386,17 @@ def as_token(raw: object) -> str:
     return raw
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*", re.IGNORECASE)
+
+
+def as_host_name(raw: object) -> str:
+    """A host name (or IPv4 address) as a Host header names it, without a port."""
+    if not isinstance(raw, str) or not _HOST_NAME.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not a host name (e.g. balancer.internal, no port)")
+    return raw.lower()
+
+
 def as_path(raw: object) -> str:
     if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in " \r\n"):
         raise ValueError(f"{raw!r} is not a request path (e.g. /__health)")
@@ -435,7 +457,7 @@ def _backend(
     """`http://host:port`, `{address: http://host:port, weight: 2}` or
     `{discover: http://name:port, weight: 2}` (the weight then goes in the Discover)."""
     if not isinstance(node, yaml.MappingNode):
-        return reader.convert(node, path, parse_backend), 1.0
+        return reader.convert(node, path, _resolvable(parse_backend)), 1.0
     entries = reader.mapping(node, path, BACKEND_KEYS) or {}
     weight = 1.0
     if "weight" in entries:
@@ -450,14 +472,15 @@ def _backend(
         reader.fail(node, path, "missing required key 'address' (or 'discover': a DNS name "
                                 "whose addresses are the backends)")
         return None, weight
-    return reader.convert(entries["address"], join(path, "address"), parse_backend), weight
+    return reader.convert(entries["address"], join(path, "address"),
+                          _resolvable(parse_backend)), weight
 
 
 def _discover(raw: object) -> Discover:
     expected = "a name to discover (expected http://name:port)"
     if not isinstance(raw, str) or not raw.startswith("http://"):
         raise ValueError(f"{raw!r} is not {expected}")
-    address = parse_backend(raw)
+    address = _resolvable(parse_backend)(raw)
     return Discover(address.host, address.port)
 
 
@@ -497,6 +520,23 @@ def _resolver(raw: object) -> tuple[str, int]:
     if not 0 < port <= 65535:
         raise ValueError(f"{raw!r}: port {port} is out of range (1-65535)")
     return text, port
+
+
+def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
+    """An address parser that also refuses a host name the resolver cannot take (`.0.0.1`,
+    `a..b`, control characters): getaddrinfo would raise UnicodeError at bind or connect."""
+    def checked(raw: object) -> Address:
+        address = parse(raw)
+        if address.kind == "tcp":
+            try:
+                ipaddress.ip_address(address.host)
+            except ValueError:
+                try:
+                    address.host.encode("idna")
+                except UnicodeError:
+                    raise ValueError(f"{address.host!r} is not a valid host name") from None
+        return address
+    return checked
 
 
 def _weight(raw: object) -> float:

@@ -8,9 +8,12 @@ unreadable file (a rename in progress) is no change: the next poll looks again.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+
+from balancer.yamltree import ConfigError, decode
 
 log = logging.getLogger("balancer")
 
@@ -25,11 +28,8 @@ def file_digest(path: str) -> str | None:
             raw = fh.read()
     except OSError:
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:  # as load_config reads it (newlines too)
-            raw = fh.read().encode()
-    except (OSError, UnicodeDecodeError):
-        pass  # a change all the same: the reload will say what is wrong
+    with contextlib.suppress(ConfigError):  # undecodable: a change all the same (the reload
+        raw = decode(raw, path).encode()     # will say what is wrong); else as load_config
     return hashlib.sha256(raw).hexdigest()[:12]
 
 

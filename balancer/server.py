@@ -29,6 +29,7 @@ from balancer.connections import Upstreams
 from balancer.costs import CostModel
 from balancer.discovery_dns import Discovered, DnsDiscovery
 from balancer.filewatch import watch_file
+from balancer.history import INTERVAL, History, take_snapshot
 from balancer.metrics import Metrics, build_registry
 from balancer.monitor import HealthMonitor
 from balancer.proxy import Proxy
@@ -93,22 +94,27 @@ class Balancer:
     """The running balancer: listeners, the proxy, the admin listener, connection pools."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,
-                 reuse_port: bool = True, admin: Address | None = None) -> None:
+                 reuse_port: bool = False, admin: Address | None = None) -> None:
         self.config_path = config_path
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry = build_registry(self)
+        # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
+        # them; a single process must not share its ports with a second instance unawares
+        self.history = History()
         self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
+        self._reload_lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._public: web.ServerRunner | None = None
         self._server: ProxyServer | None = None
         self._admin: web.AppRunner | None = None
         self._access_log: AccessLog | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self._upstreams: Upstreams | None = None
         self._monitor: HealthMonitor | None = None
         self._proxy: Proxy | None = None
@@ -145,6 +151,7 @@ class Balancer:
         self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
         server = self._server = ProxyServer(
             self._proxy.handle, config,
             on_bad_request=self.metrics.bad_request,
@@ -154,7 +161,7 @@ class Balancer:
             auto_decompress=False,
         )
         self._public = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=config.timeouts.drain)
+                                        shutdown_timeout=_aiohttp_timeout(config.timeouts.drain))
         await self._public.setup()
         # a worker's private admin socket (in the supervisor's 0700 directory) needs no token
         app = build_admin_app(self, check_token=self.admin_override is None)
@@ -180,11 +187,12 @@ class Balancer:
                 if existing is not None:
                     kept.append(existing)
                 else:
-                    fresh.append((address, admin, bind(address, reuse_port=self.reuse_port)))
-        except OSError as exc:
+                    reuse_port = self.reuse_port and not admin  # the admin port: never
+                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
+        except (OSError, UnicodeError) as exc:
             for _, _, sock in fresh:
                 sock.close()
-            raise ApplyError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise ApplyError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for address, admin, sock in fresh:
             site = web.SockSite(self._admin if admin else self._public, sock)
             await site.start()
@@ -227,8 +235,29 @@ class Balancer:
             if self._access_log is not None:
                 self._access_log.flush()
 
+    async def _sample_history(self) -> None:
+        while True:
+            self.history.add(take_snapshot(self, time.time()))
+            await asyncio.sleep(INTERVAL)
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): write to a fresh file at the configured path."""
+        if self._access_log is not None:
+            try:
+                self._access_log.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the access log %s: %s (still writing to the old "
+                          "file)", self._access_log.config.path, exc.strerror or exc)
+            else:
+                log.info("access log reopened")
+
     async def reload(self) -> ReloadOutcome:
-        """Load, validate and swap in the config file; on any error keep the current one."""
+        """Load, validate and swap in the config file; on any error keep the current one.
+        One reload at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         current = self.runtime
         started = time.perf_counter()
         if self.config_path is None:
@@ -244,6 +273,11 @@ class Balancer:
             except ApplyError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         (f"{self.config_path}: {exc}",))
+            except Exception as exc:  # a bug must not end the process: refuse, keep serving
+                log.exception("reload failed")
+                outcome = ReloadOutcome(False, current.generation, current.config.digest,
+                                        (f"{self.config_path}: internal error while reloading: "
+                                         f"{type(exc).__name__}: {exc}",))
         outcome = replace(outcome, at=time.time(),
                           seconds=round(time.perf_counter() - started, 6))
         self.reloads.append(outcome)
@@ -286,7 +320,8 @@ class Balancer:
         if self._server is not None:
             self._server.apply(config)  # limits and client timeouts of new connections
         if self._public is not None:
-            self._public._shutdown_timeout = config.timeouts.drain  # aiohttp's, read at stop
+            # aiohttp's, read at stop
+            self._public._shutdown_timeout = _aiohttp_timeout(config.timeouts.drain)
         self.upstreams.configure(runtime.backend_pools(), config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
@@ -308,8 +343,9 @@ class Balancer:
             if runner is not None:
                 await runner.cleanup()
         self._listeners = []
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in (self._flusher, self._sampler):
+            if task is not None:
+                task.cancel()
         if self._monitor is not None:
             await self._monitor.stop()
         if self.discovery is not None:
@@ -318,6 +354,17 @@ class Balancer:
             await self._upstreams.close()
         if self._access_log is not None:
             self._access_log.close()
+
+
+def bind_error(exc: OSError | UnicodeError) -> str:
+    if isinstance(exc, UnicodeError):  # the IDNA codec refused the host (`.0.0.1`)
+        return "not a valid host name"
+    return exc.strerror or str(exc)
+
+
+def _aiohttp_timeout(seconds: float) -> float:
+    """aiohttp reads a timeout of 0 as "no limit"; ours means "at once"."""
+    return max(seconds, 0.001)
 
 
 class ApplyError(Exception):
@@ -361,7 +408,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     `admin` socket, and the worker drains and exits if the supervisor goes away.
     """
     loop = asyncio.get_running_loop()
-    balancer = Balancer(config, config_path, admin=admin)
+    balancer = Balancer(config, config_path, admin=admin, reuse_port=worker is not None)
     try:
         await balancer.start()
     except ApplyError as exc:
@@ -371,6 +418,8 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
+    loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_access_log)
     orphan_watch = file_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
@@ -400,7 +449,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
                         await balancer.reload()
         log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
         break
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         loop.remove_signal_handler(sig)
     for task in (orphan_watch, file_watch):
         if task is not None:
@@ -408,6 +457,12 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     await balancer.stop()
     log.info("stopped")
     return 0
+
+
+def release_sighup() -> None:
+    """Unblock SIGHUP once its handler is installed (the CLI blocks it from the start): one
+    that arrived meanwhile is delivered now, as a reload."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
 async def _exit_when_orphaned(parent: int, received: "asyncio.Queue[signal.Signals]") -> None:

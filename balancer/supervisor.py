@@ -4,8 +4,11 @@ Each worker is a whole balancer (`balancer worker`) bound to the public addresse
 SO_REUSEPORT, so the kernel spreads new connections over them; its admin listener is a
 private unix socket in a directory of the supervisor's. The supervisor:
 - holds the configured admin listener and answers it for all workers: `/metrics` sums
-  counters and histograms over the workers (gauges keep a `worker` label), `/status` adds
-  up in-flight and connection counts per backend, `/` is the same status page;
+  counters and histograms over the workers (gauges and process metrics keep a `worker`
+  label; what a restarted or silent worker counted is kept, so no sum drops), `/status`
+  adds up in-flight and connection counts per backend, `/status/history` merges their
+  last 15 minutes, `/` is the same status page;
+- passes SIGUSR1 (reopen the access log) on to every worker;
 - restarts a worker that exits unexpectedly (with a back-off when it keeps crashing);
 - on SIGHUP (or POST /reload) validates the file itself first: a bad file is reported once
   and no worker is signalled; a good one is passed on as SIGHUP, and the supervisor waits
@@ -33,12 +36,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
-from balancer.admin import livez, status_page, token_middleware
-from balancer.aggregate import merge_expositions, merge_status
+from balancer.admin import Guard, guard_middleware, livez, login, since_param, status_page
+from balancer.aggregate import ExpositionMerge, merge_history, merge_status
 from balancer.cgroup import worker_count
 from balancer.config import Config, load_config
 from balancer.filewatch import watch_file
-from balancer.server import ReloadOutcome, bind, describe
+from balancer.server import ReloadOutcome, bind, bind_error, describe, release_sighup
 from balancer.yamltree import ConfigError
 
 log = logging.getLogger("balancer.supervisor")
@@ -69,6 +72,7 @@ class Worker:
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = RESTART_BACKOFF[0]
+    ready: bool = False  # answered /healthz since it was (re)started: its signal handlers are in
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -83,8 +87,10 @@ class Supervisor:
         self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
         self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
                         for i in range(workers)]
+        self._reload_lock = asyncio.Lock()
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
+        self.expositions = ExpositionMerge(workers)  # remembers: summed counters never drop
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -97,6 +103,7 @@ class Supervisor:
             "--log-level", self.log_level,
         )
         worker.started_at = time.monotonic()
+        worker.ready = False
         worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -115,11 +122,14 @@ class Supervisor:
         if not self.stopping:
             worker.restarts += 1
             await self._spawn(worker)
+            with contextlib.suppress(RuntimeError):  # it exited again: its watcher says so
+                await self._wait_ready(worker)
 
     async def _wait_ready(self, worker: Worker, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await self._worker_get(worker, "/healthz") is not None:
+                worker.ready = True
                 return
             assert worker.process is not None
             if worker.process.returncode is not None:
@@ -142,24 +152,37 @@ class Supervisor:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # the workers bind the public addresses with SO_REUSEPORT, which would silently share
+        # them with another instance: first make sure each is free (and the admin one)
+        for address in (*self.config.listen, *filter(None, [self.config.admin])):
+            try:
+                bind(address).close()
+            except (OSError, UnicodeError) as exc:
+                raise RuntimeError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for worker in self.workers:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
         if self.config.admin is not None:
             app = web.Application(middlewares=[
-                token_middleware(lambda request: request.app[SUPERVISOR].config.admin_token)])
+                guard_middleware(lambda request: Guard.of(request.app[SUPERVISOR].config))])
             app[SUPERVISOR] = self
             app.router.add_get("/", status_page)
+            app.router.add_post("/login", login)
             app.router.add_get("/healthz", _healthz)
             app.router.add_get("/livez", livez)
             app.router.add_get("/readyz", _readyz)
             app.router.add_get("/status", _status)
+            app.router.add_get("/status/history", _history)
             app.router.add_get("/metrics", _metrics)
             app.router.add_post("/reload", _reload)
             self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
                                         shutdown_timeout=1.0)
             await self._admin.setup()
-            await self._listen_admin(self.config.admin)
+            try:
+                await self._listen_admin(self.config.admin)
+            except (OSError, UnicodeError) as exc:  # taken since the check above
+                raise RuntimeError(f"cannot listen on {self.config.admin}: "
+                                   f"{bind_error(exc)}") from None
         log.info("serving with %d workers, config generation %d (%s)", len(self.workers),
                  self.generation, self.config.digest)
 
@@ -175,30 +198,38 @@ class Supervisor:
         self._admin_site = site
 
     async def reload(self) -> ReloadOutcome:
-        """Validate the file here; only a valid one is passed on to the workers."""
+        """Validate the file here; only a valid one is passed on to the workers. One reload
+        at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         started = time.perf_counter()
         try:
             config = load_config(self.config_path)
             problems = shared_listen_problems(config, len(self.workers))
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
+        except Exception as exc:  # a bug must not end the supervisor (and every worker)
+            log.exception("reload failed")
+            problems = [f"{self.config_path}: internal error while reloading: "
+                        f"{type(exc).__name__}: {exc}"]
         if problems:
             outcome = ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
             for problem in problems:
                 log.error("reload refused, no worker signalled, keeping generation %d: %s",
                           self.generation, problem)
         else:
-            for worker in self.workers:
-                if worker.process is not None and worker.process.returncode is None:
-                    worker.process.send_signal(signal.SIGHUP)
+            await self._signal_workers()
             errors = await self._await_digest(config.digest)
             if not errors:
                 if config.admin != self.config.admin and config.admin is not None \
                         and self._admin is not None:
                     try:
                         await self._listen_admin(config.admin)
-                    except OSError as exc:
-                        errors.append(f"cannot listen on {config.admin} (admin): {exc}")
+                    except (OSError, UnicodeError) as exc:
+                        errors.append(f"cannot listen on {config.admin} (admin): "
+                                      f"{bind_error(exc)}")
                 self.generation += 1
                 self.config = config
             outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))
@@ -210,6 +241,20 @@ class Supervisor:
         self.reloads.append(outcome)
         del self.reloads[:-20]
         return outcome
+
+    async def _signal_workers(self) -> None:
+        """SIGHUP to every running worker, each once it is ready: one still starting (its
+        interpreter not yet up) would die of it."""
+        async def signal_when_ready(worker: Worker) -> None:
+            process = worker.process
+            if process is None or process.returncode is not None:
+                return  # exited: its replacement reads the file anew
+            if not worker.ready:
+                with contextlib.suppress(RuntimeError):
+                    await self._wait_ready(worker, timeout=10.0)
+            if worker.process is process and process.returncode is None:
+                process.send_signal(signal.SIGHUP)
+        await asyncio.gather(*(signal_when_ready(w) for w in self.workers))
 
     async def _await_digest(self, digest: str, timeout: float = 10.0) -> list[str]:
         """Wait until every worker serves `digest`; what is still wrong after `timeout`."""
@@ -226,6 +271,14 @@ class Supervisor:
     async def worker_status(self) -> list[dict[str, Any] | None]:
         texts = await asyncio.gather(*(self._worker_get(w, "/status") for w in self.workers))
         return [None if text is None else _json(text) for text in texts]
+
+    def forward(self, sig: signal.Signals) -> None:
+        """Pass a signal on to every running worker (SIGUSR1: reopen the access log). Not to
+        one still starting: it opens the log afresh, and its handler may not be in yet."""
+        for worker in self.workers:
+            if worker.ready and worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(sig)
 
     async def stop(self) -> int:
         """SIGTERM to every worker; wait for them to drain; 0 when all exited 0."""
@@ -263,6 +316,8 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.forward, signal.SIGUSR1)
     try:
         await supervisor.start()
     except RuntimeError as exc:
@@ -323,6 +378,16 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(merged)
 
 
+async def _history(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    since = request.query.get("since")
+    path = "/status/history" + (f"?since={since_param(request)}" if since else "")
+    texts = await asyncio.gather(*(supervisor._worker_get(w, path) for w in supervisor.workers))
+    reloads = [{"at": r.at, "ok": r.ok, "generation": r.generation} for r in supervisor.reloads]
+    merged = merge_history([None if t is None else _json(t) for t in texts], reloads)
+    return web.json_response(merged, headers={"Cache-Control": "no-store"})
+
+
 async def _reload(request: web.Request) -> web.Response:
     outcome = await request.app[SUPERVISOR].reload()
     body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
@@ -335,7 +400,7 @@ async def _metrics(request: web.Request) -> web.Response:
     texts = await asyncio.gather(*(supervisor._worker_get(w, "/metrics")
                                    for w in supervisor.workers))
     registry = CollectorRegistry(auto_describe=False)  # one scrape's worth
-    registry.register(_MergedMetrics(supervisor, [text or "" for text in texts]))
+    registry.register(_MergedMetrics(supervisor, list(texts)))
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -343,13 +408,13 @@ async def _metrics(request: web.Request) -> web.Response:
 class _MergedMetrics(Collector):
     """One scrape: the workers' expositions merged (balancer.aggregate), and the workers' own."""
 
-    def __init__(self, supervisor: Supervisor, expositions: list[str]) -> None:
+    def __init__(self, supervisor: Supervisor, expositions: list[str | None]) -> None:
         self.supervisor = supervisor
         self.expositions = expositions
 
     def collect(self) -> Iterator[Metric]:
         supervisor = self.supervisor
-        yield from merge_expositions(self.expositions)
+        yield from supervisor.expositions.merge(self.expositions)
         running = sum(1 for w in supervisor.workers
                       if w.process is not None and w.process.returncode is None)
         yield GaugeMetricFamily("balancer_workers", "Worker processes running", value=running)
