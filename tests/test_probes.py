@@ -51,6 +51,23 @@ async def test_probes_answer_without_the_admin_token(
     assert (await _get(session, f"{lb.admin_url}/status"))[0] == 401  # the rest still needs it
 
 
+async def test_probes_answer_any_host_without_a_token(
+    backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+    session: aiohttp.ClientSession,
+) -> None:
+    """The admin guard refuses a Host that does not name the admin listener (DNS rebinding);
+    a probe is answered whatever the Host (a kubelet sends the Pod's address)."""
+    backend = await backend_factory()
+    lb = await balancer_factory(one_pool_config(backend.url))
+    foreign = {"Host": "probe.example"}
+    for path, answer in (("/livez", "alive\n"), ("/readyz", "ready\n")):
+        async with session.get(f"{lb.admin_url}{path}", headers=foreign) as resp:
+            assert (resp.status, await resp.text()) == (200, answer)
+    async with session.get(f"{lb.admin_url}/status", headers=foreign) as resp:
+        assert resp.status == 403  # the rest is still guarded
+
+
 async def test_sigterm_grace_readyz_503_livez_200(
     tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
     balancer_process: Callable[..., Process],
