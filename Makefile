@@ -4,7 +4,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 comma := ,
 
-.PHONY: run test fuzz check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak bench-discovery
+.PHONY: run test fuzz check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance \
+	bench-reload bench-idle bench-soak bench-discovery image compose-up compose-down
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -80,3 +81,48 @@ bench-soak: $(STAMP)
 bench-discovery: $(STAMP)
 	@sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base
 	$(BIN)/python bench/discovery/run.py
+
+# -- container images and the Compose stack (README, Deploying) ------------------------------
+# ENGINE=docker works too. BASE: the image both Dockerfiles start FROM; when it can be neither
+# found nor pulled (no registry reachable), deploy/base-image.sh builds LOCAL_BASE from Debian
+# packages (debootstrap, Python 3.13) and that is used instead.
+ENGINE ?= podman
+BASE ?= python:3.12-slim
+LOCAL_BASE ?= localhost/echonext-base:trixie
+# docker compose where there is one, else podman-compose from PyPI (Debian 12's 1.0.3 cannot
+# run deployment.yml: it mangles CMD health checks)
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	else echo $(BIN)/podman-compose; fi)
+
+image:
+	@if [ "$(ENGINE)" = podman ]; then sh deploy/podman-setup.sh; fi
+	@base="$(BASE)"; \
+	if ! $(ENGINE) image inspect "$$base" >/dev/null 2>&1 \
+	   && ! timeout 120 $(ENGINE) pull -q "$$base" >/dev/null 2>&1; then \
+	    echo "cannot pull $$base: using $(LOCAL_BASE), built from Debian packages"; \
+	    sh deploy/base-image.sh "$(LOCAL_BASE)" || exit 1; base="$(LOCAL_BASE)"; \
+	fi; \
+	$(ENGINE) build --build-arg BASE="$$base" -t echonext-balancer:latest -f Dockerfile . \
+	&& $(ENGINE) build --build-arg BASE="$$base" -t echonext-backend:latest \
+	    -f Dockerfile.backend . \
+	&& $(ENGINE) run --rm echonext-balancer:latest python -c \
+	    "import importlib.util as u, sys; sys.exit(u.find_spec('pyechonext') is not None)" \
+	&& echo "images echonext-balancer:latest (no pyechonext) and echonext-backend:latest built"
+
+COMPOSE_TOOL := $(if $(findstring podman-compose,$(COMPOSE)),$(BIN)/podman-compose)
+$(BIN)/podman-compose: $(STAMP)
+	$(BIN)/python -m pip install -q 'podman-compose>=1.2'
+
+# SCALE=3: replicas of the async backend (default: deploy.replicas), discovered by DNS, no
+# YAML edit. (podman-compose 1.6 then runs one replica of every other service.)
+SCALE ?=
+compose-up: image $(COMPOSE_TOOL)
+	$(COMPOSE) -f deployment.yml up -d $(if $(SCALE),--scale async=$(SCALE))
+
+# podman-compose's down leaves the replicas past the first of a scaled service running
+compose-down: $(COMPOSE_TOOL)
+	$(COMPOSE) -f deployment.yml down
+	@if [ "$(ENGINE)" = podman ]; then \
+	    ids=$$(podman ps -aq --filter label=io.podman.compose.project=echonext); \
+	    [ -z "$$ids" ] || podman rm -f $$ids >/dev/null; \
+	    podman network rm -f echonext_default >/dev/null 2>&1 || true; fi

@@ -1,4 +1,5 @@
-"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/status/history`
+"""The admin listener: `/` (status page), `/healthz`, `/livez`, `/readyz`, `/status` (JSON),
+`/status/history`
 (the last 15 minutes, JSON), `/metrics`, `POST /reload`, `POST /login` (the login form's,
 with an admin token).
 
@@ -38,6 +39,8 @@ def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Ap
     app.router.add_get("/", status_page)
     app.router.add_post("/login", login)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_get("/status/history", history)
     app.router.add_post("/reload", reload)
@@ -77,7 +80,7 @@ def _balancer_guard(request: web.Request) -> Guard:
 
 
 def guard_middleware(get_guard: Callable[[web.Request], Guard]) -> Middleware:
-    """Every request but /healthz:
+    """Every request but the PROBES (no token, any Host: a kubelet sends neither):
     - a POST (any unsafe method) from another site is refused, 403 (no CSRF): its `Origin`
       must be this listener's own and `Sec-Fetch-Site` same-origin or none (when sent);
     - without `admin_token`, the Host must name the admin address (loopback, `localhost`,
@@ -88,7 +91,7 @@ def guard_middleware(get_guard: Callable[[web.Request], Guard]) -> Middleware:
       Without either: 401, and `/` answers the login form."""
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/healthz":
+        if request.path in PROBES:
             return await handler(request)
         if request.method not in SAFE_METHODS and is_cross_site(request):
             return web.Response(status=403, text="403 cross-site request refused\n")
@@ -215,6 +218,28 @@ async def status_page(request: web.Request) -> web.Response:
     page = STATUS_PAGE.read_bytes().replace(b"/*HISTORY_JS*/", HISTORY_SCRIPT.read_bytes())
     return web.Response(body=page, content_type="text/html",
                         charset="utf-8", headers={"Cache-Control": "no-store"})
+
+
+# Answered without the admin token: a kubelet or a container engine's health check has none.
+# They say nothing a client could not learn from the public port.
+PROBES = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process answers. 200 also while draining (a restart would cut the requests
+    the grace period and the drain are there to finish)."""
+    return web.Response(text="alive\n", headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 `starting` until the public listeners serve the first config, 503
+    `draining` from SIGTERM on (the grace period), else 200."""
+    balancer = request.app[BALANCER]
+    if balancer.draining:
+        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
+    if not balancer.public_addresses:
+        return web.Response(status=503, text="starting\n", headers={"Cache-Control": "no-store"})
+    return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:

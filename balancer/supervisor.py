@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
-from balancer.admin import Guard, guard_middleware, login, since_param, status_page
+from balancer.admin import Guard, guard_middleware, livez, login, since_param, status_page
 from balancer.aggregate import ExpositionMerge, merge_history, merge_status
 from balancer.cgroup import worker_count
 from balancer.config import Config, load_config
@@ -169,6 +169,8 @@ class Supervisor:
             app.router.add_get("/", status_page)
             app.router.add_post("/login", login)
             app.router.add_get("/healthz", _healthz)
+            app.router.add_get("/livez", livez)
+            app.router.add_get("/readyz", _readyz)
             app.router.add_get("/status", _status)
             app.router.add_get("/status/history", _history)
             app.router.add_get("/metrics", _metrics)
@@ -344,6 +346,19 @@ async def _healthz(request: web.Request) -> web.Response:
     if request.app[SUPERVISOR].stopping:
         return web.Response(status=503, text="draining\n")
     return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """503 from SIGTERM on, or while no worker runs (the admin listener opens only once every
+    worker serves the first config)."""
+    supervisor = request.app[SUPERVISOR]
+    if supervisor.stopping:
+        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
+    if not any(w.process is not None and w.process.returncode is None
+               for w in supervisor.workers):
+        return web.Response(status=503, text="no worker running\n",
+                            headers={"Cache-Control": "no-store"})
+    return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
 
 
 async def _status(request: web.Request) -> web.Response:
