@@ -326,6 +326,18 @@ async def test_a_transfer_coding_before_chunked_is_501_and_never_forwarded(
     assert backend.requests == []
 
 
+async def test_transfer_encoding_in_an_http10_request_is_400_closed_and_never_forwarded(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, b"POST /te10 HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nabcd\r\n0\r\n\r\n")
+    assert parse_responses(received, [b"POST"])[0].status == 400, received
+    assert closed
+    assert backend.requests == []
+
+
 async def test_no_100_continue_to_an_http10_client(proxied: Started) -> None:
     lb, backend = await proxied()
     received, _ = await raw_exchange(

@@ -82,15 +82,13 @@ def test_http10_requests_with_host(harness: Harness, specs: list[RequestSpec]) -
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): an HTTP/1.0 request with "
-                   "Transfer-Encoding: chunked is forwarded as a chunked HTTP/1.1 request; RFC "
-                   "9112 section 6.1: its framing is faulty (a 1.0 hop reads it by length)")
 @profile(0.3)
 @given(pipelines(2, version="1.0", framings=("chunked",)))
 @example([spec(b"Transfer-Encoding: chunked", version="1.0", kind="reject", persistent=False,
                wire_body=b"0\r\n\r\n", why="transfer-encoding in HTTP/1.0")])
 def test_http10_requests_with_transfer_encoding_are_refused(
         harness: Harness, specs: list[RequestSpec]) -> None:
+    """RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (was forwarded)."""
     exchange(harness, specs)
 
 
