@@ -7,6 +7,9 @@ framing or smuggling-prone Transfer-Encoding gets through); this adds:
   over-long header line or too many headers, 400 otherwise; the connection is closed. Such
   requests are counted, and logged at debug level only: they are the client's fault, and an
   attacker must not be able to flood the log.
+- pipelined requests are taken from the parser one at a time: the ones before a malformed
+  request are answered in order before its 400, and bytes after a `Connection: close`
+  request are ignored, not answered with 400 (RFC 9112 section 9.6).
 - a request-head timeout (slowloris): from the first byte of a request until its head is
   complete, at most `timeouts.client_header`; then 408 and close. Idle keep-alive
   connections are governed by `client_idle` instead.
@@ -23,12 +26,16 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web, web_protocol
+from aiohttp.http import HttpRequestParser
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config import Config
 from balancer.replies import PlainResponse
 
 log = logging.getLogger("balancer.client")
+
+MESSAGE_QUEUE = web_protocol.MAX_MSG_QUEUE_SIZE  # parsed requests waiting per connection
 
 
 class ProxyServer(web.Server):
@@ -67,6 +74,16 @@ class ClientConnection(web_protocol.RequestHandler):
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        # aiohttp parses a whole read at once and, when a message in it is malformed, drops
+        # the well-formed ones before it (and llhttp refuses bytes after `Connection: close`
+        # instead of leaving them unread). A parser that pauses after every message hands
+        # them over one by one (data_received), so each is answered in order and the fault
+        # is answered after them, if the connection is still open by then.
+        self._parser = HttpRequestParser(
+            self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size, max_headers=self.max_headers,
+            payload_exception=RequestPayloadError,
+            auto_decompress=kwargs.get("auto_decompress", True), max_msg_queue_size=1)
 
     @property
     def _server(self) -> ProxyServer:
@@ -77,7 +94,17 @@ class ClientConnection(web_protocol.RequestHandler):
     def data_received(self, data: bytes) -> None:
         count = self._request_count
         super().data_received(data)
-        if self._request_count != count:  # a whole request head arrived
+        parsed = self._request_count
+        # the parser stops after each message (see __init__): take the pipelined ones one at a
+        # time, so that a malformed one is queued behind those before it, not instead of them
+        while parsed != count and len(self._messages) < MESSAGE_QUEUE \
+                and not isinstance(self._messages[-1][0], _ErrInfo):
+            before = parsed
+            super().data_received(b"")
+            parsed = self._request_count
+            if parsed == before:
+                break
+        if parsed != count:  # a whole request head arrived
             self._cancel_header_timer()
         elif self._header_timer is None and not self._request_in_progress and data \
                 and self._keepalive:  # (not after a final answer: lingering bytes are no head)

@@ -550,3 +550,54 @@ async def test_parse_errors_disclose_no_versions(proxied: Started) -> None:
     assert closed
     assert b"aiohttp" not in received and b"Python" not in received
     assert backend.requests == []
+
+
+# -- pipelines that end in a fault or a close (differential new findings b, c) -------------------
+
+@pytest.mark.parametrize("malformed", [
+    b"POST /bad HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"G(T /bad HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+])
+async def test_valid_requests_pipelined_before_a_malformed_one_get_their_answers_first(
+    proxied: Started, malformed: bytes,
+) -> None:
+    lb, backend = await proxied()
+    valid = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+    received, closed = await raw_exchange(lb.url, valid + malformed)  # one write: one read
+    answers = parse_responses(received)
+    assert [a.status for a in answers] == [200, 200, 400], received
+    assert [a.body for a in answers[:2]] == [b"for /one", b"for /two"]
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/one", b"/two"]
+
+
+async def test_a_request_with_connection_close_is_answered_and_what_follows_ignored(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        b"GET /ignored HTTP/1.1\r\nHost: a\r\n\r\n")
+    answers = parse_responses(received)
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /last")], received
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/last"]
+
+
+async def test_a_long_pipeline_in_one_write_is_answered_whole_and_in_order(
+    proxied: Started,
+) -> None:
+    """More requests than aiohttp queues per connection (32), with and without bodies, then a
+    fault: the parser stops after each request, and none may be left unparsed."""
+    lb, backend = await proxied()
+    pipeline = b"".join(b"GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n" % i if i % 3 else
+                        b"POST /p%d HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab" % i
+                        for i in range(100))
+    received, closed = await raw_exchange(lb.url, pipeline + b"G(T / HTTP/1.1\r\n\r\n",
+                                          timeout=20)
+    answers = parse_responses(received, [b"GET" if i % 3 else b"POST" for i in range(101)])
+    assert [a.body for a in answers[:100]] == [b"for /p%d" % i for i in range(100)]
+    assert [a.status for a in answers[100:]] == [400]
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/p%d" % i for i in range(100)]

@@ -151,9 +151,6 @@ def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_b
     exchange(harness, [either], extra=no_underscore_twins)
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a valid request with "
-                   "Connection: close followed by more bytes gets 400 instead of its answer "
-                   "(llhttp 'Data after Connection: close'); RFC 9112 section 9.6")
 @profile(0.3)
 @given(requests(framings=("cl",), connection=False, close_allowed=True).filter(
     lambda s: not s.persistent), requests(framings=("cl",)))
@@ -161,6 +158,7 @@ def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_b
          PLAIN)
 def test_a_request_that_closes_the_connection_is_answered_whatever_follows(
         harness: Harness, closing: RequestSpec, after: RequestSpec) -> None:
+    """RFC 9112 section 9.6 (was a 400: llhttp's "Data after Connection: close")."""
     exchange(harness, [closing, after])
 
 
@@ -174,9 +172,6 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
     exchange(harness, [spec(fields, method="HEAD", kind="either", why="malformed HEAD")])
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a valid request pipelined "
-                   "before a malformed one in the same read gets the later one's 400 instead of "
-                   "its own answer (aiohttp parses the whole read before dispatching)")
 @profile(0.3)
 @given(requests(framings=("cl",), close_allowed=False),
        requests(framings=tuple(f for f, kind in FRAMINGS.items() if kind == "reject")))
@@ -184,6 +179,7 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
                      kind="reject", why="content-length twice, different values"))
 def test_a_valid_request_is_answered_whatever_is_pipelined_after_it(
         harness: Harness, valid: RequestSpec, malformed: RequestSpec) -> None:
+    """Was the malformed one's 400 only (aiohttp parsed the whole read before dispatching)."""
     exchange(harness, [valid, malformed])
 
 
