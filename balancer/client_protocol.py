@@ -22,8 +22,10 @@ aiohttp's own (3.10 to 3.14); tests cover the behaviour.
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
-from typing import Any
+from email.utils import formatdate
+from typing import Any, cast
 
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpRequestParser
@@ -31,7 +33,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config import Config
-from balancer.replies import PlainResponse
+from balancer.replies import SentResponse
 
 log = logging.getLogger("balancer.client")
 
@@ -69,11 +71,13 @@ class ProxyServer(web.Server):
 
 
 class ClientConnection(web_protocol.RequestHandler):
-    __slots__ = ("_header_timer",)
+    __slots__ = ("_header_timer", "_last_read", "_refused_head")
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._last_read = b""  # the last bytes read, to tell a malformed HEAD (see handle_error)
+        self._refused_head: bool | None = None
         # aiohttp parses a whole read at once and, when a message in it is malformed, drops
         # the well-formed ones before it (and llhttp refuses bytes after `Connection: close`
         # instead of leaving them unread). A parser that pauses after every message hands
@@ -104,6 +108,11 @@ class ClientConnection(web_protocol.RequestHandler):
             parsed = self._request_count
             if parsed == before:
                 break
+        if parsed != count and self._refused_head is None \
+                and isinstance(self._messages[-1][0], _ErrInfo):
+            self._refused_head = _last_request_is_head(self._last_read + data)
+        if data:
+            self._last_read = data
         if parsed != count:  # a whole request head arrived
             self._cancel_header_timer()
         elif self._header_timer is None and not self._request_in_progress and data \
@@ -147,12 +156,16 @@ class ClientConnection(web_protocol.RequestHandler):
         self._server.on_bad_request(status)
         request_id = self._server.new_request_id()
         log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
-        response = PlainResponse(
-            status=status, reason=reason,
-            text=f"{status} {reason.lower()}: {detail} (request id {request_id})\n",
-            headers={"X-Request-Id": request_id})
-        response.force_close()
-        return response
+        # written as HTTP/1.1 whatever the request line said (as nginx does: aiohttp would say
+        # HTTP/1.0 for a request it could not parse), and without the body to a HEAD request
+        body = f"{status} {reason.lower()}: {detail} (request id {request_id})\n".encode()
+        head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                b"X-Request-Id: %s\r\n\r\n" % (status, reason.encode(),
+                                               formatdate(usegmt=True).encode(), len(body),
+                                               request_id.encode()))
+        sent = head if self._refused_head else head + body
+        return cast(web.StreamResponse, SentResponse(sent, False, status, len(body)))
 
     def _classify(self, exc: BadHttpMessage) -> tuple[int, str, str]:
         if isinstance(exc, LineTooLong):
@@ -167,6 +180,17 @@ class ClientConnection(web_protocol.RequestHandler):
         if text == "Too many headers received":
             return 431, "Request Header Fields Too Large", "too many header lines"
         return 400, "Bad Request", _printable(text) or "malformed request"
+
+
+_REQUEST_LINE = re.compile(rb"(?:^|\n)[\r\n]*([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/")
+
+
+def _last_request_is_head(recent: bytes) -> bool:
+    """Whether the last request line in the bytes last read (the request that could not be
+    parsed, whose method the parser does not tell) is a HEAD's. A guess, for the error answer
+    only: a body that contains a request line can mislead it, and the answer closes anyway."""
+    lines = _REQUEST_LINE.findall(recent)
+    return bool(lines) and lines[-1] == b"HEAD"
 
 
 def _printable(text: str) -> str:

@@ -601,3 +601,34 @@ async def test_a_long_pipeline_in_one_write_is_answered_whole_and_in_order(
     assert [a.status for a in answers[100:]] == [400]
     assert closed
     assert [r.target for r in backend.requests] == [b"/p%d" % i for i in range(100)]
+
+
+# -- parse-error answers (differential new finding d) --------------------------------------------
+
+@pytest.mark.parametrize("pipelined", [b"", b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"])
+async def test_the_400_to_a_malformed_head_request_has_no_body(
+    proxied: Started, pipelined: bytes,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, pipelined + b"HEAD /h HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    last = received.rsplit(b"HTTP/1.1 ", 1)[-1]
+    assert last.startswith(b"400 "), received
+    assert last.endswith(b"\r\n\r\n"), received  # a head, and nothing after it (RFC 9110 9.3.2)
+    assert closed
+    assert [r.target for r in backend.requests] == ([b"/first"] if pipelined else [])
+
+
+@pytest.mark.parametrize("request_line", [b"G(T / HTTP/1.1", b"G(T / HTTP/1.0", b"\x16\x03\x01"])
+async def test_parse_errors_are_answered_as_http11_with_the_fault(
+    proxied: Started, request_line: bytes,
+) -> None:
+    """As nginx does: a server answers with its own version (RFC 9110 section 2.5)."""
+    lb, _ = await proxied()
+    received, closed = await raw_exchange(lb.url, request_line + b"\r\nHost: a\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), received
+    answer = parse_responses(received)[0]
+    assert answer.body.startswith(b"400 bad request: ") and answer.header(b"x-request-id")
+    assert answer.header(b"connection") == [b"close"]
+    assert closed

@@ -162,13 +162,12 @@ def test_a_request_that_closes_the_connection_is_answered_whatever_follows(
     exchange(harness, [closing, after])
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): the 400 for a malformed "
-                   "HEAD request carries a body (RFC 9110 section 9.3.2)")
 @profile(0.3)
 @given(st.sampled_from([b"Content-Length: 0\r\nContent-Length: 0",
                         b"Content-Length: 1, 2", b"Transfer-Encoding: identity"]))
 @example(b"Content-Length: 0\r\nContent-Length: 0")
 def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) -> None:
+    """RFC 9110 section 9.3.2 (the 400 to a malformed HEAD had a body)."""
     exchange(harness, [spec(fields, method="HEAD", kind="either", why="malformed HEAD")])
 
 
