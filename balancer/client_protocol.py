@@ -71,13 +71,14 @@ class ProxyServer(web.Server):
 
 
 class ClientConnection(web_protocol.RequestHandler):
-    __slots__ = ("_header_timer", "_last_read", "_refused_head")
+    __slots__ = ("_client_done", "_header_timer", "_last_read", "_refused_head")
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._last_read = b""  # the last bytes read, to tell a malformed HEAD (see handle_error)
         self._refused_head: bool | None = None
+        self._client_done = False  # the client half-closed after whole requests
         # aiohttp parses a whole read at once and, when a message in it is malformed, drops
         # the well-formed ones before it (and llhttp refuses bytes after `Connection: close`
         # instead of leaving them unread). A parser that pauses after every message hands
@@ -120,6 +121,28 @@ class ClientConnection(web_protocol.RequestHandler):
             # the first bytes of a request head: it has client_header seconds to complete
             self._header_timer = self._loop.call_later(self._server.header_timeout,
                                                        self._header_timed_out)
+
+    def eof_received(self) -> bool:
+        """The client shut down its sending side. Requests it sent whole are answered, then
+        the connection is closed (as if the last had said `Connection: close`); with a request
+        still incomplete, or none, it is closed at once (aiohttp's way: a request cut short
+        cannot be answered, and must not be forwarded)."""
+        bodies = [payload for _, payload in self._messages]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        if not (bodies or self._request_in_progress) or self._header_timer is not None \
+                or self._payload_parser is not None or self._upgraded \
+                or not all(body.is_eof() for body in bodies):  # (a tunnel ends with the close)
+            return False  # the transport closes
+        self._client_done = True
+        return True  # keep it open to write the answers
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        answered = await super().finish_response(request, resp, start_time)
+        if self._client_done and not self._messages:
+            self.close()  # the last request the half-closed client sent is answered
+        return answered
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()

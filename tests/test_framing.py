@@ -632,3 +632,37 @@ async def test_parse_errors_are_answered_as_http11_with_the_fault(
     assert answer.body.startswith(b"400 bad request: ") and answer.header(b"x-request-id")
     assert answer.header(b"connection") == [b"close"]
     assert closed
+
+
+# -- a client that half-closes (differential new finding e) -------------------------------------
+
+async def test_a_client_that_half_closes_after_whole_requests_gets_their_answers(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /h1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                 b"POST /h2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab")
+    writer.write_eof()  # SHUT_WR: nothing more will be sent
+    async with asyncio.timeout(5):
+        received = await reader.read()  # until the balancer closes
+    writer.close()
+    answers = parse_responses(received, [b"GET", b"POST"])
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /h1"), (200, b"for /h2")]
+    assert [r.target for r in backend.requests] == [b"/h1", b"/h2"]
+
+
+async def test_a_client_that_half_closes_inside_a_request_is_dropped_unanswered(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /cut HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+    writer.write_eof()
+    async with asyncio.timeout(5):  # closed at once, not after a body timeout
+        received = await reader.read()
+    writer.close()
+    assert received == b"" or received.split(b" ", 2)[1] == b"400", received
+    assert backend.requests == []
