@@ -122,7 +122,7 @@ class ClientConnection(web_protocol.RequestHandler):
             self._header_timer = self._loop.call_later(self._server.header_timeout,
                                                        self._header_timed_out)
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio: True keeps it open
         """The client shut down its sending side. Requests it sent whole are answered, then
         the connection is closed (as if the last had said `Connection: close`); with a request
         still incomplete, or none, it is closed at once (aiohttp's way: a request cut short
