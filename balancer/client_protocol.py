@@ -7,6 +7,9 @@ framing or smuggling-prone Transfer-Encoding gets through); this adds:
   over-long header line or too many headers, 400 otherwise; the connection is closed. Such
   requests are counted, and logged at debug level only: they are the client's fault, and an
   attacker must not be able to flood the log.
+- pipelined requests are taken from the parser one at a time: the ones before a malformed
+  request are answered in order before its 400, and bytes after a `Connection: close`
+  request are ignored, not answered with 400 (RFC 9112 section 9.6).
 - a request-head timeout (slowloris): from the first byte of a request until its head is
   complete, at most `timeouts.client_header`; then 408 and close. Idle keep-alive
   connections are governed by `client_idle` instead.
@@ -19,16 +22,22 @@ aiohttp's own (3.10 to 3.14); tests cover the behaviour.
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
-from typing import Any
+from email.utils import formatdate
+from typing import Any, cast
 
 from aiohttp import web, web_protocol
+from aiohttp.http import HttpRequestParser
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config import Config
-from balancer.replies import PlainResponse
+from balancer.replies import SentResponse
 
 log = logging.getLogger("balancer.client")
+
+MESSAGE_QUEUE = web_protocol.MAX_MSG_QUEUE_SIZE  # parsed requests waiting per connection
 
 
 class ProxyServer(web.Server):
@@ -62,11 +71,24 @@ class ProxyServer(web.Server):
 
 
 class ClientConnection(web_protocol.RequestHandler):
-    __slots__ = ("_header_timer",)
+    __slots__ = ("_client_done", "_header_timer", "_last_read", "_refused_head")
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._last_read = b""  # the last bytes read, to tell a malformed HEAD (see handle_error)
+        self._refused_head: bool | None = None
+        self._client_done = False  # the client half-closed after whole requests
+        # aiohttp parses a whole read at once and, when a message in it is malformed, drops
+        # the well-formed ones before it (and llhttp refuses bytes after `Connection: close`
+        # instead of leaving them unread). A parser that pauses after every message hands
+        # them over one by one (data_received), so each is answered in order and the fault
+        # is answered after them, if the connection is still open by then.
+        self._parser = HttpRequestParser(
+            self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size, max_headers=self.max_headers,
+            payload_exception=RequestPayloadError,
+            auto_decompress=kwargs.get("auto_decompress", True), max_msg_queue_size=1)
 
     @property
     def _server(self) -> ProxyServer:
@@ -77,13 +99,50 @@ class ClientConnection(web_protocol.RequestHandler):
     def data_received(self, data: bytes) -> None:
         count = self._request_count
         super().data_received(data)
-        if self._request_count != count:  # a whole request head arrived
+        parsed = self._request_count
+        # the parser stops after each message (see __init__): take the pipelined ones one at a
+        # time, so that a malformed one is queued behind those before it, not instead of them
+        while parsed != count and len(self._messages) < MESSAGE_QUEUE \
+                and not isinstance(self._messages[-1][0], _ErrInfo):
+            before = parsed
+            super().data_received(b"")
+            parsed = self._request_count
+            if parsed == before:
+                break
+        if parsed != count and self._refused_head is None \
+                and isinstance(self._messages[-1][0], _ErrInfo):
+            self._refused_head = _last_request_is_head(self._last_read + data)
+        if data:
+            self._last_read = data
+        if parsed != count:  # a whole request head arrived
             self._cancel_header_timer()
         elif self._header_timer is None and not self._request_in_progress and data \
                 and self._keepalive:  # (not after a final answer: lingering bytes are no head)
             # the first bytes of a request head: it has client_header seconds to complete
             self._header_timer = self._loop.call_later(self._server.header_timeout,
                                                        self._header_timed_out)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio: True keeps it open
+        """The client shut down its sending side. Requests it sent whole are answered, then
+        the connection is closed (as if the last had said `Connection: close`); with a request
+        still incomplete, or none, it is closed at once (aiohttp's way: a request cut short
+        cannot be answered, and must not be forwarded)."""
+        bodies = [payload for _, payload in self._messages]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        if not (bodies or self._request_in_progress) or self._header_timer is not None \
+                or self._payload_parser is not None or self._upgraded \
+                or not all(body.is_eof() for body in bodies):  # (a tunnel ends with the close)
+            return False  # the transport closes
+        self._client_done = True
+        return True  # keep it open to write the answers
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        answered = await super().finish_response(request, resp, start_time)
+        if self._client_done and not self._messages:
+            self.close()  # the last request the half-closed client sent is answered
+        return answered
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
@@ -120,12 +179,16 @@ class ClientConnection(web_protocol.RequestHandler):
         self._server.on_bad_request(status)
         request_id = self._server.new_request_id()
         log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
-        response = PlainResponse(
-            status=status, reason=reason,
-            text=f"{status} {reason.lower()}: {detail} (request id {request_id})\n",
-            headers={"X-Request-Id": request_id})
-        response.force_close()
-        return response
+        # written as HTTP/1.1 whatever the request line said (as nginx does: aiohttp would say
+        # HTTP/1.0 for a request it could not parse), and without the body to a HEAD request
+        body = f"{status} {reason.lower()}: {detail} (request id {request_id})\n".encode()
+        head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                b"X-Request-Id: %s\r\n\r\n" % (status, reason.encode(),
+                                               formatdate(usegmt=True).encode(), len(body),
+                                               request_id.encode()))
+        sent = head if self._refused_head else head + body
+        return cast(web.StreamResponse, SentResponse(sent, False, status, len(body)))
 
     def _classify(self, exc: BadHttpMessage) -> tuple[int, str, str]:
         if isinstance(exc, LineTooLong):
@@ -140,6 +203,17 @@ class ClientConnection(web_protocol.RequestHandler):
         if text == "Too many headers received":
             return 431, "Request Header Fields Too Large", "too many header lines"
         return 400, "Bad Request", _printable(text) or "malformed request"
+
+
+_REQUEST_LINE = re.compile(rb"(?:^|\n)[\r\n]*([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/")
+
+
+def _last_request_is_head(recent: bytes) -> bool:
+    """Whether the last request line in the bytes last read (the request that could not be
+    parsed, whose method the parser does not tell) is a HEAD's. A guess, for the error answer
+    only: a body that contains a request line can mislead it, and the answer closes anyway."""
+    lines = _REQUEST_LINE.findall(recent)
+    return bool(lines) and lines[-1] == b"HEAD"
 
 
 def _printable(text: str) -> str:

@@ -117,6 +117,8 @@ def forward_request(
             if lname == b"connection":
                 named |= _tokens(value)
             elif lname == b"transfer-encoding":
+                if http10:  # RFC 9112 section 6.1: faulty framing (a 1.0 hop reads by length)
+                    raise ValueError("Transfer-Encoding in an HTTP/1.0 request")
                 codings = [c.strip().lower() for c in value.split(b",")]
                 if codings[-1] != b"chunked" or out.chunked:
                     raise ValueError("unsupported Transfer-Encoding")

@@ -326,6 +326,18 @@ async def test_a_transfer_coding_before_chunked_is_501_and_never_forwarded(
     assert backend.requests == []
 
 
+async def test_transfer_encoding_in_an_http10_request_is_400_closed_and_never_forwarded(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, b"POST /te10 HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nabcd\r\n0\r\n\r\n")
+    assert parse_responses(received, [b"POST"])[0].status == 400, received
+    assert closed
+    assert backend.requests == []
+
+
 async def test_no_100_continue_to_an_http10_client(proxied: Started) -> None:
     lb, backend = await proxied()
     received, _ = await raw_exchange(
@@ -537,4 +549,120 @@ async def test_parse_errors_disclose_no_versions(proxied: Started) -> None:
     assert received.split(b" ", 2)[1] == b"400"
     assert closed
     assert b"aiohttp" not in received and b"Python" not in received
+    assert backend.requests == []
+
+
+# -- pipelines that end in a fault or a close (differential new findings b, c) -------------------
+
+@pytest.mark.parametrize("malformed", [
+    b"POST /bad HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"G(T /bad HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+])
+async def test_valid_requests_pipelined_before_a_malformed_one_get_their_answers_first(
+    proxied: Started, malformed: bytes,
+) -> None:
+    lb, backend = await proxied()
+    valid = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+    received, closed = await raw_exchange(lb.url, valid + malformed)  # one write: one read
+    answers = parse_responses(received)
+    assert [a.status for a in answers] == [200, 200, 400], received
+    assert [a.body for a in answers[:2]] == [b"for /one", b"for /two"]
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/one", b"/two"]
+
+
+async def test_a_request_with_connection_close_is_answered_and_what_follows_ignored(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        b"GET /ignored HTTP/1.1\r\nHost: a\r\n\r\n")
+    answers = parse_responses(received)
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /last")], received
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/last"]
+
+
+async def test_a_long_pipeline_in_one_write_is_answered_whole_and_in_order(
+    proxied: Started,
+) -> None:
+    """More requests than aiohttp queues per connection (32), with and without bodies, then a
+    fault: the parser stops after each request, and none may be left unparsed."""
+    lb, backend = await proxied()
+    pipeline = b"".join(b"GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n" % i if i % 3 else
+                        b"POST /p%d HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab" % i
+                        for i in range(100))
+    received, closed = await raw_exchange(lb.url, pipeline + b"G(T / HTTP/1.1\r\n\r\n",
+                                          timeout=20)
+    answers = parse_responses(received, [b"GET" if i % 3 else b"POST" for i in range(101)])
+    assert [a.body for a in answers[:100]] == [b"for /p%d" % i for i in range(100)]
+    assert [a.status for a in answers[100:]] == [400]
+    assert closed
+    assert [r.target for r in backend.requests] == [b"/p%d" % i for i in range(100)]
+
+
+# -- parse-error answers (differential new finding d) --------------------------------------------
+
+@pytest.mark.parametrize("pipelined", [b"", b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"])
+async def test_the_400_to_a_malformed_head_request_has_no_body(
+    proxied: Started, pipelined: bytes,
+) -> None:
+    lb, backend = await proxied()
+    received, closed = await raw_exchange(
+        lb.url, pipelined + b"HEAD /h HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    last = received.rsplit(b"HTTP/1.1 ", 1)[-1]
+    assert last.startswith(b"400 "), received
+    assert last.endswith(b"\r\n\r\n"), received  # a head, and nothing after it (RFC 9110 9.3.2)
+    assert closed
+    assert [r.target for r in backend.requests] == ([b"/first"] if pipelined else [])
+
+
+@pytest.mark.parametrize("request_line", [b"G(T / HTTP/1.1", b"G(T / HTTP/1.0", b"\x16\x03\x01"])
+async def test_parse_errors_are_answered_as_http11_with_the_fault(
+    proxied: Started, request_line: bytes,
+) -> None:
+    """As nginx does: a server answers with its own version (RFC 9110 section 2.5)."""
+    lb, _ = await proxied()
+    received, closed = await raw_exchange(lb.url, request_line + b"\r\nHost: a\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n"), received
+    answer = parse_responses(received)[0]
+    assert answer.body.startswith(b"400 bad request: ") and answer.header(b"x-request-id")
+    assert answer.header(b"connection") == [b"close"]
+    assert closed
+
+
+# -- a client that half-closes (differential new finding e) -------------------------------------
+
+async def test_a_client_that_half_closes_after_whole_requests_gets_their_answers(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /h1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                 b"POST /h2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab")
+    writer.write_eof()  # SHUT_WR: nothing more will be sent
+    async with asyncio.timeout(5):
+        received = await reader.read()  # until the balancer closes
+    writer.close()
+    answers = parse_responses(received, [b"GET", b"POST"])
+    assert [(a.status, a.body) for a in answers] == [(200, b"for /h1"), (200, b"for /h2")]
+    assert [r.target for r in backend.requests] == [b"/h1", b"/h2"]
+
+
+async def test_a_client_that_half_closes_inside_a_request_is_dropped_unanswered(
+    proxied: Started,
+) -> None:
+    lb, backend = await proxied()
+    host, port = lb.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /cut HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+    writer.write_eof()
+    async with asyncio.timeout(5):  # closed at once, not after a body timeout
+        received = await reader.read()
+    writer.close()
+    assert received == b"" or received.split(b" ", 2)[1] == b"400", received
     assert backend.requests == []

@@ -294,3 +294,12 @@ def test_an_origin_form_request_without_a_body_has_plain_facts() -> None:
     assert out.target == b""  # not rewritten: the proxy sends the client's own target
     assert out.expect_continue is False and out.chunked is False
     assert out.content_length is None and out.upgrade is None and out.host == b"h"
+
+
+@pytest.mark.parametrize("value", [b"chunked", b"gzip, chunked", b"identity"])
+def test_transfer_encoding_in_an_http10_request_is_refused(value: bytes) -> None:
+    # RFC 9112 section 6.1: a 1.0 hop reads such a body by length, so the framing is faulty
+    with pytest.raises(ValueError, match="in an HTTP"):
+        forward_request("POST", b"/", [(b"Host", b"a"), (b"Transfer-Encoding", value)],
+                        client_ip="1.2.3.4", trusted_client=False, new_request_id="r",
+                        http10=True)

@@ -9,7 +9,6 @@ fixed, then XPASS (strict: the suite turns red until the marker is removed).
 
 import dataclasses
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -82,15 +81,13 @@ def test_http10_requests_with_host(harness: Harness, specs: list[RequestSpec]) -
     exchange(harness, specs)
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): an HTTP/1.0 request with "
-                   "Transfer-Encoding: chunked is forwarded as a chunked HTTP/1.1 request; RFC "
-                   "9112 section 6.1: its framing is faulty (a 1.0 hop reads it by length)")
 @profile(0.3)
 @given(pipelines(2, version="1.0", framings=("chunked",)))
 @example([spec(b"Transfer-Encoding: chunked", version="1.0", kind="reject", persistent=False,
                wire_body=b"0\r\n\r\n", why="transfer-encoding in HTTP/1.0")])
 def test_http10_requests_with_transfer_encoding_are_refused(
         harness: Harness, specs: list[RequestSpec]) -> None:
+    """RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (was forwarded)."""
     exchange(harness, specs)
 
 
@@ -153,9 +150,6 @@ def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_b
     exchange(harness, [either], extra=no_underscore_twins)
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a valid request with "
-                   "Connection: close followed by more bytes gets 400 instead of its answer "
-                   "(llhttp 'Data after Connection: close'); RFC 9112 section 9.6")
 @profile(0.3)
 @given(requests(framings=("cl",), connection=False, close_allowed=True).filter(
     lambda s: not s.persistent), requests(framings=("cl",)))
@@ -163,22 +157,19 @@ def test_underscore_spellings_of_the_headers_the_balancer_sets_never_reach_the_b
          PLAIN)
 def test_a_request_that_closes_the_connection_is_answered_whatever_follows(
         harness: Harness, closing: RequestSpec, after: RequestSpec) -> None:
+    """RFC 9112 section 9.6 (was a 400: llhttp's "Data after Connection: close")."""
     exchange(harness, [closing, after])
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): the 400 for a malformed "
-                   "HEAD request carries a body (RFC 9110 section 9.3.2)")
 @profile(0.3)
 @given(st.sampled_from([b"Content-Length: 0\r\nContent-Length: 0",
                         b"Content-Length: 1, 2", b"Transfer-Encoding: identity"]))
 @example(b"Content-Length: 0\r\nContent-Length: 0")
 def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) -> None:
+    """RFC 9110 section 9.3.2 (the 400 to a malformed HEAD had a body)."""
     exchange(harness, [spec(fields, method="HEAD", kind="either", why="malformed HEAD")])
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a valid request pipelined "
-                   "before a malformed one in the same read gets the later one's 400 instead of "
-                   "its own answer (aiohttp parses the whole read before dispatching)")
 @profile(0.3)
 @given(requests(framings=("cl",), close_allowed=False),
        requests(framings=tuple(f for f, kind in FRAMINGS.items() if kind == "reject")))
@@ -186,15 +177,14 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
                      kind="reject", why="content-length twice, different values"))
 def test_a_valid_request_is_answered_whatever_is_pipelined_after_it(
         harness: Harness, valid: RequestSpec, malformed: RequestSpec) -> None:
+    """Was the malformed one's 400 only (aiohttp parsed the whole read before dispatching)."""
     exchange(harness, [valid, malformed])
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not in issue 11): a client that shuts down "
-                   "its sending side after a whole request gets no answer, although the request "
-                   "is forwarded and executed (aiohttp cancels the handler on EOF)")
 @profile(0.3)
 @given(requests(framings=("cl",)))
 @example(PLAIN)
 def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(
         harness: Harness, request_spec: RequestSpec) -> None:
+    """Was forwarded and executed, but never answered (aiohttp closed on EOF)."""
     exchange(harness, [request_spec], half_close=True)
