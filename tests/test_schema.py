@@ -168,3 +168,17 @@ def test_the_schema_and_check_agree_on_unknown_keys_and_wrong_types(
     structural = [p for p in problems if not any(s in p for s in SEMANTIC)]
     errors = schema_errors(data)
     assert (errors == []) == (structural == []), (what, structural, errors)
+
+
+def test_the_schema_takes_env_references_anywhere_a_value_goes() -> None:
+    data = yaml.safe_load(MINIMAL)
+    data["listen"] = "${LISTEN:-127.0.0.1:8080}"
+    data["timeouts"] = {"connect": "${CONNECT}"}
+    data["admin_token_file"] = "/run/secrets/admin_token"
+    assert schema_errors(data) == []
+
+
+def test_admin_token_and_its_file_together_are_refused_by_both() -> None:
+    text = MINIMAL + "admin_token: 0123456789abcdef0\nadmin_token_file: /run/secrets/t\n"
+    assert any("not both" in p for p in check_problems(text))
+    assert schema_errors(yaml.safe_load(text)) != []
