@@ -2,7 +2,8 @@
 
 - `async def` views run on the event loop: the adapter resolves the route itself and
   awaits the view, so thousands of requests can wait on I/O with no thread each. Their
-  CPU cost is the sum of the view's steps on the loop (`Timed`), not its wall time.
+  CPU cost is the sum of the view's steps on the loop (`Timed`), not its wall time; its I/O
+  time is the time it spent suspended on awaits (I/O by construction).
 - Sync views run the whole (tamed) WSGI app in a bounded thread pool, so a CPU-bound view
   never blocks the loop beyond the GIL it holds.
 - Request bodies are read whole before the view runs (EchoNext reads `wsgi.input` whole).
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from backends import echonext
-from backends.load import HEADER, LoadMeter
+from backends.load import HEADER, LoadMeter, clocks, cpu_and_io
 from backends.wsgi import Outcome, call_app, health_body, server_error
 
 Scope = dict[str, Any]
@@ -28,11 +29,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Timed:
-    """Awaits a coroutine, adding up the thread CPU time of each of its steps."""
+    """Awaits a coroutine, adding up the thread CPU time of each of its steps and the time
+    it spent suspended between them."""
 
     def __init__(self, coro: Any) -> None:
         self.coro = coro
         self.cpu = 0.0
+        self.suspended = 0.0
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, value, error = self.coro, None, None
@@ -44,10 +47,12 @@ class Timed:
                 self.cpu += time.thread_time() - started
                 return stop.value
             self.cpu += time.thread_time() - started
+            paused = time.perf_counter()
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:  # delivered into the view, as a plain await would
                 value, error = None, exc
+            self.suspended += time.perf_counter() - paused
 
 
 def environ_for(scope: Scope, body: bytes) -> dict[str, Any]:
@@ -110,13 +115,13 @@ class EchoNextASGI:
         environ = environ_for(scope, body)
         started = self.meter.begin()
         if self._view_is_async(scope["method"], path):
-            cpu, (_, code, headers, payload) = await self._run_async(environ)
+            cpu, io, (_, code, headers, payload) = await self._run_async(environ)
         else:
             loop = asyncio.get_running_loop()
-            cpu, (_, code, headers, payload) = await loop.run_in_executor(
+            cpu, io, (_, code, headers, payload) = await loop.run_in_executor(
                 self.executor, _timed_call, self.app, environ)
         headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
-        report = self.meter.end(started, code, cpu)
+        report = self.meter.end(started, code, cpu, io)
         headers += [("content-length", str(len(payload))), (HEADER, report)]
         await _respond(send, code, headers, payload)
 
@@ -136,7 +141,7 @@ class EchoNextASGI:
                 self._is_async[key] = known
         return known
 
-    async def _run_async(self, environ: dict[str, Any]) -> tuple[float, Outcome]:
+    async def _run_async(self, environ: dict[str, Any]) -> tuple[float, float, Outcome]:
         """EchoNext's own request cycle, with the view awaited instead of called."""
         app = self.app
         cpu_before = time.thread_time()
@@ -159,14 +164,17 @@ class EchoNextASGI:
             app._apply_middlewares_to_response(response)
             outcome = call_app(lambda env, start: response(env, start), environ)
         except Exception:
-            return time.thread_time() - cpu_before, server_error(environ)
-        return setup_cpu + timed.cpu + time.thread_time() - cpu_before, outcome
+            return time.thread_time() - cpu_before, 0.0, server_error(environ)
+        return setup_cpu + timed.cpu + time.thread_time() - cpu_before, timed.suspended, outcome
 
 
-def _timed_call(app: Any, environ: dict[str, Any]) -> tuple[float, Outcome]:
-    started = time.thread_time()
+def _timed_call(app: Any, environ: dict[str, Any]) -> tuple[float, float, Outcome]:
+    """Run a sync view on this (pool) thread: (CPU, I/O, outcome), timed on this thread, so
+    the time queued for a free thread is not counted as I/O."""
+    started = clocks()
     outcome = call_app(app, environ)
-    return time.thread_time() - started, outcome
+    _, cpu, io = cpu_and_io(started)
+    return cpu, io, outcome
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -6,7 +6,7 @@ cost travels as `named_metrics.cost_<figure>`; `format_report` is the one place 
 
     TEXT cpu_utilization:0.42, rps_fractional:118, eps:0, named_metrics.inflight:3,
     named_metrics.queue:0, named_metrics.workers:4, named_metrics.cost_cpu_ms:12.5,
-    named_metrics.cost_wall_ms:40.1
+    named_metrics.cost_wall_ms:40.1, named_metrics.cost_io_ms:20.3
 
 Rules:
 - Instance-wide, not per worker: counters live in shared memory created before a prefork
@@ -16,7 +16,16 @@ Rules:
 - In-flight counts requests in the app plus those waiting in the server's queue (waitress's
   task queue, or the kernel's accept backlog for a prefork server), because a counter inside
   the app saturates at the worker count while the rest waits unseen.
-- Request cost is this request's own CPU time (the thread's CPU clock) and wall time.
+- Request cost is this request's own CPU time (the thread's CPU clock), its wall time, and
+  its I/O time: the part of its wall time spent blocked on something other than CPU. Off-CPU
+  time is not I/O: under contention a thread also waits for the GIL (while the process's
+  other threads run, or while the thread holding it waits for a core) and for a core (the
+  kernel's run-queue wait, /proc/thread-self/schedstat). So io = wall - own CPU - the
+  process's other threads' CPU meanwhile - own run-queue wait - the others' (estimated at
+  this thread's rate of run-queue wait per CPU second), clamped at 0: a CPU-bound view
+  reports little I/O however contended its backend is (it may
+  under-count the I/O of a waiting view in a busy process, never over-count it). An `async`
+  view on the event loop reports the time it spent suspended on awaits, I/O by construction.
 """
 
 import ctypes
@@ -54,6 +63,37 @@ def format_report(load: Mapping[str, float], cost: Mapping[str, float]) -> str:
 def _number(value: float) -> str:
     """Up to 3 decimals, no exponent (Envoy reads it with absl::SimpleAtod; so do we)."""
     return f"{max(value, 0.0):.3f}".rstrip("0").rstrip(".")
+
+
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
+Clocks = tuple[float, float, float, float]  # wall, thread CPU, process CPU, run-queue wait (s)
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a core (0 if unknown)."""
+    try:
+        with open(SCHEDSTAT, "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def clocks() -> Clocks:
+    """The calling thread's clocks, to time a request with `cpu_and_io`."""
+    return time.perf_counter(), time.thread_time(), time.process_time(), run_queue_wait()
+
+
+def cpu_and_io(started: Clocks) -> tuple[float, float, float]:
+    """(wall, CPU, I/O) seconds of the calling thread since `started` (see the module doc)."""
+    wall = time.perf_counter() - started[0]
+    cpu = time.thread_time() - started[1]
+    others = max(0.0, time.process_time() - started[2] - cpu)
+    queued = max(0.0, run_queue_wait() - started[3])
+    # While another thread holds the GIL but waits for a core, this one waits too: the
+    # others' run-queue wait is estimated at this thread's own rate of waiting per CPU second.
+    others_queued = others * min(queued / cpu, 10.0) if cpu > 0 else 0.0
+    return wall, cpu, max(0.0, wall - cpu - others - queued - others_queued)
 
 
 class Counters:
@@ -122,23 +162,27 @@ class LoadMeter:
         self._sampler_pid = 0
         self._cores = os.cpu_count() or 1
 
-    def begin(self) -> tuple[float, float]:
+    def begin(self) -> Clocks:
         """Start timing a request (on the thread that will run it)."""
         if self._sampler_pid != os.getpid():
             self._start_sampler()
         self.counters.begin()
-        return time.perf_counter(), time.thread_time()
+        return clocks()
 
-    def end(self, started: tuple[float, float], status: int, cpu_s: float | None = None) -> str:
-        """Finish a request; returns its header value. `cpu_s` overrides the thread clock."""
-        wall_ms = (time.perf_counter() - started[0]) * 1000
-        cpu_ms = (time.thread_time() - started[1] if cpu_s is None else cpu_s) * 1000
+    def end(self, started: Clocks, status: int, cpu_s: float | None = None,
+            io_s: float | None = None) -> str:
+        """Finish a request; returns its header value. `cpu_s` and `io_s` override what the
+        calling thread's clocks say (for a request that ran on another thread, or awaited)."""
+        wall_s, thread_cpu_s, thread_io_s = cpu_and_io(started)
+        wall_ms = wall_s * 1000
+        cpu_ms = (thread_cpu_s if cpu_s is None else cpu_s) * 1000
+        io_ms = min(wall_ms, (thread_io_s if io_s is None else io_s) * 1000)
         inflight, _, _ = self.counters.snapshot()
         queue = self._queue()
         value = format_report(
             {"cpu_utilization": self.cpu_utilization, "rps": self.rps, "eps": self.eps,
              "inflight": inflight + queue, "queue": queue, "workers": self.workers},
-            {"cpu_ms": cpu_ms, "wall_ms": wall_ms})
+            {"cpu_ms": cpu_ms, "wall_ms": wall_ms, "io_ms": io_ms})
         self.counters.end(failed=status >= 500)
         return value
 

@@ -1,5 +1,11 @@
 """`python -m balancer` is the same as the `balancer` console script."""
 
-from balancer.cli import main
+import signal
+
+# Before anything else (the imports below take a while): a SIGHUP that arrives before the
+# reload handler is installed waits, blocked, and is then handled as a reload (cli, server).
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+from balancer.cli import main  # noqa: E402
 
 raise SystemExit(main())

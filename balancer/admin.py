@@ -1,18 +1,27 @@
-"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`.
+"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`,
+`POST /login` (the login form's, with an admin token).
 
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
 
+import contextlib
+import hashlib
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from balancer.addresses import Address
 
 if TYPE_CHECKING:
+    from balancer.config import Config
     from balancer.server import Balancer
 
 BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer")
@@ -20,10 +29,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Application:
-    middlewares = [token_middleware(_config_token)] if check_token else []
+    """`check_token` False: a worker's private socket (in the supervisor's 0700 directory),
+    served without any guard."""
+    middlewares = [guard_middleware(_balancer_guard)] if check_token else []
     app = web.Application(middlewares=middlewares)
     app[BALANCER] = balancer
     app.router.add_get("/", status_page)
+    app.router.add_post("/login", login)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_post("/reload", reload)
@@ -36,27 +48,159 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def token_middleware(get_token: Callable[[web.Request], str | None]) -> Middleware:
-    """With an admin token set, everything but /healthz needs `Authorization: Bearer TOKEN`
-    (or `?token=TOKEN`, which the status page passes on to the requests it makes)."""
+# -- the guard ---------------------------------------------------------------------------------
+
+COOKIE = "balancer_admin"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What the admin listener checks, from the config in force."""
+
+    token: str | None
+    address: Address | None            # the configured admin address
+    allowed_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config: "Config") -> "Guard":
+        return cls(config.admin_token, config.admin, config.admin_allowed_hosts)
+
+
+GUARD_KEY: web.RequestKey[Guard] = web.RequestKey("guard", Guard)
+
+
+def _balancer_guard(request: web.Request) -> Guard:
+    return Guard.of(request.app[BALANCER].runtime.config)
+
+
+def guard_middleware(get_guard: Callable[[web.Request], Guard]) -> Middleware:
+    """Every request but /healthz:
+    - a POST (any unsafe method) from another site is refused, 403 (no CSRF): its `Origin`
+      must be this listener's own and `Sec-Fetch-Site` same-origin or none (when sent);
+    - without `admin_token`, the Host must name the admin address (loopback, `localhost`,
+      the configured host; any address when bound to 0.0.0.0/::) or one of
+      `admin_allowed_hosts`, else 403 (no DNS rebinding);
+    - with `admin_token`, the request needs `Authorization: Bearer TOKEN` or the cookie the
+      login form sets (HttpOnly, SameSite=Strict); the token in the URL is not accepted.
+      Without either: 401, and `/` answers the login form."""
     @web.middleware
-    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = get_token(request)
-        if token is None or request.path == "/healthz" or token_matches(request, token):
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
             return await handler(request)
+        if request.method not in SAFE_METHODS and is_cross_site(request):
+            return web.Response(status=403, text="403 cross-site request refused\n")
+        rules = get_guard(request)
+        request[GUARD_KEY] = rules
+        if rules.token is None:
+            if not host_allowed(request.headers.get("Host", ""), rules):
+                return web.Response(status=403, text=(
+                    "403 the Host header does not name the admin listener; add the name to "
+                    "admin_allowed_hosts (or set admin_token)\n"))
+            return await handler(request)
+        if request.path == "/login" or authorised(request, rules.token):
+            return await handler(request)
+        if request.path == "/" and request.method in SAFE_METHODS:
+            return login_page(401)
         return web.Response(status=401, text="401 admin token required\n",
                             headers={"WWW-Authenticate": 'Bearer realm="balancer admin"'})
-    return require_token
+    return guard
 
 
-def _config_token(request: web.Request) -> str | None:
-    return request.app[BALANCER].runtime.config.admin_token
+def is_cross_site(request: web.Request) -> bool:
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not sent by a browser (curl, a script): nothing to forge
+    return _origin_of(origin) is None or _origin_of(origin) != _origin_of(
+        f"{request.scheme}://{request.headers.get('Host', '')}")
 
 
-def token_matches(request: web.Request, token: str) -> bool:
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    try:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host or parsed.port is None:
+            return None
+        return parsed.scheme, parsed.host.lower(), parsed.port
+    except (ValueError, TypeError):
+        return None
+
+
+def host_allowed(host: str, rules: Guard) -> bool:
+    """Whether a Host header names the admin listener (see guard_middleware)."""
+    if rules.address is not None and rules.address.kind == "unix":
+        return True  # no browser reaches a unix socket
+    name = _host_name(host)
+    if not name:
+        return False
+    if name == "localhost" or name in rules.allowed_hosts:
+        return True
+    bound = rules.address.host.lower() if rules.address is not None else ""
+    if name == bound:
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    with contextlib.suppress(ValueError):
+        bound_ip = ipaddress.ip_address(bound)
+        return bound_ip.is_unspecified or bound_ip == ip
+    return False
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header value, lower case, without port or trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else ""
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def authorised(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
-    offered = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
-    return hmac.compare_digest(offered.encode(), token.encode())
+    if header[:7].lower() == "bearer ":
+        return hmac.compare_digest(header[7:].encode(), token.encode())
+    cookie = request.cookies.get(COOKIE)
+    return cookie is not None and hmac.compare_digest(cookie.encode(), cookie_value(token).encode())
+
+
+def cookie_value(token: str) -> str:
+    """What the login cookie holds: derived from the token (a new token voids old cookies),
+    not the token itself."""
+    return hmac.new(token.encode(), b"echonext-balancer admin cookie", hashlib.sha256).hexdigest()
+
+
+LOGIN_PAGE = Path(__file__).with_name("static") / "login.html"
+
+
+def login_page(status: int) -> web.Response:
+    return web.Response(status=status, body=LOGIN_PAGE.read_bytes(), content_type="text/html",
+                        charset="utf-8", headers={
+                            "Cache-Control": "no-store",
+                            "WWW-Authenticate": 'Bearer realm="balancer admin"'})
+
+
+async def login(request: web.Request) -> web.Response:
+    """The login form's POST: the right token sets the cookie and goes to the status page."""
+    rules = request.get(GUARD_KEY)
+    if rules is None or rules.token is None:  # nothing to log in to
+        return web.Response(status=303, headers={"Location": "./"})
+    form = await request.post()
+    offered = form.get("token")
+    if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(),
+                                                               rules.token.encode()):
+        return login_page(401)
+    response = web.Response(status=303, headers={"Location": "./", "Cache-Control": "no-store"})
+    response.set_cookie(COOKIE, cookie_value(rules.token), path="/", httponly=True,
+                        samesite="Strict")
+    return response
 
 
 STATUS_PAGE = Path(__file__).with_name("static") / "status.html"

@@ -2,10 +2,12 @@
 
 Pure. The decision, in order:
 1. the first rule that matches (path glob or regex, methods, host, headers, content type,
-   body size); a pinned rule (`pin: true`) decides alone;
-2. else, or when the rule is not pinned, the route's learned cost once it is confident;
-3. else the rule's class, or the class its cost hint (cpu_ms, io_ratio) gives;
-4. else the request's own facts (method, content type, body size), as the seed router did.
+   body size); a pinned rule (`pin: true`) decides alone. An unpinned rule decides too, with
+   one exception: learning overrides it only to protect others, so a route the rule puts in
+   another class (or pool) that the backends report as heavy_cpu goes to the heavy_cpu pool
+   (`learned-escalation`); learning never moves a cheap route between two cheap pools;
+2. else the route's learned class, once it decides (stable once, or escalated);
+3. else the request's own facts (method, content type, body size), as the seed router did.
 Rules match the path the backend routes (`routed_path`: what uvicorn, waitress and gunicorn
 put in `scope["path"]` / PATH_INFO), and a target they could resolve differently from each
 other or from the classifier is refused (`BadTarget`, a 400). What depends only on the route
@@ -19,7 +21,7 @@ import fnmatch
 import re
 from typing import Protocol
 
-from balancer.costs import CostModel
+from balancer.costs import AUTO_FLOOR_MS, CostModel
 from balancer.routing_config import EncodedSlashes, RequestClass, RoutingConfig, Rule
 
 CACHE_SIZE = 4096          # routes cached (then the cache starts over)
@@ -168,15 +170,17 @@ class RequestFacts(Protocol):
 class Decision:
     """A classification and why (a plain slotted class: made on every request)."""
 
-    __slots__ = ("request_class", "rule", "score", "source", "template")
+    __slots__ = ("pool", "request_class", "rule", "score", "source", "template")
 
     def __init__(self, request_class: RequestClass, source: str, score: float, template: str,
-                 rule: int | None = None) -> None:
+                 rule: int | None = None, pool: str | None = None) -> None:
         self.request_class = request_class
-        self.source = source      # rule | learned | default (spill is set by the pool choice)
+        # rule | learned | learned-escalation | default (spill is set by the pool choice)
+        self.source = source
         self.score = score        # expected CPU per request over the cpu_threshold
         self.template = template
         self.rule = rule
+        self.pool = pool          # a rule's own pool, instead of the class's
 
     def __repr__(self) -> str:
         return (f"<Decision {self.request_class} by {self.source} score={self.score:.2f} "
@@ -228,7 +232,7 @@ class Classifier:
 
     def __init__(self, routing: RoutingConfig) -> None:
         self.routing = routing
-        self.threshold = routing.cpu_threshold_ms
+        self.threshold = routing.cpu_threshold_ms or AUTO_FLOOR_MS  # without a cost model
         self.encoded_slashes: EncodedSlashes = routing.encoded_slashes
         self._rules = [_CompiledRule(rule) for rule in routing.rules]
         self._cache: dict[tuple[str, str], tuple[str, tuple[_CompiledRule, ...]] | str] = {}
@@ -266,24 +270,33 @@ class Classifier:
             if not candidate.needs_facts or candidate.matches_facts(facts):
                 rule = candidate.rule
                 break
-        if rule is None or not rule.pin:
-            learned = costs.lookup(template) if costs is not None else None
-            if learned is not None and costs is not None and costs.is_confident(learned):
-                return Decision(learned.learned_class, "learned", learned.cpu_ms / self.threshold,
-                                template, rule.index if rule else None)
+        threshold = costs.threshold_ms if costs is not None else self.threshold
+        learned = None
+        if costs is not None and (rule is None or not rule.pin):
+            known = costs.lookup(template)
+            if known is not None and costs.decides(known):
+                learned = known
         if rule is not None:
-            if rule.request_class is not None:
-                return Decision(rule.request_class, "rule", _nominal(rule.request_class),
+            ruled = rule.request_class or self._hinted(rule, threshold)
+            if learned is not None and learned.learned_class == "heavy_cpu" != ruled:
+                return Decision("heavy_cpu", "learned-escalation", learned.cpu_ms / threshold,
                                 template, rule.index)
-            return Decision(self._hinted(rule), "rule", (rule.cpu_ms or 0.0) / self.threshold,
-                            template, rule.index)
+            score = (_nominal(ruled) if rule.request_class is not None
+                     else (rule.cpu_ms or 0.0) / threshold)
+            return Decision(ruled, "rule", score, template, rule.index, rule.pool)
+        if learned is not None:
+            return Decision(learned.learned_class, "learned", learned.cpu_ms / threshold,
+                            template)
         return self._from_facts(facts, template)
 
-    def _hinted(self, rule: Rule) -> RequestClass:
-        if rule.cpu_ms is not None and rule.cpu_ms >= self.threshold:
+    def _hinted(self, rule: Rule, threshold: float) -> RequestClass:
+        """The class a rule's cost hint gives (a pool-only rule: the default class)."""
+        if rule.cpu_ms is not None and rule.cpu_ms >= threshold:
             return "heavy_cpu"
         if rule.io_ratio is not None and rule.io_ratio >= self.routing.io_threshold:
             return "io"
+        if rule.cpu_ms is None and rule.io_ratio is None:
+            return self.routing.default_class
         return "light_cpu"
 
     def _from_facts(self, facts: RequestFacts, template: str) -> Decision:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import resource
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(config_schema(), indent=2))
         return 0
+    if args.command != "check":
+        hold_sighup()  # until serve() or supervise() has its handler (then it is a reload)
     config = _load(args.config)
     if config is None:
         return 2
@@ -97,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 2
     return _run(supervise(config, args.config, workers, args.log_level))
+
+
+def hold_sighup() -> None:
+    """Block SIGHUP (its default action ends the process) until a handler is installed;
+    `python -m balancer` does this first thing, the console script from here."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 
 
 def _raise_open_file_limit() -> None:

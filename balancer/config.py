@@ -36,6 +36,7 @@ from balancer.yamltree import (
     as_ratio,
     as_str,
     compose,
+    decode,
     join,
 )
 
@@ -127,6 +128,7 @@ class Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     access_log: AccessLogConfig | None = None
     admin_token: str | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()  # Host names the admin listener answers (no token)
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -145,7 +147,7 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token", "admin_token_file")
+            "health", "access_log", "admin_token", "admin_token_file", "admin_allowed_hosts")
 SECRET_SUFFIX = "_file"  # `admin_token_file: /run/secrets/token` instead of `admin_token: ...`
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout", "max_tunnels")
@@ -156,8 +158,8 @@ BACKEND_KEYS = ("address", "weight")
 def load_config(path: str) -> Config:
     """Read and parse a config file; an unreadable file is a located ConfigError too."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
 
@@ -165,7 +167,7 @@ def load_config(path: str) -> Config:
         with open(os.path.join(os.path.dirname(path), name), encoding="utf-8") as fh:
             return fh.read()
 
-    return parse_config(text, path, env=os.environ, read_secret=read_secret)
+    return parse_config(decode(data, path), path, env=os.environ, read_secret=read_secret)
 
 
 def _no_secret_files(name: str) -> str:
@@ -189,13 +191,20 @@ def parse_config(
     listen = _listen(reader, entries.get("listen"))
     admin = None
     if "admin" in entries and not _is_null(entries["admin"]):
-        admin = reader.convert(entries["admin"], "admin", parse_listen)
+        admin = reader.convert(entries["admin"], "admin", _resolvable(parse_listen))
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
     admin_token = _secret(reader, entries, "admin_token", as_token, read_secret)
+    allowed_hosts: list[str] = []
+    if "admin_allowed_hosts" in entries:
+        items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
+        for index, item in enumerate(items):
+            name = reader.convert(item, join("admin_allowed_hosts", index), as_host_name)
+            if name is not None:
+                allowed_hosts.append(name)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -222,6 +231,7 @@ def parse_config(
         health=health,
         access_log=access_log,
         admin_token=admin_token,
+        admin_allowed_hosts=tuple(allowed_hosts),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -274,7 +284,7 @@ def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
         reader.fail(node, "listen", "at least one listen address is required")
     for index, item in enumerate(items):
         path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
-        address = reader.convert(item, path, parse_listen)
+        address = reader.convert(item, path, _resolvable(parse_listen))
         if address is None:
             continue
         if address in seen and not (address.kind == "tcp" and address.port == 0):
@@ -382,6 +392,17 @@ def as_token(raw: object) -> str:
     return raw
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*", re.IGNORECASE)
+
+
+def as_host_name(raw: object) -> str:
+    """A host name (or IPv4 address) as a Host header names it, without a port."""
+    if not isinstance(raw, str) or not _HOST_NAME.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not a host name (e.g. balancer.internal, no port)")
+    return raw.lower()
+
+
 def as_path(raw: object) -> str:
     if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in " \r\n"):
         raise ValueError(f"{raw!r} is not a request path (e.g. /__health)")
@@ -427,14 +448,31 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
 def _backend(reader: Reader, node: yaml.Node, path: str) -> tuple[Address | None, float]:
     """`http://host:port`, or `{address: http://host:port, weight: 2}`."""
     if not isinstance(node, yaml.MappingNode):
-        return reader.convert(node, path, parse_backend), 1.0
+        return reader.convert(node, path, _resolvable(parse_backend)), 1.0
     entries = reader.mapping(node, path, BACKEND_KEYS, required=("address",)) or {}
-    address = reader.convert(entries["address"], join(path, "address"), parse_backend) \
-        if "address" in entries else None
+    address = reader.convert(entries["address"], join(path, "address"),
+                             _resolvable(parse_backend)) if "address" in entries else None
     weight = 1.0
     if "weight" in entries:
         weight = reader.convert(entries["weight"], join(path, "weight"), _weight) or 1.0
     return address, weight
+
+
+def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
+    """An address parser that also refuses a host name the resolver cannot take (`.0.0.1`,
+    `a..b`, control characters): getaddrinfo would raise UnicodeError at bind or connect."""
+    def checked(raw: object) -> Address:
+        address = parse(raw)
+        if address.kind == "tcp":
+            try:
+                ipaddress.ip_address(address.host)
+            except ValueError:
+                try:
+                    address.host.encode("idna")
+                except UnicodeError:
+                    raise ValueError(f"{address.host!r} is not a valid host name") from None
+        return address
+    return checked
 
 
 def _weight(raw: object) -> float:

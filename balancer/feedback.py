@@ -67,6 +67,11 @@ class LoadReport:
     def wall_ms(self) -> float | None:
         return self.cost.get("wall_ms")
 
+    @property
+    def io_ms(self) -> float | None:
+        """Time blocked on I/O (not on CPU, the GIL or a core); absent from older backends."""
+        return self.cost.get("io_ms")
+
 
 def parse_load_report(value: bytes | str) -> LoadReport | None:
     """`TEXT cpu_utilization:0.42, rps_fractional:118.0, ...` → LoadReport, or None."""

@@ -233,12 +233,12 @@ class Proxy:
                 decision = runtime.classifier.classify(_Facts(request, forwarded), self.costs)
             except BadTarget as exc:  # a path the backend could route differently
                 raise BadRequest(str(exc)) from None
-        pool = runtime.pool_for(decision.request_class if decision else None)
+        pool = runtime.pool_for_decision(decision)
         record.pool = pool.name
         if decision is not None:
             record.request_class = decision.request_class
             self.metrics.decisions[(decision.request_class, decision.source)] += 1
-            if decision.source == "learned" and decision.rule is not None:
+            if decision.source == "learned-escalation":
                 self.metrics.learned_overrides += 1
         if not pool.backends:
             raise NoBackend(f"pool {pool.name} has no backends")
@@ -262,6 +262,8 @@ class Proxy:
                 continue
             used_pool, address, spilled = chosen
             if tried:
+                if not self.retries.try_retry():  # spent only when another backend is there
+                    raise last_error
                 log.info("%s: %s from %s; retrying on %s", forwarded.request_id,
                          last_error.reason, tried[-1], address)
                 self.metrics.retries[type(last_error).__name__] += 1
@@ -285,7 +287,7 @@ class Proxy:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
                     self._observe(runtime, outcome, failed=True)
-                if not _retryable(error, request, streamed) or not self.retries.try_retry():
+                if not _retryable(error, request, streamed):
                     raise
                 tried.append(address)
                 last_error = error
@@ -444,8 +446,8 @@ class Proxy:
         outcome.stats.observe_report(parsed, now, balancing,
                                      self.upstreams.inflight(outcome.address))
         decision = outcome.decision
-        if decision is not None and parsed.cpu_ms is not None and parsed.wall_ms is not None:
-            self.costs.observe(decision.template, parsed.cpu_ms, parsed.wall_ms, now)
+        if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
+            self.costs.observe_report(decision.template, parsed, now)
 
 
 async def _send_body(

@@ -38,6 +38,7 @@ class Rule:
     cpu_ms: float | None = None
     io_ratio: float | None = None
     pin: bool = False
+    pool: str | None = None     # send matches to this pool (any defined pool), not the class's
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,12 @@ class Learning:
     min_samples: int = 5        # samples before a learned cost may decide
     max_routes: int = 1000      # route templates remembered (least recently used evicted)
     hysteresis: float = 0.2     # relative margin around thresholds before a class changes
-    max_cv: float = 1.5         # coefficient of variation above which a cost is not trusted
+    max_cv: float = 1.5         # accepted for old configs; unused (confidence: a stable class)
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    cpu_threshold_ms: float = 100.0
+    cpu_threshold_ms: float | None = None   # None: auto (derived from the traffic)
     io_threshold: float = 0.5
     classes: tuple[tuple[RequestClass, str], ...] = ()
     default_class: RequestClass = "light_cpu"
@@ -68,7 +69,7 @@ class RoutingConfig:
 ROUTING_KEYS = ("cpu_threshold", "io_threshold", "classes", "default_class", "explain",
                 "encoded_slashes", "rules", "learning")
 RULE_KEYS = ("path", "path_regex", "methods", "host", "headers", "content_type", "body_size",
-             "class", "cpu_ms", "io_ratio", "pin")
+             "class", "cpu_ms", "io_ratio", "pin", "pool")
 
 
 def _milliseconds(raw: object) -> float:
@@ -82,7 +83,7 @@ def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingCon
     values: dict[str, object] = {}
     if "cpu_threshold" in entries:
         values["cpu_threshold_ms"] = reader.convert(
-            entries["cpu_threshold"], "routing.cpu_threshold", lambda r: parse_duration(r) * 1000)
+            entries["cpu_threshold"], "routing.cpu_threshold", _threshold)
     if "io_threshold" in entries:
         values["io_threshold"] = reader.convert(entries["io_threshold"], "routing.io_threshold",
                                                 as_ratio)
@@ -106,7 +107,7 @@ def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingCon
     if "rules" in entries:
         values["rules"] = tuple(
             rule for index, item in enumerate(reader.sequence(entries["rules"], "routing.rules"))
-            if (rule := _rule(reader, index, item)) is not None)
+            if (rule := _rule(reader, index, item, pools)) is not None)
     if "learning" in entries:
         values["learning"] = _learning(reader, entries["learning"])
     return RoutingConfig(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
@@ -130,7 +131,14 @@ def _classes(reader: Reader, node: yaml.Node | None,
     return tuple(out)
 
 
-def _rule(reader: Reader, index: int, node: yaml.Node) -> Rule | None:
+def _threshold(raw: object) -> float | None:
+    """`auto` (None) or a duration in milliseconds."""
+    if raw == "auto":
+        return None
+    return parse_duration(raw) * 1000
+
+
+def _rule(reader: Reader, index: int, node: yaml.Node, pools: set[str]) -> Rule | None:
     path = join("routing.rules", index)
     entries = reader.mapping(node, path, RULE_KEYS)
     if entries is None:
@@ -144,6 +152,12 @@ def _rule(reader: Reader, index: int, node: yaml.Node) -> Rule | None:
     if "class" in entries:
         values["request_class"] = reader.convert(entries["class"], join(path, "class"),
                                                  as_choice(CLASSES))
+    if "pool" in entries:
+        pool = reader.convert(entries["pool"], join(path, "pool"), as_str)
+        if pool is not None and pool not in pools:
+            reader.fail(entries["pool"], join(path, "pool"),
+                        f"no pool named '{pool}' (defined: {', '.join(sorted(pools))})")
+        values["pool"] = pool
     if "methods" in entries:
         methods = []
         for i, item in enumerate(reader.sequence(entries["methods"], join(path, "methods"),
@@ -167,8 +181,9 @@ def _rule(reader: Reader, index: int, node: yaml.Node) -> Rule | None:
     gives = [k for k in ("class", "cpu_ms", "io_ratio") if k in entries]
     if "class" in entries and len(gives) > 1:
         reader.fail(node, path, "a rule gives a class or a cost hint (cpu_ms, io_ratio), not both")
-    elif not gives:
-        reader.fail(node, path, "a rule needs a class, or a cost hint (cpu_ms and/or io_ratio)")
+    elif not gives and "pool" not in entries:
+        reader.fail(node, path,
+                    "a rule needs a class, a cost hint (cpu_ms and/or io_ratio), or a pool")
     clean = {k: v for k, v in values.items() if v is not None}
     return Rule(**clean)  # type: ignore[arg-type]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from balancer.addresses import Address
-from balancer.classify import Classifier
+from balancer.classify import Classifier, Decision
 from balancer.config import Config, PoolConfig
 from balancer.health import BackendHealth, available, may_eject
 from balancer.latency import predicted_service
@@ -100,6 +100,14 @@ class Runtime:
 
     def pool_for(self, request_class: RequestClass | None) -> Pool:
         return self._class_pools.get(request_class, self.default_pool)
+
+    def pool_for_decision(self, decision: Decision | None) -> Pool:
+        """The rule's own pool if it names one, else its class's pool."""
+        if decision is None:
+            return self.default_pool
+        if decision.pool is not None:
+            return self.pools.get(decision.pool, self.default_pool)
+        return self._class_pools.get(decision.request_class, self.default_pool)
 
     def choose(
         self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = (),

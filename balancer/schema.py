@@ -24,6 +24,7 @@ from balancer.config import (
     SECRET_SUFFIX,
     TIMEOUT_PARSERS,
     TOP_KEYS,
+    as_host_name,
     as_path,
     as_token,
 )
@@ -71,6 +72,9 @@ FUNCTION_SCHEMAS: dict[Callable[[object], object], Schema] = {
     parse_backend: BACKEND,
     as_path: {"type": "string", "pattern": r"^/[^ \r\n]*$", "description": "a path, e.g. /x"},
     as_token: {"type": "string", "minLength": 16, "pattern": r"^\S+$"},
+    as_host_name: {"type": "string", "pattern": r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*"
+                   r"[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
+                   "description": "a host name or IPv4 address, without a port"},
 }
 
 
@@ -143,6 +147,7 @@ def top() -> Schema:
         "routing": routing(),
         "admin_token": nullable(token),
         "admin_token_file": nullable(value(schema_of(as_str))),
+        "admin_allowed_hosts": {"type": "array", "items": value(schema_of(as_host_name))},
     }, required=("listen", "pools"))
     schema["not"] = {"required": ["admin_token", "admin_token" + SECRET_SUFFIX]}
     return schema
@@ -174,7 +179,7 @@ def backend() -> Schema:
 def routing() -> Schema:
     classes = mapping("routing.classes", CLASSES, {c: value(schema_of(as_str)) for c in CLASSES})
     return mapping("routing", ROUTING_KEYS, {
-        "cpu_threshold": value(DURATION),
+        "cpu_threshold": value({"anyOf": [{"const": "auto"}, DURATION]}),
         "io_threshold": value(schema_of(as_ratio)),
         "classes": classes,
         "default_class": value(schema_of(as_choice(CLASSES))),
@@ -201,8 +206,9 @@ def rule() -> Schema:
         "cpu_ms": value(DURATION),
         "io_ratio": value(schema_of(as_ratio)),
         "pin": value(schema_of(as_bool)),
+        "pool": text,
     })
-    schema["anyOf"] = [{"required": [k]} for k in ("class", "cpu_ms", "io_ratio")]
+    schema["anyOf"] = [{"required": [k]} for k in ("class", "cpu_ms", "io_ratio", "pool")]
     schema["allOf"] = [
         {"not": {"required": ["path", "path_regex"]}},
         {"not": {"anyOf": [{"required": ["class", k]} for k in ("cpu_ms", "io_ratio")]}},

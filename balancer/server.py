@@ -91,16 +91,19 @@ class Balancer:
     """The running balancer: listeners, the proxy, the admin listener, connection pools."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,
-                 reuse_port: bool = True, admin: Address | None = None) -> None:
+                 reuse_port: bool = False, admin: Address | None = None) -> None:
         self.config_path = config_path
         self.rng = random.Random()
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry = build_registry(self)
+        # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
+        # them; a single process must not share its ports with a second instance unawares
         self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
+        self._reload_lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._public: web.ServerRunner | None = None
         self._server: ProxyServer | None = None
@@ -145,7 +148,7 @@ class Balancer:
             auto_decompress=False,
         )
         self._public = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=config.timeouts.drain)
+                                        shutdown_timeout=_aiohttp_timeout(config.timeouts.drain))
         await self._public.setup()
         # a worker's private admin socket (in the supervisor's 0700 directory) needs no token
         app = build_admin_app(self, check_token=self.admin_override is None)
@@ -171,11 +174,12 @@ class Balancer:
                 if existing is not None:
                     kept.append(existing)
                 else:
-                    fresh.append((address, admin, bind(address, reuse_port=self.reuse_port)))
-        except OSError as exc:
+                    reuse_port = self.reuse_port and not admin  # the admin port: never
+                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
+        except (OSError, UnicodeError) as exc:
             for _, _, sock in fresh:
                 sock.close()
-            raise ApplyError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise ApplyError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for address, admin, sock in fresh:
             site = web.SockSite(self._admin if admin else self._public, sock)
             await site.start()
@@ -219,7 +223,12 @@ class Balancer:
                 self._access_log.flush()
 
     async def reload(self) -> ReloadOutcome:
-        """Load, validate and swap in the config file; on any error keep the current one."""
+        """Load, validate and swap in the config file; on any error keep the current one.
+        One reload at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         current = self.runtime
         started = time.perf_counter()
         if self.config_path is None:
@@ -235,6 +244,11 @@ class Balancer:
             except ApplyError as exc:
                 outcome = ReloadOutcome(False, current.generation, current.config.digest,
                                         (f"{self.config_path}: {exc}",))
+            except Exception as exc:  # a bug must not end the process: refuse, keep serving
+                log.exception("reload failed")
+                outcome = ReloadOutcome(False, current.generation, current.config.digest,
+                                        (f"{self.config_path}: internal error while reloading: "
+                                         f"{type(exc).__name__}: {exc}",))
         outcome = replace(outcome, at=time.time(),
                           seconds=round(time.perf_counter() - started, 6))
         self.reloads.append(outcome)
@@ -263,7 +277,8 @@ class Balancer:
         if self._server is not None:
             self._server.apply(config)  # limits and client timeouts of new connections
         if self._public is not None:
-            self._public._shutdown_timeout = config.timeouts.drain  # aiohttp's, read at stop
+            # aiohttp's, read at stop
+            self._public._shutdown_timeout = _aiohttp_timeout(config.timeouts.drain)
         self.upstreams.configure(config.pools, config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
@@ -293,6 +308,17 @@ class Balancer:
             await self._upstreams.close()
         if self._access_log is not None:
             self._access_log.close()
+
+
+def bind_error(exc: OSError | UnicodeError) -> str:
+    if isinstance(exc, UnicodeError):  # the IDNA codec refused the host (`.0.0.1`)
+        return "not a valid host name"
+    return exc.strerror or str(exc)
+
+
+def _aiohttp_timeout(seconds: float) -> float:
+    """aiohttp reads a timeout of 0 as "no limit"; ours means "at once"."""
+    return max(seconds, 0.001)
 
 
 class ApplyError(Exception):
@@ -336,7 +362,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     `admin` socket, and the worker drains and exits if the supervisor goes away.
     """
     loop = asyncio.get_running_loop()
-    balancer = Balancer(config, config_path, admin=admin)
+    balancer = Balancer(config, config_path, admin=admin, reuse_port=worker is not None)
     try:
         await balancer.start()
     except ApplyError as exc:
@@ -346,6 +372,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
     orphan_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
@@ -378,6 +405,12 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     await balancer.stop()
     log.info("stopped")
     return 0
+
+
+def release_sighup() -> None:
+    """Unblock SIGHUP once its handler is installed (the CLI blocks it from the start): one
+    that arrived meanwhile is delivered now, as a reload."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
 async def _exit_when_orphaned(parent: int, received: "asyncio.Queue[signal.Signals]") -> None:

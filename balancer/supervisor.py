@@ -33,10 +33,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
-from balancer.admin import status_page, token_middleware
+from balancer.admin import Guard, guard_middleware, login, status_page
 from balancer.aggregate import merge_expositions, merge_status
 from balancer.config import Config, load_config
-from balancer.server import ReloadOutcome, bind, describe
+from balancer.server import ReloadOutcome, bind, bind_error, describe, release_sighup
 from balancer.yamltree import ConfigError
 
 log = logging.getLogger("balancer.supervisor")
@@ -66,6 +66,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
+    ready: bool = False  # answered /healthz since it was (re)started: may be sent SIGHUP
     backoff: float = RESTART_BACKOFF[0]
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -81,6 +82,7 @@ class Supervisor:
         self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
         self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
                         for i in range(workers)]
+        self._reload_lock = asyncio.Lock()
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
 
@@ -95,6 +97,7 @@ class Supervisor:
             "--log-level", self.log_level,
         )
         worker.started_at = time.monotonic()
+        worker.ready = False
         worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -118,6 +121,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await self._worker_get(worker, "/healthz") is not None:
+                worker.ready = True
                 return
             assert worker.process is not None
             if worker.process.returncode is not None:
@@ -140,14 +144,22 @@ class Supervisor:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # the workers bind the public addresses with SO_REUSEPORT, which would silently share
+        # them with another instance: first make sure each is free (and the admin one)
+        for address in (*self.config.listen, *filter(None, [self.config.admin])):
+            try:
+                bind(address).close()
+            except (OSError, UnicodeError) as exc:
+                raise RuntimeError(f"cannot listen on {address}: {bind_error(exc)}") from None
         for worker in self.workers:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
         if self.config.admin is not None:
             app = web.Application(middlewares=[
-                token_middleware(lambda request: request.app[SUPERVISOR].config.admin_token)])
+                guard_middleware(lambda request: Guard.of(request.app[SUPERVISOR].config))])
             app[SUPERVISOR] = self
             app.router.add_get("/", status_page)
+            app.router.add_post("/login", login)
             app.router.add_get("/healthz", _healthz)
             app.router.add_get("/status", _status)
             app.router.add_get("/metrics", _metrics)
@@ -155,7 +167,11 @@ class Supervisor:
             self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
                                         shutdown_timeout=1.0)
             await self._admin.setup()
-            await self._listen_admin(self.config.admin)
+            try:
+                await self._listen_admin(self.config.admin)
+            except (OSError, UnicodeError) as exc:  # taken since the check above
+                raise RuntimeError(f"cannot listen on {self.config.admin}: "
+                                   f"{bind_error(exc)}") from None
         log.info("serving with %d workers, config generation %d (%s)", len(self.workers),
                  self.generation, self.config.digest)
 
@@ -171,30 +187,38 @@ class Supervisor:
         self._admin_site = site
 
     async def reload(self) -> ReloadOutcome:
-        """Validate the file here; only a valid one is passed on to the workers."""
+        """Validate the file here; only a valid one is passed on to the workers. One reload
+        at a time (SIGHUP and POST /reload queue behind each other)."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadOutcome:
         started = time.perf_counter()
         try:
             config = load_config(self.config_path)
             problems = shared_listen_problems(config, len(self.workers))
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
+        except Exception as exc:  # a bug must not end the supervisor (and every worker)
+            log.exception("reload failed")
+            problems = [f"{self.config_path}: internal error while reloading: "
+                        f"{type(exc).__name__}: {exc}"]
         if problems:
             outcome = ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
             for problem in problems:
                 log.error("reload refused, no worker signalled, keeping generation %d: %s",
                           self.generation, problem)
         else:
-            for worker in self.workers:
-                if worker.process is not None and worker.process.returncode is None:
-                    worker.process.send_signal(signal.SIGHUP)
+            await self._signal_workers()
             errors = await self._await_digest(config.digest)
             if not errors:
                 if config.admin != self.config.admin and config.admin is not None \
                         and self._admin is not None:
                     try:
                         await self._listen_admin(config.admin)
-                    except OSError as exc:
-                        errors.append(f"cannot listen on {config.admin} (admin): {exc}")
+                    except (OSError, UnicodeError) as exc:
+                        errors.append(f"cannot listen on {config.admin} (admin): "
+                                      f"{bind_error(exc)}")
                 self.generation += 1
                 self.config = config
             outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))
@@ -206,6 +230,20 @@ class Supervisor:
         self.reloads.append(outcome)
         del self.reloads[:-20]
         return outcome
+
+    async def _signal_workers(self) -> None:
+        """SIGHUP to every running worker, each once it is ready: one still starting (its
+        interpreter not yet up) would die of it."""
+        async def signal_when_ready(worker: Worker) -> None:
+            process = worker.process
+            if process is None or process.returncode is not None:
+                return  # exited: its replacement reads the file anew
+            if not worker.ready:
+                with contextlib.suppress(RuntimeError):
+                    await self._wait_ready(worker, timeout=10.0)
+            if worker.process is process and process.returncode is None:
+                process.send_signal(signal.SIGHUP)
+        await asyncio.gather(*(signal_when_ready(w) for w in self.workers))
 
     async def _await_digest(self, digest: str, timeout: float = 10.0) -> list[str]:
         """Wait until every worker serves `digest`; what is still wrong after `timeout`."""
@@ -259,6 +297,7 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
     received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
+    release_sighup()
     try:
         await supervisor.start()
     except RuntimeError as exc:

@@ -26,7 +26,15 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.col}: {where}{self.message}"
+        return printable(f"{self.file}:{self.line}:{self.col}: {where}{self.message}")
+
+
+def printable(text: str) -> str:
+    """`text` on one line: characters that are not printable (newlines, U+2028, controls)
+    quoted the way repr() does, so a value quoted from the file cannot split or forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -42,6 +50,21 @@ class ConfigError(Exception):
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def decode(data: bytes, file: str) -> str:
+    """A config file's bytes as text: UTF-8 (a leading BOM is dropped); anything else is a
+    ConfigError located at the first byte that cannot be decoded."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line = data.count(b"\n", 0, start) + 1
+        col = len(data[line_start:start].decode("utf-8", errors="replace")) + 1
+        message = (f"the file is not UTF-8: byte 0x{data[start]:02x} cannot be decoded "
+                   "(save it as UTF-8)")
+        raise ConfigError([Problem(file, line, col, "", message)]) from None
+
+
 def compose(text: str, file: str) -> yaml.Node | None:
     """Parse YAML text into a node tree; invalid YAML raises ConfigError located at the fault."""
     try:
@@ -49,10 +72,34 @@ def compose(text: str, file: str) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"invalid YAML: {exc.problem or exc.context}"
+        message = f"invalid YAML: {_one_line(exc.problem or exc.context)}"
+        raise ConfigError([Problem(file, line, col, "", message)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ESC, ...)
+        line, col = _position(text, exc.position)
+        message = (f"invalid YAML: character {exc.character!r} is not allowed "
+                   "(YAML takes printable characters, tab and newlines only)")
         raise ConfigError([Problem(file, line, col, "", message)]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+        raise ConfigError([Problem(file, 1, 1, "", f"invalid YAML: {_one_line(exc)}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(file, 1, 1, "", "invalid YAML: nested too deeply")]) from None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of a character index."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error's message on one line, without PyYAML's own position lines."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _one_line(exc.problem or exc.context)
+    return _one_line(exc)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 def join(path: str, key: str | int) -> str:
@@ -92,7 +139,11 @@ class Reader:
             return None
         entries: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = self._constructor.construct_object(key_node, deep=True)
+            try:
+                key = self._constructor.construct_object(key_node, deep=True)
+            except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows
+                self.fail(key_node, path, f"invalid key: {_yaml_problem(exc)}")
+                continue
             if not isinstance(key, str):
                 self.fail(key_node, path, f"keys must be strings, got {key!r}")
                 continue
@@ -128,7 +179,7 @@ class Reader:
         try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.fail(node, path, f"invalid value: {exc}")
+            self.fail(node, path, f"invalid value: {_yaml_problem(exc)}")
             return None
 
     def convert(self, node: yaml.Node, path: str, parse: Callable[[object], T]) -> T | None:

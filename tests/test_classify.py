@@ -8,6 +8,7 @@ from balancer.classify import BadTarget, Classifier, glob_to_regex, path_templat
 from balancer.config import parse_config
 from balancer.costs import CostModel
 from balancer.routing_config import Learning, RoutingConfig
+from balancer.yamltree import ConfigError
 
 
 @dataclass
@@ -68,6 +69,7 @@ pools:
   io: {{backends: [http://127.0.0.1:1]}}
   light: {{backends: [http://127.0.0.1:2]}}
   heavy: {{backends: [http://127.0.0.1:3]}}
+  gpu: {{backends: [http://127.0.0.1:4]}}
 routing:
   cpu_threshold: 100ms
   io_threshold: 0.5
@@ -124,21 +126,93 @@ def test_request_facts_decide_for_routes_with_no_rule_and_no_history() -> None:
     assert classify.classify(Facts(path="/anything"), costs).source == "default"
 
 
-def test_learned_cost_overrides_an_unpinned_rule_once_confident_but_not_a_pinned_one() -> None:
+def teach(classify: Classifier, costs: CostModel, facts: Facts, cpu_ms: float, io_ms: float,
+          times: int) -> None:
+    for sample in range(times):
+        template = classify.classify(facts, costs).template
+        costs.observe(template, cpu_ms, cpu_ms + io_ms, float(sample), io_ms=io_ms)
+
+
+def test_one_heavy_report_escalates_an_unpinned_cheap_rule_but_not_a_pinned_one() -> None:
     classify, costs = classifier(RULES)
     render = Facts(path="/render/page", query="name=x")
     pinned = Facts(path="/pinned")
-    for sample in range(5):
-        decision = classify.classify(render, costs)
-        assert decision.source == "rule"  # not confident yet (min_samples is 5)
-        costs.observe(decision.template, cpu_ms=250, wall_ms=260, now=float(sample))
-        costs.observe(classify.classify(pinned, costs).template, 250, 260, float(sample))
+    assert classify.classify(render, costs).source == "rule"
+    teach(classify, costs, render, cpu_ms=250, io_ms=0, times=1)
+    teach(classify, costs, pinned, cpu_ms=250, io_ms=0, times=1)
     decision = classify.classify(render, costs)
-    assert (decision.request_class, decision.source) == ("heavy_cpu", "learned")
-    assert decision.template == "GET /render/page?name"
+    assert (decision.request_class, decision.source) == ("heavy_cpu", "learned-escalation")
+    assert decision.template == "GET /render/page?name" and decision.rule == 1
     assert decision.score == pytest.approx(2.5)
     pinned_decision = classify.classify(pinned, costs)
     assert (pinned_decision.request_class, pinned_decision.source) == ("light_cpu", "rule")
+
+
+@pytest.mark.parametrize(("facts", "cpu_ms", "io_ms", "ruled"), [
+    (Facts(path="/api/items"), 2.0, 0.0, "io"),            # learned light_cpu: stays io
+    (Facts(path="/render/page"), 1.0, 20.0, "light_cpu"),  # learned io: stays light_cpu
+    (Facts(path="/process/x", method="POST"), 1.0, 0.0, "heavy_cpu"),  # learned cheap: stays
+])
+def test_learning_never_moves_a_route_against_its_rule_except_to_isolate_cpu(
+    facts: Facts, cpu_ms: float, io_ms: float, ruled: str,
+) -> None:
+    classify, costs = classifier(RULES)
+    teach(classify, costs, facts, cpu_ms, io_ms, times=30)
+    learned = costs.lookup(classify.classify(facts, costs).template)
+    assert learned is not None and costs.decides(learned) and learned.learned_class != ruled
+    decision = classify.classify(facts, costs)
+    assert (decision.request_class, decision.source) == (ruled, "rule")
+
+
+def test_with_no_rule_the_learned_class_decides_once_stable() -> None:
+    classify, costs = classifier("    - {path: /never, class: io}")
+    query = Facts(path="/db/query", query="user=3")
+    teach(classify, costs, query, cpu_ms=1.0, io_ms=20.0, times=4)
+    assert classify.classify(query, costs).source == "default"
+    teach(classify, costs, query, cpu_ms=1.0, io_ms=20.0, times=1)
+    decision = classify.classify(query, costs)
+    assert (decision.request_class, decision.source) == ("io", "learned")
+
+
+def test_a_rule_may_send_requests_to_any_pool_and_an_escalation_still_goes_heavy() -> None:
+    classify, costs = classifier(RULES.replace('- {path: "/api/**", class: io}',
+                                               '- {path: "/infer/**", pool: gpu}'))
+    infer = Facts(path="/infer/model", method="POST")
+    decision = classify.classify(infer, costs)
+    assert (decision.pool, decision.request_class, decision.source) == ("gpu", "light_cpu", "rule")
+    teach(classify, costs, infer, cpu_ms=400, io_ms=0, times=1)
+    decision = classify.classify(infer, costs)
+    assert (decision.pool, decision.request_class, decision.source) == (
+        None, "heavy_cpu", "learned-escalation")
+
+
+def test_a_rule_naming_an_unknown_pool_is_a_located_error() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config("""listen: 127.0.0.1:0
+pools: {a: {backends: [http://127.0.0.1:1]}}
+routing:
+  classes: {light_cpu: a}
+  rules: [{path: /x, pool: gpu}]
+""", "lb.yaml")
+    expected = "lb.yaml:5:28: routing.rules[0].pool: no pool named 'gpu' (defined: a)"
+    assert expected in str(error.value)
+
+
+def test_cpu_threshold_is_auto_unless_written() -> None:
+    base = """listen: 127.0.0.1:0
+pools: {a: {backends: [http://127.0.0.1:1]}}
+routing:
+  classes: {light_cpu: a}
+"""
+    for extra, expected in [("", None), ("  cpu_threshold: auto\n", None),
+                            ("  cpu_threshold: 20ms\n", 20.0)]:
+        routing = parse_config(base + extra).routing
+        assert routing is not None and routing.cpu_threshold_ms == expected
+    hinted = parse_config(base + "  rules: [{path: /r, cpu_ms: 30}]\n").routing
+    assert hinted is not None
+    classify = Classifier(hinted)
+    costs = CostModel(hinted.learning, cpu_threshold_ms=None, io_threshold=0.5)
+    assert classify.classify(Facts(path="/r"), costs).request_class == "heavy_cpu"  # 30 >= 10
 
 
 def test_fifty_rules_cost_one_lookup_per_route_after_the_first() -> None:
@@ -163,3 +237,100 @@ def test_routing_config_defaults() -> None:
     routing = RoutingConfig(classes=(("light_cpu", "light"),))
     assert routing.pool_for("heavy_cpu") == "light"  # unmapped class: the default's pool
     assert Learning().min_samples == 5
+
+
+# -- exact decisions: what each source scores, and the edges of each rule condition -------------
+
+EDGE_RULES = """\
+    - {path: "/io", class: io}
+    - {path: "/light", class: light_cpu}
+    - {path: "/heavy", class: heavy_cpu}
+    - {path: "/at-threshold", cpu_ms: 100ms}
+    - {path: "/below-threshold", cpu_ms: 50ms}
+    - {path: "/io-hint", io_ratio: 0.5}
+    - {path: "/csv", content_type: "text/csv", class: io}
+    - {path: "/sized", body_size: {min: 1KiB, max: 2KiB}, class: heavy_cpu}
+    - {path: "/small", body_size: {max: 1KiB}, class: io}
+    - {path: "/some", body_size: {min: 1}, class: io}
+"""
+
+
+@pytest.mark.parametrize(("facts", "expected"), [
+    (Facts(path="/io"), ("io", "rule", 0.0, "GET /io", 0)),
+    (Facts(path="/light"), ("light_cpu", "rule", 0.5, "GET /light", 1)),
+    (Facts(path="/heavy", query="a=1"), ("heavy_cpu", "rule", 1.0, "GET /heavy?a", 2)),
+    (Facts(path="/at-threshold"), ("heavy_cpu", "rule", 1.0, "GET /at-threshold", 3)),
+    (Facts(path="/below-threshold"), ("light_cpu", "rule", 0.5, "GET /below-threshold", 4)),
+    (Facts(path="/io-hint"), ("io", "rule", 0.0, "GET /io-hint", 5)),
+    (Facts(path="/csv", ctype="text/csv; charset=utf-8"), ("io", "rule", 0.0, "GET /csv", 6)),
+    (Facts(path="/sized", method="PUT", content_length=1024),
+     ("heavy_cpu", "rule", 1.0, "PUT /sized", 7)),
+    (Facts(path="/sized", method="PUT", content_length=2048),
+     ("heavy_cpu", "rule", 1.0, "PUT /sized", 7)),
+    (Facts(path="/sized", method="PUT", content_length=1023),
+     ("light_cpu", "default", 0.3, "PUT /sized", None)),
+    (Facts(path="/small", method="PUT", content_length=4096, ctype="text/plain"),
+     ("light_cpu", "default", 0.301, "PUT /small", None)),
+    (Facts(path="/some"), ("light_cpu", "default", 0.1, "GET /some", None)),
+    # no rule: the request's own facts
+    (Facts(path="/x", method="HEAD"), ("light_cpu", "default", 0.1, "HEAD /x", None)),
+    (Facts(path="/x", method="OPTIONS"), ("light_cpu", "default", 0.1, "OPTIONS /x", None)),
+    (Facts(path="/x", method="DELETE"), ("light_cpu", "default", 0.3, "DELETE /x", None)),
+    (Facts(path="/x", method="POST", ctype="application/json", content_length=100_000),
+     ("light_cpu", "default", 0.329, "POST /x", None)),
+    (Facts(path="/x", method="POST", ctype="application/json", content_length=2 * 2**20),
+     ("light_cpu", "default", 0.6, "POST /x", None)),
+    (Facts(path="/x", method="POST", ctype="Image/PNG", content_length=2**19),
+     ("heavy_cpu", "default", 0.95, "POST /x", None)),
+])
+def test_each_decision_in_full(facts: Facts, expected: tuple[object, ...]) -> None:
+    classify, costs = classifier(EDGE_RULES)
+    decision = classify.classify(facts, costs)
+    got = (decision.request_class, decision.source, decision.score, decision.template,
+           decision.rule)
+    assert got == pytest.approx(expected), got
+    assert classify.classify(facts, None).request_class == decision.request_class
+
+
+def test_a_learned_decision_names_the_rule_it_overrode() -> None:
+    classify, costs = classifier(RULES)
+    for sample in range(5):
+        costs.observe("GET /render/page", cpu_ms=250, wall_ms=260, now=float(sample))
+        costs.observe("GET /elsewhere", cpu_ms=250, wall_ms=260, now=float(sample))
+    assert classify.classify(Facts(path="/render/page"), costs).rule == 1
+    decision = classify.classify(Facts(path="/elsewhere"), costs)
+    assert (decision.source, decision.rule) == ("learned", None)
+
+
+def test_routes_are_looked_up_once_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import balancer.classify as module
+
+    calls = []
+    real = module.routed_path
+    monkeypatch.setattr(module, "routed_path", lambda p, mode: calls.append(p) or real(p, mode))
+    classify, costs = classifier(RULES)
+    for _ in range(3):
+        classify.classify(Facts(path="/api/x"), costs)
+    assert calls == ["/api/x"]
+    for i in range(module.CACHE_SIZE - 1):  # with /api/x: exactly full
+        classify.classify(Facts(path=f"/n{i}"), costs)
+    assert repr(classify) == f"<Classifier 8 rules, {module.CACHE_SIZE} routes cached>"
+    classify.classify(Facts(path="/one-more"), costs)
+    assert repr(classify) == "<Classifier 8 rules, 1 routes cached>"
+
+
+def test_query_keys_split_at_the_first_equals_sign() -> None:
+    assert query_keys("a=b=c") == "?a"
+    assert query_keys("a=b=c&d=1") == "?a&d"
+
+
+@pytest.mark.parametrize(("glob", "path", "hit"), [
+    ("/a/**/b", "/a/x/y/b", True),
+    ("/a/**/b", "/a/xb", False),
+    ("**/b", "/x/y/b", True),
+])
+def test_double_star_in_the_middle(glob: str, path: str, hit: bool) -> None:
+    import re
+    assert (re.match(glob_to_regex(glob), path) is not None) is hit

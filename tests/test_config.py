@@ -1,11 +1,12 @@
 """Config parsing: the minimal file, defaults, and located errors (all of them, not the first)."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from balancer.addresses import Address, parse_backend, parse_listen
-from balancer.config import parse_config
+from balancer.config import load_config, parse_config
 from balancer.units import parse_duration, parse_size
 from balancer.yamltree import ConfigError
 
@@ -127,7 +128,8 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
     assert found == [
         "config/balancer.yaml:1:9: listen: '127.0.0.1:80800': port 80800 is out of range (0-65535)",
         "config/balancer.yaml:2:1: admn: unknown key 'admn' (did you mean 'admin'? expected one "
-        "of: access_log, admin, admin_token, admin_token_file, health, limits, listen, pools, "
+        "of: access_log, admin, admin_allowed_hosts, admin_token, admin_token_file, health, "
+        "limits, listen, pools, "
         "routing, timeouts, trusted_proxies)",
         "config/balancer.yaml:4:3: timeouts.conect: unknown key 'conect' (did you mean 'connect'? "
         "expected one of: backend_response, client_body, client_header, client_idle, "
@@ -236,3 +238,237 @@ def test_listen_addresses() -> None:
     assert parse_listen("0.0.0.0:0").port == 0
     assert parse_listen(8080).key == "0.0.0.0:8080"
     assert parse_listen("unix:/run/lb.sock").path == "/run/lb.sock"
+
+
+# -- every pool option and backend form, read exactly; each bad value located -------------------
+
+def test_every_pool_option_and_weighted_backends() -> None:
+    config = parse_config(textwrap.dedent("""\
+        listen: [127.0.0.1:0, 127.0.0.1:0]
+        admin: ~
+        admin_token: 0123456789abcdef
+        trusted_proxies: 10.1.2.3/8
+        health: {check_path: /ready}
+        pools:
+          a:
+            backends:
+              - {address: http://127.0.0.1:1, weight: 2.5}
+              - http://127.0.0.1:2
+              - {address: http://127.0.0.1:3}
+              - {address: http://127.0.0.1:4, weight: 1000}
+            policy: round_robin
+            spill_to: b
+            max_queue: 7
+            queue_timeout: 250ms
+            max_connections: 3
+            max_idle: 2
+            max_inflight: 9
+          b:
+            backends: [{address: http://127.0.0.1:5, weight: 1}]
+            spill_to: [a]
+        """), "f.yaml")
+    a, b = config.pool("a"), config.pool("b")
+    assert len(config.listen) == 1  # port 0 twice is accepted, not a duplicate error
+    assert config.admin is None and config.admin_token == "0123456789abcdef"
+    assert [str(n) for n in config.trusted_proxies] == ["10.0.0.0/8"]
+    assert config.health.check_path == "/ready"
+    assert a.weights == (2.5, 1.0, 1.0, 1000.0) and a.weight_of(3) == 1000.0
+    assert b.weights == () and b.weight_of(0) == 1.0  # all 1: no weights kept
+    assert (a.policy, a.spill_to, a.max_queue, a.queue_timeout) == ("round_robin", ("b",), 7, 0.25)
+    assert (a.max_connections, a.max_idle, a.max_inflight, a.inflight_cap) == (3, 2, 9, 9)
+    assert b.spill_to == ("a",) and b.policy == "least_latency"
+    with pytest.raises(KeyError):
+        config.pool("c")
+
+
+def test_bad_pool_options_and_backends_are_each_located() -> None:
+    found = problems("""\
+        listen: [127.0.0.1:80, 127.0.0.1:80]
+        admin_token: "short token"
+        trusted_proxies: [nonsense]
+        health: {check_path: ready}
+        pools:
+          a:
+            backends:
+              - {weight: 2}
+              - {address: http://127.0.0.1:1, weight: 0}
+              - {address: http://127.0.0.1:2, weight: true}
+              - {address: http://127.0.0.1:3, weight: 1001}
+              - {address: http//x}
+              - {address: http://127.0.0.1:4, wieght: 2}
+            policy: fastest
+            spill_to: [a, nowhere]
+            max_queue: -1
+            queue_timeout: soon
+            max_inflight: 0
+        """)
+    assert found == [
+        "config/balancer.yaml:1:24: listen[1]: 127.0.0.1:80 is listed twice",
+        "config/balancer.yaml:2:14: admin_token: an admin token must be a string of at least 16 "
+        "printable characters without spaces",
+        "config/balancer.yaml:3:19: trusted_proxies[0]: 'nonsense' is not an IP address or "
+        "network (e.g. 10.0.0.0/8)",
+        "config/balancer.yaml:4:22: health.check_path: 'ready' is not a request path "
+        "(e.g. /__health)",
+        "config/balancer.yaml:8:9: pools.a.backends[0].address: missing required key",
+        "config/balancer.yaml:9:47: pools.a.backends[1].weight: 0 is not a weight "
+        "(a number above 0, at most 1000)",
+        "config/balancer.yaml:10:47: pools.a.backends[2].weight: True is not a weight "
+        "(a number above 0, at most 1000)",
+        "config/balancer.yaml:11:47: pools.a.backends[3].weight: 1001 is not a weight "
+        "(a number above 0, at most 1000)",
+        "config/balancer.yaml:12:19: pools.a.backends[4].address: 'http//x' is not a backend "
+        "address (expected http://host:port or unix:/path)",
+        "config/balancer.yaml:13:39: pools.a.backends[5].wieght: unknown key 'wieght' (did you "
+        "mean 'weight'? expected one of: address, weight)",
+        "config/balancer.yaml:14:13: pools.a.policy: unknown value 'fastest' (expected one of: "
+        "least_latency, weighted_least_request, least_request, round_robin)",
+        "config/balancer.yaml:15:16: pools.a.spill_to[0]: a pool cannot spill to itself",
+        "config/balancer.yaml:15:19: pools.a.spill_to[1]: no pool named 'nowhere' (defined: a)",
+        "config/balancer.yaml:16:16: pools.a.max_queue: -1 is too small (minimum 0)",
+        "config/balancer.yaml:17:20: pools.a.queue_timeout: 'soon' is not a duration "
+        "(expected e.g. 250ms, 2s, 1m)",
+        "config/balancer.yaml:18:19: pools.a.max_inflight: 0 is too small (minimum 1)",
+    ]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("listen: []\npools: {a: {backends: [http://127.0.0.1:1]}}\n",
+     "f.yaml:1:9: listen: at least one listen address is required"),
+    ("listen: 127.0.0.1:1\npools: {}\n", "f.yaml:2:8: pools: at least one pool is required"),
+    ("listen: 127.0.0.1:1\nadmin_token: 0123456789abcde\npools: {a: {backends: [unix:/a]}}\n",
+     "f.yaml:2:14: admin_token: an admin token must be a string of at least 16 printable "
+     "characters without spaces"),
+    ("listen: 127.0.0.1:1\nadmin_token: \"0123456789abcdef\\t\"\n"
+     "pools: {a: {backends: [unix:/a]}}\n",
+     "f.yaml:2:14: admin_token: an admin token must be a string of at least 16 printable "
+     "characters without spaces"),
+    ("listen: 127.0.0.1:1\nhealth: {check_path: \"/a b\"}\npools: {a: {backends: [unix:/a]}}\n",
+     "f.yaml:2:22: health.check_path: '/a b' is not a request path (e.g. /__health)"),
+])
+def test_one_bad_value(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "f.yaml")
+    assert [str(p) for p in info.value.problems] == [message]
+
+
+def test_a_listen_address_given_once_as_a_scalar_and_unix_twice() -> None:
+    config = parse_config("listen: unix:/tmp/a.sock\npools: {a: {backends: [unix:/b]}}\n")
+    assert [a.key for a in config.listen] == ["unix:/tmp/a.sock"]
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: [unix:/a, unix:/a]\npools: {a: {backends: [unix:/b]}}\n", "f")
+    assert [str(p) for p in info.value.problems] == ["f:1:19: listen[1]: unix:/a is listed twice"]
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: 127.0.0.1:99999\npools: {a: {backends: [unix:/b]}}\n", "f")
+    assert str(info.value.problems[0]).startswith("f:1:9: listen: ")
+
+
+def test_load_config_reads_a_file_and_locates_an_unreadable_one(tmp_path: Path) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(MINIMAL)
+    assert load_config(str(path)).source == str(path)
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(str(missing))
+    assert [str(p) for p in info.value.problems] == [
+        f"{missing}:1:1: cannot read file: No such file or directory"]
+    assert info.value.problems[0].path == ""
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert info.value.problems[0].message.startswith("the file is empty")
+    assert info.value.problems[0].path == ""
+
+
+def test_health_and_access_log_sections_nulls_and_an_admin_on_port_0() -> None:
+    config = parse_config(textwrap.dedent("""\
+        listen: 127.0.0.1:0
+        admin: 127.0.0.1:0
+        admin_token: ~
+        access_log: {format: json, path: /tmp/access.log}
+        health: {consecutive_failures: 2, ejection: 1s, max_ejection: 1m, max_ejected_share: 0.25,
+                 retry_budget: 0.1, retry_burst: 3, check_interval: 2s, check_timeout: 500ms,
+                 rise: 4, fall: 5}
+        pools: {a: {backends: [unix:/b]}}
+        """), "f.yaml")
+    assert config.source == "f.yaml" and config.admin_token is None
+    assert config.admin is not None and config.admin.port == 0  # port 0 twice: no clash
+    assert config.access_log is not None
+    assert (config.access_log.format, config.access_log.path) == ("json", "/tmp/access.log")
+    health = config.health
+    assert (health.consecutive_failures, health.ejection, health.max_ejection) == (2, 1, 60)
+    assert (health.max_ejected_share, health.retry_budget, health.retry_burst) == (0.25, 0.1, 3)
+    assert (health.check_interval, health.check_timeout, health.rise, health.fall) == (
+        2, 0.5, 4, 5)
+    assert parse_config("listen: 127.0.0.1:0\naccess_log: ~\npools: {a: {backends: [unix:/b]}}\n"
+                        ).access_log is None
+    with pytest.raises(KeyError, match="nowhere"):
+        config.pool("nowhere")
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: unix:/a\nadmin: unix:/a\npools: {a: {backends: [unix:/b]}}\n", "f")
+    assert [str(p) for p in info.value.problems] == [
+        "f:2:8: admin: unix:/a is also a public listener"]
+
+
+def test_wrong_shapes_are_located_and_checking_goes_on_after_each() -> None:
+    found = problems("""\
+        listen: {a: 1}
+        trusted_proxies: {a: 1}
+        access_log: {format: xml}
+        health: {check_path: /X-ready}
+        admin_token: "0123456789 abcdef"
+        pools:
+          a:
+            backends: {x: 1}
+            spill_to: {b: 1}
+            colour: red
+          b:
+            backends: [http://127.0.0.1:1, http://127.0.0.1:1, http://127.0.0.1:1]
+            spill_to: [{x: 1}, a]
+          c:
+            backends: [http://127.0.0.1:3]
+          d:
+            backends: [http://127.0.0.1:4]
+            spill_to: nowhere
+        """)
+    assert [line.removeprefix("config/balancer.yaml:") for line in found] == [
+        "1:9: listen: expected a list, got a mapping",
+        "1:9: listen: at least one listen address is required",
+        "2:18: trusted_proxies: expected a list, got a mapping",
+        "3:22: access_log.format: unknown value 'xml' (expected one of: text, json)",
+        "5:14: admin_token: an admin token must be a string of at least 16 printable "
+        "characters without spaces",
+        "8:15: pools.a.backends: expected a list, got a mapping",
+        "9:15: pools.a.spill_to: expected a list, got a mapping",
+        "10:5: pools.a.colour: unknown key 'colour' (expected one of: backends, kind, "
+        "max_connections, max_idle, max_inflight, max_queue, max_tunnels, policy, queue_timeout, "
+        "spill_to)",
+        "12:36: pools.b.backends[1]: 127.0.0.1:1 is listed twice in this pool",
+        "12:56: pools.b.backends[2]: 127.0.0.1:1 is listed twice in this pool",
+        "13:16: pools.b.spill_to[0]: expected a single value, got a mapping",
+        "18:15: pools.d.spill_to[0]: no pool named 'nowhere' (defined: a, b, c, d)",
+    ]
+
+
+def test_the_default_file_name_and_every_listen_item_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("listen: [nope, 127.0.0.1:1, 127.0.0.1:1]\n"
+                     "pools: {a: {backends: [unix:/b]}}\n")
+    assert [str(p) for p in info.value.problems] == [
+        "<config>:1:10: listen[0]: 'nope' is not a listen address (expected host:port or "
+        "unix:/path)",
+        "<config>:1:29: listen[2]: 127.0.0.1:1 is listed twice",
+    ]
+
+
+def test_a_pool_that_is_not_a_mapping_does_not_hide_the_next_pools_errors() -> None:
+    found = problems("""\
+        listen: 127.0.0.1:1
+        pools:
+          a: [http://127.0.0.1:1]
+          b: {backends: [http://127.0.0.1:2], spill_to: nowhere}
+        """)
+    assert [line.removeprefix("config/balancer.yaml:") for line in found] == [
+        "3:6: pools.a: expected a mapping, got a list",
+        "4:49: pools.b.spill_to[0]: no pool named 'nowhere' (defined: b)",
+    ]

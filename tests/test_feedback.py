@@ -22,10 +22,17 @@ def test_parses_the_documented_example() -> None:
 
 @pytest.mark.parametrize("bad", [
     "", "JSON {}", "TEXT cpu_utilization=high", "TEXT cpu_utilization", "TEXT eps=-1",
-    "TEXT eps=nan", "TEXT eps=inf",
+    "TEXT eps=nan", "TEXT eps=inf", "TEXT eps=-inf", "TEXT named_metrics.a=b=1",
 ])
 def test_malformed_reports_are_ignored_not_raised(bad: str) -> None:
     assert parse_load_report(bad) is None
+
+
+def test_empty_items_are_skipped_and_bytes_are_latin_1() -> None:
+    report = parse_load_report(b"TEXT cpu_utilization=0.5, , rps_fractional=10,")
+    assert report is not None and (report.cpu_utilization, report.rps) == (0.5, 10)
+    odd = parse_load_report("TEXT named_metrics.\u00e9=1".encode("latin-1"))
+    assert odd is not None and odd.named == {"\u00e9": 1}
 
 
 def test_unknown_fields_are_kept_and_missing_ones_are_none() -> None:
@@ -47,4 +54,5 @@ def test_round_trip_from_the_backend_emitter() -> None:
     assert (report.inflight, report.queue, report.workers) == (3, 2, 6)  # 1 in the app + 2 queued
     assert report.cpu_ms is not None and 4.5 <= report.cpu_ms <= 50
     assert report.wall_ms is not None and report.wall_ms >= report.cpu_ms * 0.9
+    assert report.io_ms is not None and 0 <= report.io_ms <= report.wall_ms  # burning: ~0
     assert meter.counters.snapshot() == (0, 1, 0)

@@ -2,7 +2,14 @@
 
 import pytest
 
-from balancer.headers import ForwardedRequest, forward_request, forward_response, origin_form
+from balancer.headers import (
+    ForwardedRequest,
+    UnsupportedCoding,
+    forward_request,
+    forward_response,
+    origin_form,
+    response_head,
+)
 
 
 def head_lines(head: bytes) -> list[bytes]:
@@ -94,17 +101,64 @@ def test_body_framing_facts() -> None:
     assert not any(line.lower().startswith(b"expect") for line in lines)
 
 
-@pytest.mark.parametrize("headers", [
-    [(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")],
-    [(b"Content-Length", b"5"), (b"Content-Length", b"6")],
-    [(b"Content-Length", b"-5")],
-    [(b"Transfer-Encoding", b"chunked, identity")],
-    [(b"Transfer-Encoding", b"gzip")],
-    [(b"Host", b"a"), (b"Host", b"b")],
+@pytest.mark.parametrize(("headers", "message"), [
+    ([(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")],
+     "both Content-Length and Transfer-Encoding"),
+    ([(b"Content-Length", b"5"), (b"Content-Length", b"6")],
+     "invalid or repeated Content-Length"),
+    ([(b"Content-Length", b"-5")], "invalid or repeated Content-Length"),
+    ([(b"Transfer-Encoding", b"chunked, identity")], "unsupported Transfer-Encoding"),
+    ([(b"Transfer-Encoding", b"gzip")], "unsupported Transfer-Encoding"),
+    ([(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+     "unsupported Transfer-Encoding"),
+    ([(b"Host", b"a"), (b"Host", b"b")], "repeated Host header"),
 ])
-def test_ambiguous_framing_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
-    with pytest.raises(ValueError):
+def test_ambiguous_framing_is_refused(headers: list[tuple[bytes, bytes]], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
         fwd(headers, method="POST")
+
+
+def test_transfer_codings_and_connection_names_are_split_on_commas_only() -> None:
+    out = fwd([(b"Transfer-Encoding", b"chunked"), (b"Connection", b"X-A,X-B"),
+               (b"Connection", b"X-C"), (b"X-A", b"1"), (b"X-B", b"2"), (b"X-C", b"3"),
+               (b"X-D", b"4")], method="POST")
+    assert out.chunked
+    lines = head_lines(out.head)
+    assert not any(line.startswith((b"X-A", b"X-B", b"X-C")) for line in lines)
+    assert b"X-D: 4" in lines
+    with pytest.raises(UnsupportedCoding):  # split on the comma: gzip is a coding of its own
+        fwd([(b"Transfer-Encoding", b"gzip,chunked")], method="POST")
+
+
+def test_connection_upgrade_without_an_upgrade_header_upgrades_nothing() -> None:
+    out = fwd([(b"Connection", b"upgrade")])
+    assert out.upgrade is None
+    assert not any(line.lower().startswith(b"upgrade") for line in head_lines(out.head))
+
+
+def test_client_forwarded_headers_appear_once_each() -> None:
+    for trusted in (False, True):
+        out = fwd([(b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Host", b"outer"),
+                   (b"X-Forwarded-For", b"1.2.3.4")], trusted=trusted)
+        lines = head_lines(out.head)
+        proto = [line for line in lines if line.lower().startswith(b"x-forwarded-proto")]
+        host = [line for line in lines if line.lower().startswith(b"x-forwarded-host")]
+        assert proto == [b"X-Forwarded-Proto: https" if trusted else b"X-Forwarded-Proto: http"]
+        assert host == [b"X-Forwarded-Host: outer" if trusted else b"X-Forwarded-Host: h"]
+
+
+def test_absolute_form_keeps_the_headers_after_host_and_errors_are_named() -> None:
+    out = forward_request("GET", b"http://origin.example/p", [(b"Host", b"other"),
+                          (b"X-After", b"1")], client_ip="10.0.0.1", trusted_client=False,
+                          new_request_id="n")
+    lines = head_lines(out.head)
+    assert b"X-After: 1" in lines and b"Host: origin.example" in lines
+    assert b"Host: other" not in lines
+    with pytest.raises(ValueError, match=r"^missing Host header$"):
+        forward_request("GET", b"/", [], client_ip="10.0.0.1", trusted_client=False,
+                        new_request_id="n")
+    with pytest.raises(ValueError, match=r"^request target is not a path or an http\(s\) URI$"):
+        origin_form(b"ftp://x/")
 
 
 def test_response_headers_drop_hop_by_hop_and_take_the_load_report() -> None:
@@ -118,6 +172,68 @@ def test_response_headers_drop_hop_by_hop_and_take_the_load_report() -> None:
                        ("Set-Cookie", "b=2"), ("Via", "1.1 echonext-balancer"),
                        ("X-Request-Id", "rid-7")]
     assert report == b"TEXT cpu_utilization=0.5"
+
+
+RESPONSE_HOP_BY_HOP = [
+    (b"TE", b"trailers"), (b"Trailer", b"X-Sum"), (b"Upgrade", b"h2c"),
+    (b"Proxy-Authenticate", b"Basic realm=x"), (b"Proxy-Connection", b"keep-alive"),
+    (b"Proxy-Authorization", b"Basic eA=="), (b"X-Kept", b"1"),
+]
+
+
+def test_response_te_trailer_non_101_upgrade_and_proxy_headers_are_dropped() -> None:
+    headers, _ = forward_response(RESPONSE_HOP_BY_HOP, "r")
+    assert headers == [("X-Kept", "1"), ("Via", "1.1 echonext-balancer"), ("X-Request-Id", "r")]
+    head, _ = response_head(200, b"OK", RESPONSE_HOP_BY_HOP, "r", content_length=0,
+                            keep_alive=True)
+    assert head_lines(head) == [b"X-Kept: 1", b"Via: 1.1 echonext-balancer", b"X-Request-Id: r",
+                                b"Content-Length: 0"]
+
+
+def test_a_backend_via_is_kept_before_ours_and_its_request_id_replaced() -> None:
+    headers, _ = forward_response([(b"Via", b"1.0 inner"), (b"X-Request-Id", b"theirs")], "r")
+    assert headers == [("Via", "1.0 inner, 1.1 echonext-balancer"), ("X-Request-Id", "r")]
+
+
+def test_response_headers_in_full_detail() -> None:
+    """Two Connection headers, two Via headers, headers after Content-Length and X-Request-Id,
+    no load report, extra headers: each kept or dropped as it should be, in order."""
+    backend = [(b"Connection", b"X-A"), (b"Connection", b"X-B"), (b"X-A", b"1"), (b"X-B", b"2"),
+               (b"Via", b"1.0 a"), (b"Content-Length", b"9"), (b"X-Request-Id", b"theirs"),
+               (b"Via", b"1.1 b"), (b"X-Last", b"\xe9")]
+    headers, report = forward_response(backend, "r", extra=[(b"X-Extra", b"\xe9")])
+    assert report is None
+    assert headers == [("X-Last", "\xe9"), ("Via", "1.0 a, 1.1 b, 1.1 echonext-balancer"),
+                       ("X-Request-Id", "r"), ("X-Extra", "\xe9")]
+
+
+def test_an_upgrade_response_still_drops_the_other_connection_names() -> None:
+    headers, _ = forward_response([(b"Connection", b"Upgrade, X-Named"), (b"Upgrade", b"ws"),
+                                   (b"X-Named", b"1"), (b"TE", b"x")], "r", upgrade=True)
+    assert headers == [("Upgrade", "ws"), ("Via", "1.1 echonext-balancer"),
+                       ("X-Request-Id", "r"), ("Connection", "upgrade")]
+
+
+@pytest.mark.parametrize(("status", "reason", "length", "keep_alive", "http10", "expected"), [
+    (200, b"Fine", 5, True, False, [b"HTTP/1.1 200 Fine", b"Content-Length: 5"]),
+    (404, b"", 0, False, False, [b"HTTP/1.1 404 Not Found", b"Content-Length: 0",
+                                 b"Connection: close"]),
+    (204, b"", 0, True, True, [b"HTTP/1.1 204 No Content", b"Connection: keep-alive"]),
+    (599, b"", None, True, False, [b"HTTP/1.1 599 Unknown"]),
+])
+def test_response_head_status_line_length_and_connection(
+    status: int, reason: bytes, length: int | None, keep_alive: bool, http10: bool,
+    expected: list[bytes],
+) -> None:
+    head, report = response_head(status, reason, [(b"X-B", b"1"), (b"endpoint-load-metrics",
+                                 b"TEXT eps=0")], "rid", content_length=length,
+                                 keep_alive=keep_alive, http10=http10, extra=[(b"X-E", b"2")])
+    assert report == b"TEXT eps=0"
+    lines = head.split(b"\r\n")
+    assert head.endswith(b"\r\n\r\n")
+    assert lines[0] == expected[0]
+    assert lines[1:-2] == [b"X-B: 1", b"Via: 1.1 echonext-balancer", b"X-Request-Id: rid",
+                           b"X-E: 2", *expected[1:]]
 
 
 def test_upgrade_response_keeps_upgrade_headers() -> None:
@@ -165,3 +281,16 @@ def test_absolute_form_replaces_the_host_header_with_the_uri_authority() -> None
     assert out.target == b"/x" and out.host == b"real.example"
     assert out.head.startswith(b"GET /x HTTP/1.1\r\n")
     assert b"Host: real.example\r\n" in out.head and b"spoofed" not in out.head
+
+
+def test_headers_after_the_load_report_are_kept() -> None:
+    headers, report = forward_response([(b"endpoint-load-metrics", b"TEXT eps=0"),
+                                        (b"X-After", b"1")], "r")
+    assert report == b"TEXT eps=0" and ("X-After", "1") in headers
+
+
+def test_an_origin_form_request_without_a_body_has_plain_facts() -> None:
+    out = fwd([])
+    assert out.target == b""  # not rewritten: the proxy sends the client's own target
+    assert out.expect_continue is False and out.chunked is False
+    assert out.content_length is None and out.upgrade is None and out.host == b"h"

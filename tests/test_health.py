@@ -79,6 +79,50 @@ def test_retries_stay_within_20_percent_of_requests() -> None:
     assert budget.exhausted >= 1000 - granted - 1
 
 
+def test_an_ejection_is_forgiven_one_success_at_a_time_once_it_is_over() -> None:
+    health = BackendHealth()
+    for now in (0.0, 10.0):  # two ejections: until 10 s, then until 10 + 20 s
+        for _ in range(3):
+            health.observe(True, now, POLICY)
+    assert health.ejections == 2 and health.ejected_until == 30.0
+    assert health.observe(False, 29.0, POLICY) is None
+    assert health.ejections == 2  # still ejected: nothing forgiven yet
+    health.observe(False, 30.0, POLICY)  # over at exactly ejected_until
+    assert health.ejections == 1
+    health.observe(False, 31.0, POLICY)
+    assert health.ejections == 0
+    health.observe(False, 32.0, POLICY)
+    assert health.ejections == 0 and health.failures == 0
+
+
+def test_a_passing_check_resets_the_failed_count_and_down_is_a_bool() -> None:
+    health = BackendHealth()
+    policy = HealthPolicy(fall=3, rise=2)
+    assert health.down is False
+    assert health.observe_check(True, policy) is None  # a first check that passes
+    for ok in (False, False, True, False, False):
+        assert health.observe_check(ok, policy) is None
+    assert health.down is False
+    assert health.observe_check(False, policy) is EJECTED and health.down is True
+    assert health.observe_check(True, policy) is None
+    assert health.observe_check(True, policy) is RESTORED and health.down is False
+
+
+def test_the_retry_budget_counts_tokens_exactly() -> None:
+    policy = HealthPolicy(retry_budget=0.5, retry_burst=1)
+    budget = RetryBudget(policy)
+    assert (budget.tokens, budget.exhausted) == (1, 0)
+    assert budget.try_retry() and budget.tokens == 0
+    assert not budget.try_retry() and budget.exhausted == 1
+    budget.on_request(policy)
+    assert budget.tokens == 0.5 and not budget.try_retry() and budget.exhausted == 2
+    budget.on_request(policy)
+    assert budget.tokens == 1.0 and budget.try_retry() and budget.tokens == 0.0
+    for _ in range(5):
+        budget.on_request(policy)
+    assert budget.tokens == 1  # never more than the burst
+
+
 # -- end to end ---------------------------------------------------------------------------------
 
 

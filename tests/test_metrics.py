@@ -1,6 +1,8 @@
 """Metrics on the admin listener: scraped and parsed with prometheus-client's own parser."""
 
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,17 +28,24 @@ EXPECTED_LABELS = {
 
 
 async def test_metrics_exist_with_bounded_labels(
-    backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
     balancer_factory: Callable[..., Awaitable[Running]],
 ) -> None:
     a, b = await backend_factory("a"), await backend_factory("b")
-    config = one_pool_config(a.url, b.url) + """\
+    with socket.socket() as sock:  # nothing listens there: a refused connect, then a retry
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = one_pool_config(a.url, b.url, dead) + """\
+    policy: round_robin
 routing:
   classes: {io: default, light_cpu: default, heavy_cpu: default}
   rules:
     - {path: "/api/**", class: io}
 """
-    lb = await balancer_factory(config)
+    path = tmp_path / "lb.yaml"
+    path.write_text(config)
+    lb = await balancer_factory(config, str(path))
+    assert (await lb.balancer.reload()).ok  # a sample for balancer_config_reloads
     async with aiohttp.ClientSession() as session:
         for i in range(20):  # 20 distinct paths must not become 20 label values
             async with session.get(f"{lb.url}/api/items/{i}?q={i}") as resp:
@@ -52,6 +61,7 @@ routing:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name, labels in EXPECTED_LABELS.items():
         assert name in families, name
+        assert families[name].samples, f"{name} has no sample: its labels are unchecked"
         for sample in families[name].samples:
             assert set(sample.labels) - {"le"} == labels, (name, sample.labels)
     requests = {tuple(sorted(s.labels.items())): s.value
@@ -60,6 +70,9 @@ routing:
     assert not any("/api/items" in str(s.labels)
                    for f in families.values() for s in f.samples)
     weights = [s for s in families["balancer_backend_weight"].samples]
-    assert len(weights) == 2 and all(s.value > 0 for s in weights)
+    assert len(weights) == 3 and all(s.value > 0 for s in weights)
+    retries = {s.labels["reason"]: s.value for s in families["balancer_retries"].samples
+               if s.name.endswith("_total")}
+    assert retries.get("ConnectFailed", 0) >= 1, retries
     backends = status["pools"][0]["backends"]
     assert {"healthy", "weight", "inflight", "last_report", "report_age_s"} <= set(backends[0])

@@ -84,7 +84,8 @@ def test_the_header_a_backend_emits_is_accepted_by_envoy() -> None:
                                                                                      1.5)
     named = report["named_metrics"]
     assert isinstance(named, dict)
-    assert set(named) == {"inflight", "queue", "workers", "cost_cpu_ms", "cost_wall_ms"}
+    assert set(named) == {"inflight", "queue", "workers", "cost_cpu_ms", "cost_wall_ms",
+                          "cost_io_ms"}
 
 
 def test_the_header_the_wsgi_middleware_sends_is_accepted_by_envoy() -> None:

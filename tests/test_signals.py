@@ -22,7 +22,7 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
     lb = balancer_process(config)
     async with aiohttp.ClientSession() as session:
         slow = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-        await asyncio.sleep(0.3)  # let the request reach the backend (it then takes 1 s)
+        await wait_for(lambda: bool(backend.seen), what="the request at the backend")  # 1 s more
         lb.signal(signal.SIGTERM)
         async with await slow as resp:
             assert resp.status == 200

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,16 +20,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Backend, Process, Running, one_pool_config
+from tests.conftest import Backend, Process, Running, missing_prerequisite, one_pool_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-port=0", "about:blank"]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"),
-    reason="chromium is not installed (make test installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    if CHROMIUM is None:
+        missing_prerequisite("chromium is not installed (make test installs it)")
 
 
 class Page:
@@ -134,3 +136,20 @@ async def test_status_page_of_a_supervisor_lists_its_workers(
     await browser.call("Page.navigate", url=f"{lb.admin_url}/")
     await browser.wait_for(WORKERS, [["0", "running"], ["1", "running"]])
     await browser.wait_for(STATES, [[backend.url, "up"]])
+
+
+async def test_with_an_admin_token_the_status_page_logs_in_with_a_form_and_a_hidden_cookie(
+    browser: Page, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+) -> None:
+    token = "s3cret-token-0123456789"
+    backend = await backend_factory("b")
+    lb = await balancer_factory(one_pool_config(backend.url, extra=f"admin_token: {token}\n"))
+    await browser.call("Page.navigate", url=f"{lb.admin_url}/")
+    await browser.wait_for("!!document.querySelector('form input[name=token]')", True)
+    await browser.evaluate(
+        f"document.querySelector('input[name=token]').value = {json.dumps(token)};"
+        "document.querySelector('form').submit()")
+    await browser.wait_for(STATES, [[backend.url, "up"]])  # the page, its fetches authorised
+    assert await browser.evaluate("location.href") == f"{lb.admin_url}/"  # no token in the URL
+    assert await browser.evaluate("document.cookie") == ""  # HttpOnly: out of a script's reach

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from balancer.feedback import LoadReport
-from balancer.selection import LeastRequest
+from balancer.selection import LeastRequest, RoundRobin
 from balancer.weights import (
     BackendStats,
     Balancing,
@@ -157,3 +157,109 @@ def test_plain_least_request_ignores_reported_weights() -> None:
         picks = Counter(rt.choose(pool, view, 100.5)[1] for _ in range(4000))  # type: ignore[arg-type,index]
         share = picks[pool.backends[0]] / 4000
         assert abs(share - expected_share) < 0.04, (policy, share)
+
+
+# -- round robin, and the edges of the weighted draw ---------------------------------------------
+
+def test_round_robin_takes_each_in_turn_and_refuses_an_empty_list() -> None:
+    robin = RoundRobin()
+    assert [robin.select("abc") for _ in range(7)] == list("abcabca")
+    assert repr(robin) == "<RoundRobin next=1>"
+    assert [robin.select("xy") for _ in range(3)] == list("yxy")  # a shorter list next
+    with pytest.raises(LookupError, match=r"^no candidates$"):
+        robin.select([])
+
+
+def test_round_robin_below_a_cap_skips_full_backends_and_goes_on_after_its_pick() -> None:
+    robin = RoundRobin()
+    load = {"a": 0, "b": 2, "c": 1, "d": 0}
+    picks = [robin.select_below("abcd", load.__getitem__, 2) for _ in range(5)]
+    assert picks == ["a", "c", "d", "a", "c"]  # b is at the cap
+    assert robin.select_below("abcd", load.__getitem__, 1) == "d"  # only a and d are below 1
+    assert robin.select_below("abcd", load.__getitem__, 0) is None
+    assert robin.select_below("", load.__getitem__, 5) is None
+
+
+class Draws:
+    """A random source that returns the given values in turn."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = iter(values)
+
+    def random(self) -> float:
+        return next(self.values)
+
+
+def test_a_draw_on_a_boundary_goes_to_the_next_backend() -> None:
+    # first draw: 0.5 x 2 = 1.0, exactly past a's share, so b; second (b skipped): a;
+    # nothing in flight: the first drawn wins
+    assert LeastRequest(Draws(0.5, 0.5)).select("ab", [1.0, 1.0], lambda c: 0) == "b"
+    # a draw at the very end of the range (rounding) falls to the last candidate
+    assert LeastRequest(Draws(1.0, 1.0)).select("abc", [0.1, 0.2, 0.3], lambda c: 0) == "c"
+
+
+def test_a_single_candidate_is_taken_without_drawing() -> None:
+    assert LeastRequest(Draws()).select(["only"], [3.0], lambda c: 0) == "only"
+    assert repr(LeastRequest(Draws())) == "<LeastRequest p2c>"
+
+
+# -- weights: exact figures ------------------------------------------------------------------------
+
+def test_fresh_reports_scale_static_weights_by_their_share_of_the_mean() -> None:
+    now = 100.0
+    a, b, stale = settled(), settled(), settled()
+    a.observe_report(report(300, 1.0), now - B.report_ttl, B)  # exactly at the ttl: fresh
+    b.observe_report(report(100, 1.0), now, B)
+    stale.observe_report(report(900, 1.0), now - B.report_ttl - 0.01, B)
+    weights = effective_weights([a, b, stale], [2.0, 1.0, 1.0], now, B)
+    assert weights == pytest.approx([2.0 * 300 / 200, 1.0 * 100 / 200, 1.0])
+
+
+def test_without_fresh_reports_the_static_weights_stand() -> None:
+    assert effective_weights([settled(), settled()], [3.0, 1.0], 100.0, B) == [3.0, 1.0]
+    with pytest.raises(ValueError):
+        effective_weights([settled()], [1.0, 2.0], 100.0, B)  # one weight per backend
+
+
+def test_the_error_penalty_divides_exactly() -> None:
+    stats = settled()
+    stats.observe_outcome(True, B)
+    assert stats.error_rate == pytest.approx(0.1)
+    assert effective_weights([stats, settled()], [1.0, 1.0], 100.0, B)[0] == pytest.approx(0.5)
+
+
+def test_a_report_step_is_clamped_to_half_or_double() -> None:
+    undamped = Balancing(damping=1.0)
+    stats = settled()
+    stats.observe_report(report(100, 1.0), 0.0, undamped)
+    assert stats.report_weight == 100
+    stats.observe_report(report(1000, 1.0), 1.0, undamped)
+    assert stats.report_weight == 200
+    stats.observe_report(report(1, 1.0), 2.0, undamped)
+    assert stats.report_weight == 100
+    last = report(1, 1.0)
+    stats.observe_report(last, 3.0, undamped)
+    assert stats.report is last and stats.report_at == 3.0
+
+
+def test_a_new_backend_has_no_report_and_a_restart_forgets_reports_and_ramps_again() -> None:
+    stats = BackendStats(0.0)
+    assert stats.report is None and stats.report_weight is None
+    assert repr(stats) == "<BackendStats report_weight=none error_rate=0.000>"
+    stats.observe_report(report(100, 0.5), 50.0, B)
+    assert repr(stats) == "<BackendStats report_weight=200 error_rate=0.000>"
+    stats.restart(60.0)
+    assert stats.added_at == 60.0 and stats.report_weight is None
+    assert stats.report_at == float("-inf")
+    other = settled(60.0)
+    other.observe_report(report(100, 0.5), 60.0, B)
+    weights = effective_weights([stats, other], [1.0, 1.0], 60.0, B)
+    assert weights == pytest.approx([B.slow_start_floor, 1.0])
+
+
+def test_slow_start_edges() -> None:
+    off = Balancing(slow_start=0.0)
+    assert slow_start_factor(-1.0, off) == 1.0  # off, even for a clock that went back
+    one = Balancing(slow_start=1.0, slow_start_floor=0.2)
+    assert slow_start_factor(0.5, one) == pytest.approx(0.6)
+    assert slow_start_factor(-1.0, one) == pytest.approx(0.2)

@@ -95,7 +95,7 @@ async def test_a_killed_worker_is_restarted_and_serving_goes_on(
         os.kill(victim, signal.SIGKILL)
         await asyncio.to_thread(lb.wait_for_log, rf"worker 1 \(pid {victim}\) exited with "
                                 r"signal SIGKILL .*; restarting")
-        assert len(await _worker_prefixes(lb.url, 10)) >= 1  # the other worker serves meanwhile
+        await _worker_prefixes(lb.url, 10)  # asserts: 10 new connections answered 200 meanwhile
 
         async def restarted() -> bool:
             status = await _status(session, lb)
