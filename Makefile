@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 comma := ,
 
-.PHONY: run test check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
+.PHONY: run test fuzz check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -35,6 +35,15 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run $(if $(MODULES),$(foreach m,$(subst $(comma), ,$(MODULES)),"balancer.$(m).*"))
 	$(BIN)/mutmut results --all true > mutants/results.txt
 	$(BIN)/python bench/mutation/summary.py mutants/results.txt
+
+# Every property test with thousands of examples (HYPOTHESIS_PROFILE=fuzz; the differential
+# suites take FUZZ_EXAMPLES, default 5000); failures found are kept in $$HYPOTHESIS_DB
+# (default: the temporary directory). Not in `make test`; takes an hour or more.
+FUZZ_TESTS := tests/differential tests/test_framing_properties.py tests/test_config_bytes.py \
+	tests/test_routing_differential.py tests/test_routed_path.py tests/test_properties.py \
+	tests/test_report_properties.py tests/test_costs.py tests/test_access_log.py
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q $(FUZZ_TESTS) -p no:randomly --timeout=0
 
 check: $(STAMP)
 	$(BIN)/python -m balancer check -c config/balancer.yaml

@@ -1,5 +1,6 @@
-"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/metrics`, `POST /reload`,
-`POST /login` (the login form's, with an admin token).
+"""The admin listener: `/` (status page), `/healthz`, `/status` (JSON), `/status/history`
+(the last 15 minutes, JSON), `/metrics`, `POST /reload`, `POST /login` (the login form's,
+with an admin token).
 
 I/O shell. It is bound only to the `admin` address, never to a public listener.
 """
@@ -38,6 +39,7 @@ def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Ap
     app.router.add_post("/login", login)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    app.router.add_get("/status/history", history)
     app.router.add_post("/reload", reload)
     app.router.add_get("/metrics", metrics)
     return app
@@ -204,11 +206,14 @@ async def login(request: web.Request) -> web.Response:
 
 
 STATUS_PAGE = Path(__file__).with_name("static") / "status.html"
+HISTORY_SCRIPT = STATUS_PAGE.with_name("history.js")
 
 
 async def status_page(request: web.Request) -> web.Response:
-    """The status page for people: static HTML whose script renders `/status` every second."""
-    return web.Response(body=STATUS_PAGE.read_bytes(), content_type="text/html",
+    """The status page for people: static HTML whose script renders `/status` every second,
+    and `/status/history` as charts (history.js, inlined: one request, whatever the auth)."""
+    page = STATUS_PAGE.read_bytes().replace(b"/*HISTORY_JS*/", HISTORY_SCRIPT.read_bytes())
+    return web.Response(body=page, content_type="text/html",
                         charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
@@ -274,6 +279,20 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(status_document(request.app[BALANCER]))
+
+
+def since_param(request: web.Request) -> float | None:
+    """`?since=T` (wall clock seconds): only the points and events after T."""
+    try:
+        return float(request.query["since"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def history(request: web.Request) -> web.Response:
+    """The last 15 minutes, one point a second (balancer.history), for the page's charts."""
+    document = request.app[BALANCER].history.document(since_param(request))
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -46,8 +46,8 @@ POLICIES: tuple[Policy, ...] = ("least_latency", "weighted_least_request", "leas
                                 "round_robin")
 POOL_KINDS: tuple[PoolKind, ...] = ("async", "threaded", "multiprocess")
 
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LogFormat = Literal["text", "combined", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "combined", "json")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -61,6 +61,7 @@ class Metrics:
         self.ejections: defaultdict[str, int] = defaultdict(int)
         self.reloads: defaultdict[str, int] = defaultdict(int)
         self.bad_requests: defaultdict[int, int] = defaultdict(int)  # by status: 400, 408, ...
+        self.spills: defaultdict[str, int] = defaultdict(int)  # by the pool that was full
 
     def bad_request(self, status: int) -> None:
         self.bad_requests[status] += 1
@@ -99,6 +100,9 @@ class MetricsCollector(Collector):
                         "before reaching the proxy", ["status"], metrics.bad_requests)
         yield _counters("balancer_retries", "Requests sent again to another backend",
                         ["reason"], metrics.retries)
+        yield _counters("balancer_spills", "Requests sent to a spill_to pool because every "
+                        "backend of their pool was at its in-flight cap", ["pool"],
+                        metrics.spills)
         proxy = balancer.proxy
         yield CounterMetricFamily("balancer_retry_budget_exhausted",
                                   "Retries refused because the retry budget was spent",
@@ -155,6 +159,9 @@ def _histograms(name: str, documentation: str, labels: list[str],
 
 
 def build_registry(balancer: "Balancer") -> CollectorRegistry:
+    """The balancer's metrics and its process's (`balancer_process_cpu_seconds_total`,
+    `_resident_memory_bytes`, `_open_fds`, ...: prometheus-client's, read from /proc)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(balancer))
+    ProcessCollector(namespace="balancer", registry=registry)
     return registry

@@ -13,6 +13,7 @@ Rules this module keeps:
 import asyncio
 import hmac
 import logging
+import time
 from typing import Any, cast
 
 from aiohttp import HttpVersion11 as HTTP11
@@ -155,8 +156,7 @@ class Proxy:
         self.metrics.request(record.pool, record.request_class, reply.status, record.total_s)
         access_log = self.access_log
         if access_log is not None:
-            record.method = request.method
-            record.path = request.raw_path
+            _describe_request(record, request, self.runtime)
             record.status = reply.status
             if isinstance(reply, SentResponse):
                 record.bytes_sent = reply.body_length
@@ -237,6 +237,7 @@ class Proxy:
         record.pool = pool.name
         if decision is not None:
             record.request_class = decision.request_class
+            record.source = decision.source
             self.metrics.decisions[(decision.request_class, decision.source)] += 1
             if decision.source == "learned-escalation":
                 self.metrics.learned_overrides += 1
@@ -261,6 +262,9 @@ class Proxy:
                 await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue
             used_pool, address, spilled = chosen
+            if spilled:
+                self.metrics.spills[pool.name] += 1
+                record.source = "spill"
             if tried:
                 if not self.retries.try_retry():  # spent only when another backend is there
                     raise last_error
@@ -506,6 +510,23 @@ def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
     token, expected = forwarded.explain_token, runtime.config.admin_token
     return (token is not None and expected is not None
             and hmac.compare_digest(token, expected.encode()))
+
+
+def _describe_request(record: Entry, request: web.BaseRequest, runtime: Runtime) -> None:
+    """The access log's view of the request (only when there is an access log)."""
+    headers = request.headers
+    record.started = time.time() - record.total_s
+    client = _client_ip(request)
+    forwarded_for = headers.get("X-Forwarded-For") if runtime.is_trusted(client) else None
+    if forwarded_for:
+        client = forwarded_for.partition(",")[0].strip() or client
+    record.client = client
+    record.host = headers.get("Host", "")
+    record.method = request.method
+    record.path = request.raw_path
+    record.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
+    record.user_agent = headers.get("User-Agent", "")
+    record.referer = headers.get("Referer", "")
 
 
 def _client_ip(request: web.BaseRequest) -> str:

@@ -27,6 +27,7 @@ from balancer.client_protocol import ProxyServer
 from balancer.config import Config, load_config
 from balancer.connections import Upstreams
 from balancer.costs import CostModel
+from balancer.history import INTERVAL, History, take_snapshot
 from balancer.metrics import Metrics, build_registry
 from balancer.monitor import HealthMonitor
 from balancer.proxy import Proxy
@@ -100,6 +101,7 @@ class Balancer:
         self.registry = build_registry(self)
         # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
         # them; a single process must not share its ports with a second instance unawares
+        self.history = History()
         self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads: list[ReloadOutcome] = []
@@ -110,6 +112,7 @@ class Balancer:
         self._admin: web.AppRunner | None = None
         self._access_log: AccessLog | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self._upstreams: Upstreams | None = None
         self._monitor: HealthMonitor | None = None
         self._proxy: Proxy | None = None
@@ -139,6 +142,7 @@ class Balancer:
         self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
         server = self._server = ProxyServer(
             self._proxy.handle, config,
             on_bad_request=self.metrics.bad_request,
@@ -222,6 +226,22 @@ class Balancer:
             if self._access_log is not None:
                 self._access_log.flush()
 
+    async def _sample_history(self) -> None:
+        while True:
+            self.history.add(take_snapshot(self, time.time()))
+            await asyncio.sleep(INTERVAL)
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): write to a fresh file at the configured path."""
+        if self._access_log is not None:
+            try:
+                self._access_log.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the access log %s: %s (still writing to the old "
+                          "file)", self._access_log.config.path, exc.strerror or exc)
+            else:
+                log.info("access log reopened")
+
     async def reload(self) -> ReloadOutcome:
         """Load, validate and swap in the config file; on any error keep the current one.
         One reload at a time (SIGHUP and POST /reload queue behind each other)."""
@@ -300,8 +320,9 @@ class Balancer:
             if runner is not None:
                 await runner.cleanup()
         self._listeners = []
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in (self._flusher, self._sampler):
+            if task is not None:
+                task.cancel()
         if self._monitor is not None:
             await self._monitor.stop()
         if self._upstreams is not None:
@@ -373,6 +394,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
     release_sighup()
+    loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_access_log)
     orphan_watch = None
     if worker is not None:
         orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
@@ -398,7 +420,7 @@ async def serve(config: Config, config_path: str | None, *, admin: Address | Non
                         await balancer.reload()
         log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
         break
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         loop.remove_signal_handler(sig)
     if orphan_watch is not None:
         orphan_watch.cancel()

@@ -4,8 +4,11 @@ Each worker is a whole balancer (`balancer worker`) bound to the public addresse
 SO_REUSEPORT, so the kernel spreads new connections over them; its admin listener is a
 private unix socket in a directory of the supervisor's. The supervisor:
 - holds the configured admin listener and answers it for all workers: `/metrics` sums
-  counters and histograms over the workers (gauges keep a `worker` label), `/status` adds
-  up in-flight and connection counts per backend, `/` is the same status page;
+  counters and histograms over the workers (gauges and process metrics keep a `worker`
+  label; what a restarted or silent worker counted is kept, so no sum drops), `/status`
+  adds up in-flight and connection counts per backend, `/status/history` merges their
+  last 15 minutes, `/` is the same status page;
+- passes SIGUSR1 (reopen the access log) on to every worker;
 - restarts a worker that exits unexpectedly (with a back-off when it keeps crashing);
 - on SIGHUP (or POST /reload) validates the file itself first: a bad file is reported once
   and no worker is signalled; a good one is passed on as SIGHUP, and the supervisor waits
@@ -33,8 +36,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.addresses import Address
-from balancer.admin import Guard, guard_middleware, login, status_page
-from balancer.aggregate import merge_expositions, merge_status
+from balancer.admin import Guard, guard_middleware, login, since_param, status_page
+from balancer.aggregate import ExpositionMerge, merge_history, merge_status
 from balancer.config import Config, load_config
 from balancer.server import ReloadOutcome, bind, bind_error, describe, release_sighup
 from balancer.yamltree import ConfigError
@@ -66,8 +69,8 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
-    ready: bool = False  # answered /healthz since it was (re)started: may be sent SIGHUP
     backoff: float = RESTART_BACKOFF[0]
+    ready: bool = False  # answered /healthz since it was (re)started: its signal handlers are in
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -85,6 +88,7 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
+        self.expositions = ExpositionMerge(workers)  # remembers: summed counters never drop
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -116,6 +120,8 @@ class Supervisor:
         if not self.stopping:
             worker.restarts += 1
             await self._spawn(worker)
+            with contextlib.suppress(RuntimeError):  # it exited again: its watcher says so
+                await self._wait_ready(worker)
 
     async def _wait_ready(self, worker: Worker, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -162,6 +168,7 @@ class Supervisor:
             app.router.add_post("/login", login)
             app.router.add_get("/healthz", _healthz)
             app.router.add_get("/status", _status)
+            app.router.add_get("/status/history", _history)
             app.router.add_get("/metrics", _metrics)
             app.router.add_post("/reload", _reload)
             self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
@@ -261,6 +268,14 @@ class Supervisor:
         texts = await asyncio.gather(*(self._worker_get(w, "/status") for w in self.workers))
         return [None if text is None else _json(text) for text in texts]
 
+    def forward(self, sig: signal.Signals) -> None:
+        """Pass a signal on to every running worker (SIGUSR1: reopen the access log). Not to
+        one still starting: it opens the log afresh, and its handler may not be in yet."""
+        for worker in self.workers:
+            if worker.ready and worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(sig)
+
     async def stop(self) -> int:
         """SIGTERM to every worker; wait for them to drain; 0 when all exited 0."""
         self.stopping = True  # from now on /healthz answers 503
@@ -298,6 +313,7 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
     release_sighup()
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.forward, signal.SIGUSR1)
     try:
         await supervisor.start()
     except RuntimeError as exc:
@@ -341,6 +357,16 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(merged)
 
 
+async def _history(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    since = request.query.get("since")
+    path = "/status/history" + (f"?since={since_param(request)}" if since else "")
+    texts = await asyncio.gather(*(supervisor._worker_get(w, path) for w in supervisor.workers))
+    reloads = [{"at": r.at, "ok": r.ok, "generation": r.generation} for r in supervisor.reloads]
+    merged = merge_history([None if t is None else _json(t) for t in texts], reloads)
+    return web.json_response(merged, headers={"Cache-Control": "no-store"})
+
+
 async def _reload(request: web.Request) -> web.Response:
     outcome = await request.app[SUPERVISOR].reload()
     body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
@@ -353,7 +379,7 @@ async def _metrics(request: web.Request) -> web.Response:
     texts = await asyncio.gather(*(supervisor._worker_get(w, "/metrics")
                                    for w in supervisor.workers))
     registry = CollectorRegistry(auto_describe=False)  # one scrape's worth
-    registry.register(_MergedMetrics(supervisor, [text or "" for text in texts]))
+    registry.register(_MergedMetrics(supervisor, list(texts)))
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -361,13 +387,13 @@ async def _metrics(request: web.Request) -> web.Response:
 class _MergedMetrics(Collector):
     """One scrape: the workers' expositions merged (balancer.aggregate), and the workers' own."""
 
-    def __init__(self, supervisor: Supervisor, expositions: list[str]) -> None:
+    def __init__(self, supervisor: Supervisor, expositions: list[str | None]) -> None:
         self.supervisor = supervisor
         self.expositions = expositions
 
     def collect(self) -> Iterator[Metric]:
         supervisor = self.supervisor
-        yield from merge_expositions(self.expositions)
+        yield from supervisor.expositions.merge(self.expositions)
         running = sum(1 for w in supervisor.workers
                       if w.process is not None and w.process.returncode is None)
         yield GaugeMetricFamily("balancer_workers", "Worker processes running", value=running)

@@ -435,7 +435,7 @@ def test_wrong_shapes_are_located_and_checking_goes_on_after_each() -> None:
         "1:9: listen: expected a list, got a mapping",
         "1:9: listen: at least one listen address is required",
         "2:18: trusted_proxies: expected a list, got a mapping",
-        "3:22: access_log.format: unknown value 'xml' (expected one of: text, json)",
+        "3:22: access_log.format: unknown value 'xml' (expected one of: text, combined, json)",
         "5:14: admin_token: an admin token must be a string of at least 16 printable "
         "characters without spaces",
         "8:15: pools.a.backends: expected a list, got a mapping",

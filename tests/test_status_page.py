@@ -6,9 +6,11 @@ then read the rendered table with Runtime.evaluate until it shows what the test 
 """
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -153,3 +155,76 @@ async def test_with_an_admin_token_the_status_page_logs_in_with_a_form_and_a_hid
     await browser.wait_for(STATES, [[backend.url, "up"]])  # the page, its fetches authorised
     assert await browser.evaluate("location.href") == f"{lb.admin_url}/"  # no token in the URL
     assert await browser.evaluate("document.cookie") == ""  # HttpOnly: out of a script's reach
+
+
+HISTORY_CONFIG = """\
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+pools:
+  web:   {{backends: [{a}, {b}], max_inflight: 4, spill_to: [heavy]}}
+  heavy: {{backends: [{heavy}]}}
+health: {{consecutive_failures: 3, max_ejected_share: 0.5}}
+routing:
+  cpu_threshold: 100ms
+  classes: {{io: web, light_cpu: web, heavy_cpu: heavy}}
+  default_class: light_cpu
+  learning: {{alpha: 0.5, min_samples: 3, max_routes: 100, hysteresis: 0.2, max_cv: 3}}
+"""
+
+CHARTS = ("[...document.querySelectorAll('svg[data-chart]')].map(svg => [svg.dataset.chart,"
+          " svg.querySelectorAll('[data-marker=reload]').length > 0])")
+POINTS = ("Number(document.querySelector('svg[data-chart=\"rps-web\"] "
+          "path[data-series=\"2xx\"]')?.dataset.points ?? 0) >= 5")
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "status-page.png"
+
+
+async def test_status_page_charts_the_last_minutes_with_the_reload_marked(
+    browser: Page, tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    balancer_factory: Callable[..., Awaitable[Running]],
+) -> None:
+    """A scripted load (light, then a route turning heavy, some 5xx), a reload half-way: every
+    chart shows its series and the reload marker; the route's class change is circled."""
+    a, b, heavy = [await backend_factory(n) for n in ("a", "b", "heavy")]
+    config = tmp_path / "lb.yaml"
+    config.write_text(HISTORY_CONFIG.format(a=a.url, b=b.url, heavy=heavy.url))
+    lb = await balancer_factory(config.read_text(), str(config))
+    history = lb.balancer.history
+
+    async def load(points: int, cpu: int) -> None:
+        """Requests until the history has `points` more points (a deadline, never a sleep)."""
+        target = len(history.points) + points
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as client:
+            while len(history.points) < target:
+                assert time.monotonic() < deadline, "the history did not grow"
+                paths = [f"/report/x?cpu={cpu}", "/api/items?cpu=2", "/api/items?cpu=2",
+                         "/status/404", "/status/500"]
+                await asyncio.gather(*(client.get(lb.url + p) for p in paths * 2))
+
+    await load(5, cpu=5)
+    assert (await lb.balancer.reload()).ok
+    await load(5, cpu=300)
+
+    await browser.call("Page.navigate", url=f"{lb.admin_url}/")
+    expected = ["rps-web", "rps-heavy", "latency", "inflight-web", "inflight-heavy", "routes",
+                "weights"]
+    await browser.wait_for(CHARTS, [[chart, True] for chart in expected])
+    await browser.wait_for(POINTS, True)
+    routes = await browser.evaluate(
+        "[...document.querySelectorAll('svg[data-chart=routes] path[data-series]')]"
+        ".map(p => p.dataset.series)")
+    assert "GET /report/x?cpu" in routes
+    assert await browser.evaluate(
+        "document.querySelectorAll('svg[data-chart=routes] [data-marker=class]').length") >= 1
+    assert await browser.evaluate(
+        "document.querySelector('svg[data-chart=routes] [data-limit]').dataset.limit"
+    ) == "heavy threshold"
+    await browser.call("Emulation.setDeviceMetricsOverride", width=1200, height=1300,
+                       deviceScaleFactor=1, mobile=False)
+    shot = await browser.call("Page.captureScreenshot", format="png")
+    png = base64.b64decode(shot["data"])
+    assert png.startswith(b"\x89PNG")
+    (tmp_path / "status-page.png").write_bytes(png)
+    if os.environ.get("UPDATE_SCREENSHOT"):  # UPDATE_SCREENSHOT=1 refreshes docs/'s copy
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        SCREENSHOT.write_bytes(png)
