@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 comma := ,
 
-.PHONY: run test fuzz check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak
+.PHONY: run test fuzz check clean mutation bench-overhead bench-backends bench-mixed bench-imbalance bench-reload bench-idle bench-soak bench-discovery
 
 $(BIN)/python:
 	@py=$$(sh scripts/find-python.sh) && echo "using $$py" && "$$py" -m venv $(VENV)
@@ -20,10 +20,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check balancer backends tests bench
 	$(BIN)/mypy
-	@# under CI a missing chromium fails here (and its tests would fail): nothing skips silently
+	@# under CI a missing chromium or dnsmasq fails here (and their tests would fail): nothing
+	@# skips silently
 	@case "$${CI:-}" in ""|0|false|no) sh scripts/ensure-debs.sh chromium:chromium || \
 	  echo "note: no chromium: the status page tests skip (and fail under CI=true)";; \
 	  *) sh scripts/ensure-debs.sh chromium:chromium;; esac
+	@case "$${CI:-}" in ""|0|false|no) sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base || \
+	  echo "note: no dnsmasq: the DNS discovery tests skip (and fail under CI=true)";; \
+	  *) sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base;; esac
 	$(BIN)/python -m pytest -q
 
 # Mutation testing of the pure core (config in pyproject.toml [tool.mutmut]); slow, not in
@@ -72,3 +76,7 @@ bench-idle: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
+
+bench-discovery: $(STAMP)
+	@sh scripts/ensure-debs.sh dnsmasq:dnsmasq-base
+	$(BIN)/python bench/discovery/run.py

@@ -38,6 +38,8 @@ from typing import Any
 
 import psutil
 
+from balancer.cgroup import available_cpus
+
 HEADER = "endpoint-load-metrics"
 SAMPLE_INTERVAL = 0.5
 # Figures that are fields of Envoy's OrcaLoadReport, by our name; any other load figure is a
@@ -151,6 +153,7 @@ class LoadMeter:
         workers: int,
         queue_depth: Callable[[], int] | None = None,
         root_pid: int | None = None,
+        cgroup_root: str = "/",
     ) -> None:
         self.counters = counters
         self.workers = workers
@@ -160,7 +163,7 @@ class LoadMeter:
         self.rps = 0.0
         self.eps = 0.0
         self._sampler_pid = 0
-        self._cores = os.cpu_count() or 1
+        self._cores = available_cpus(cgroup_root)  # a container's quota, not the host's
 
     def begin(self) -> Clocks:
         """Start timing a request (on the thread that will run it)."""

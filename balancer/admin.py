@@ -253,7 +253,8 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
                 "open_connections": upstream.open_count if upstream else 0,
                 "idle_connections": upstream.idle_count if upstream else 0,
             })
-        pools.append({"name": pool.name, "kind": pool.config.kind, "backends": backends})
+        pools.append({"name": pool.name, "kind": pool.config.kind, "backends": backends,
+                      "unresolved": list(pool.unresolved)})
     costs = balancer.costs
     routes = [
         {"route": r.template, "class": r.learned_class, "cpu_ms": round(r.cpu_ms, 3),
@@ -269,6 +270,12 @@ def status_document(balancer: "Balancer") -> dict[str, Any]:
         "client_connections": balancer.client_connections,
         "pools": pools,
         "routes": routes,
+        "discovery": [
+            {"name": s.key, "addresses": None if s.addresses is None
+             else [a.url for a in s.addresses], "failures": s.total_failures,
+             "last_error": s.last_error or None,
+             "next_in_s": round(max(0.0, s.next_at - now), 3)}
+            for s in (balancer.discovery.states() if balancer.discovery else [])],
         "reloads": [
             {"ok": r.ok, "generation": r.generation, "digest": r.digest, "at": r.at,
              "ms": round(r.seconds * 1000, 3), "errors": list(r.errors)}

@@ -22,8 +22,11 @@ def merge_status(documents: list[dict[str, Any] | None]) -> dict[str, Any]:
     merged = present[0]
     for other in present[1:]:
         for pool, other_pool in zip(merged["pools"], other["pools"], strict=False):
-            for backend, other_backend in zip(pool["backends"], other_pool["backends"],
-                                              strict=False):
+            theirs = {b["address"]: b for b in other_pool["backends"]}  # by address: DNS
+            for backend in pool["backends"]:  # discovery may differ a moment between workers
+                other_backend = theirs.get(backend["address"])
+                if other_backend is None:
+                    continue
                 for key in ("inflight", "open_connections", "idle_connections"):
                     backend[key] += other_backend[key]
         routes = {r["route"]: r for r in merged["routes"]}

@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
     run.add_argument("--workers", default="1",
-                     help="worker processes sharing the listeners: N or auto (the CPU count)")
+                     help="worker processes sharing the listeners: N or auto (the CPUs the "
+                          "cgroup quota allows, else the core count)")
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
     worker.add_argument("-c", "--config", required=True)
@@ -77,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         backends = sum(len(pool.backends) for pool in config.pools)
+        names = sum(len(pool.discover) for pool in config.pools)
+        discovered = f", {names} discovered name(s)" if names else ""
         print(f"{args.config}: ok ({len(config.listen)} listener(s), {len(config.pools)} pool(s), "
-              f"{backends} backend(s), digest {config.digest})")
+              f"{backends} backend(s){discovered}, digest {config.digest})")
         return 0
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s balancer[%(process)d] %(levelname)s %(message)s")

@@ -30,6 +30,7 @@ from balancer.yamltree import (
     ConfigError,
     Problem,
     Reader,
+    as_bool,
     as_choice,
     as_int,
     as_number,
@@ -92,6 +93,27 @@ DEFAULT_INFLIGHT: dict[PoolKind | None, int] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Discover:
+    """A pool backend entry `{discover: http://name:port}`: every address the name resolves
+    to (A and AAAA) is a backend of its own, with this entry's weight."""
+
+    name: str
+    port: int
+    weight: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The name as resolved and shown: `name:port`."""
+        return f"{self.name}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    interval: float = 5.0  # re-resolution; the record TTL when shorter (at least 1 s)
+    timeout: float = 2.0   # one resolution (A and AAAA) of one name, every resolver tried
+
+
+@dataclass(frozen=True, slots=True)
 class PoolConfig:
     name: str
     backends: tuple[Address, ...]
@@ -103,6 +125,7 @@ class PoolConfig:
     spill_to: tuple[str, ...] = ()
     policy: Policy = "least_latency"
     weights: tuple[float, ...] = ()   # static weight per backend (default 1 each)
+    discover: tuple[Discover, ...] = ()  # names whose addresses are backends too
     max_queue: int = 0                # requests that may wait for room (0: none; send anyway)
     queue_timeout: float = 5.0
 
@@ -129,6 +152,9 @@ class Config:
     access_log: AccessLogConfig | None = None
     admin_token: str | None = None
     admin_allowed_hosts: tuple[str, ...] = ()  # Host names the admin listener answers (no token)
+    resolvers: tuple[tuple[str, int], ...] = ()  # DNS servers (ip, port); () = resolv.conf
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    watch: bool = True  # reload when the file's content changes
     digest: str = ""
 
     def pool(self, name: str) -> PoolConfig:
@@ -147,12 +173,13 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token", "admin_token_file", "admin_allowed_hosts")
+            "health", "access_log", "admin_token", "admin_token_file", "admin_allowed_hosts",
+            "resolvers", "discovery", "watch")
 SECRET_SUFFIX = "_file"  # `admin_token_file: /run/secrets/token` instead of `admin_token: ...`
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout", "max_tunnels")
 POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
-BACKEND_KEYS = ("address", "weight")
+BACKEND_KEYS = ("address", "discover", "weight")
 
 
 def load_config(path: str) -> Config:
@@ -209,6 +236,12 @@ def parse_config(
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
                               ACCESS_LOG_PARSERS)
+    resolvers = _resolvers(reader, entries.get("resolvers"))
+    discovery = _section(reader, entries.get("discovery"), "discovery", DiscoveryConfig,
+                         DISCOVERY_PARSERS)
+    watch = True
+    if "watch" in entries:
+        watch = reader.convert(entries["watch"], "watch", as_bool) is not False
     names = {pool.name for pool in pools}
     _check_spill(reader, entries.get("pools"), pools, names)
     routing = None
@@ -232,6 +265,9 @@ def parse_config(
         access_log=access_log,
         admin_token=admin_token,
         admin_allowed_hosts=tuple(allowed_hosts),
+        resolvers=resolvers,
+        discovery=discovery,
+        watch=watch,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 
@@ -320,6 +356,7 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
         return None
     backends: list[Address] = []
     weights: list[float] = []
+    discover: list[Discover] = []
     if "backends" in entries:
         items = reader.sequence(entries["backends"], join(path, "backends"))
         if not items and isinstance(entries["backends"], yaml.SequenceNode):
@@ -327,6 +364,13 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
         for index, item in enumerate(items):
             item_path = join(join(path, "backends"), index)
             address, weight = _backend(reader, item, item_path)
+            if isinstance(address, Discover):
+                if any(d.key == address.key for d in discover):
+                    reader.fail(item, item_path, f"{address.key} is discovered twice in this "
+                                                 "pool")
+                else:
+                    discover.append(address)
+                continue
             if address is None:
                 continue
             if address in backends:
@@ -340,6 +384,8 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
     options: dict[str, object] = {}
     if any(weight != 1.0 for weight in weights):
         options["weights"] = tuple(weights)
+    if discover:
+        options["discover"] = tuple(discover)
     if "policy" in entries:
         policy = reader.convert(entries["policy"], join(path, "policy"), as_choice(POLICIES))
         if policy is not None:
@@ -422,6 +468,18 @@ HEALTH_PARSERS: dict[str, Callable[[object], object]] = {
     "rise": as_int(minimum=1),
     "fall": as_int(minimum=1),
 }
+DISCOVERY_PARSERS: dict[str, Callable[[object], object]] = {
+    "interval": lambda raw: _at_least(parse_duration(raw), 1.0, "interval"),
+    "timeout": lambda raw: _at_least(parse_duration(raw), 0.1, "timeout"),
+}
+
+
+def _at_least(seconds: float, minimum: float, what: str) -> float:
+    if seconds < minimum:
+        raise ValueError(f"a discovery {what} is at least {minimum:g}s")
+    return seconds
+
+
 ACCESS_LOG_PARSERS: dict[str, Callable[[object], object]] = {
     "format": as_choice(LOG_FORMATS),
     "path": as_str,
@@ -445,17 +503,75 @@ def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _backend(reader: Reader, node: yaml.Node, path: str) -> tuple[Address | None, float]:
-    """`http://host:port`, or `{address: http://host:port, weight: 2}`."""
+def _backend(
+    reader: Reader, node: yaml.Node, path: str
+) -> tuple[Address | Discover | None, float]:
+    """`http://host:port`, `{address: http://host:port, weight: 2}` or
+    `{discover: http://name:port, weight: 2}` (the weight then goes in the Discover)."""
     if not isinstance(node, yaml.MappingNode):
         return reader.convert(node, path, _resolvable(parse_backend)), 1.0
-    entries = reader.mapping(node, path, BACKEND_KEYS, required=("address",)) or {}
-    address = reader.convert(entries["address"], join(path, "address"),
-                             _resolvable(parse_backend)) if "address" in entries else None
+    entries = reader.mapping(node, path, BACKEND_KEYS) or {}
     weight = 1.0
     if "weight" in entries:
         weight = reader.convert(entries["weight"], join(path, "weight"), _weight) or 1.0
-    return address, weight
+    if "address" in entries and "discover" in entries:
+        reader.fail(node, path, "a backend has either 'address' or 'discover', not both")
+        return None, weight
+    if "discover" in entries:
+        discover = reader.convert(entries["discover"], join(path, "discover"), _discover)
+        return (Discover(discover.name, discover.port, weight) if discover else None), weight
+    if "address" not in entries:
+        reader.fail(node, path, "missing required key 'address' (or 'discover': a DNS name "
+                                "whose addresses are the backends)")
+        return None, weight
+    return reader.convert(entries["address"], join(path, "address"),
+                          _resolvable(parse_backend)), weight
+
+
+def _discover(raw: object) -> Discover:
+    expected = "a name to discover (expected http://name:port)"
+    if not isinstance(raw, str) or not raw.startswith("http://"):
+        raise ValueError(f"{raw!r} is not {expected}")
+    address = _resolvable(parse_backend)(raw)
+    return Discover(address.host, address.port)
+
+
+def _resolvers(reader: Reader, node: yaml.Node | None) -> tuple[tuple[str, int], ...]:
+    if node is None or _is_null(node):
+        return ()
+    found = []
+    for index, item in enumerate(reader.sequence(node, "resolvers", allow_scalar=True)):
+        resolver = reader.convert(item, join("resolvers", index), _resolver)
+        if resolver is not None:
+            found.append(resolver)
+    return tuple(found)
+
+
+def _resolver(raw: object) -> tuple[str, int]:
+    """`ip:port` or `ip` (port 53); `[v6]:port` for IPv6."""
+    expected = "a DNS server (expected ip:port, e.g. 127.0.0.11:53)"
+    if not isinstance(raw, str):
+        raise ValueError(f"{raw!r} is not {expected}")
+    text, port = raw, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        text = host
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{raw!r} is not {expected}")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        text, _, port_text = text.partition(":")
+        if not port_text.isdigit():
+            raise ValueError(f"{raw!r} is not {expected}")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {expected}: a resolver is an IP address") from None
+    if not 0 < port <= 65535:
+        raise ValueError(f"{raw!r}: port {port} is out of range (1-65535)")
+    return text, port
 
 
 def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:

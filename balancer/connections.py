@@ -8,7 +8,7 @@ backends are closed, pools of kept ones carry over with their warm connections.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from balancer.addresses import Address
 from balancer.config import PoolConfig, Timeouts
@@ -50,12 +50,15 @@ class Upstreams:
             if self._on_connect is not None:
                 callback = self._on_connect
                 upstream.on_connect = lambda seconds: callback(address, seconds)
+            if address in self._retired:  # chosen on a runtime from before its retirement:
+                del self._pools[address]  # this request's connection closes when released
+                upstream.retire()
         return upstream
 
-    def configure(self, pools: tuple[PoolConfig, ...], timeouts: Timeouts) -> None:
+    def configure(self, wanted: Mapping[Address, PoolConfig], timeouts: Timeouts) -> None:
         """Apply new limits to kept pools and retire the pools of backends no longer listed
-        (their requests in flight finish; what they report afterwards is not kept)."""
-        wanted = {address: pool for pool in pools for address in pool.backends}
+        (their requests in flight finish; what they report afterwards is not kept). Called
+        by a reload and by DNS discovery when a name's addresses change."""
         self._retired = (self._retired | set(self._pools) | set(self._stats)) - set(wanted)
         for address in self._retired:
             self._stats.pop(address, None)

@@ -62,6 +62,7 @@ class Metrics:
         self.reloads: defaultdict[str, int] = defaultdict(int)
         self.bad_requests: defaultdict[int, int] = defaultdict(int)  # by status: 400, 408, ...
         self.spills: defaultdict[str, int] = defaultdict(int)  # by the pool that was full
+        self.discovery_failures: defaultdict[str, int] = defaultdict(int)  # by name:port
 
     def bad_request(self, status: int) -> None:
         self.bad_requests[status] += 1
@@ -111,6 +112,15 @@ class MetricsCollector(Collector):
                         metrics.reloads)
         yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",
                                 value=balancer.runtime.generation)
+        yield _counters("balancer_discovery_failures",
+                        "DNS resolutions of a discovered name that failed or found no "
+                        "address (the last good set kept)", ["name"], metrics.discovery_failures)
+        addresses = GaugeMetricFamily("balancer_discovery_addresses",
+                                      "Addresses a discovered name resolves to", labels=["name"])
+        if balancer.discovery is not None:
+            for state in balancer.discovery.states():
+                addresses.add_metric([state.key], len(state.addresses or ()))
+        yield addresses
         yield from self._backends()
 
     def _backends(self) -> Iterator[Metric]:

@@ -242,6 +242,9 @@ class Proxy:
             if decision.source == "learned-escalation":
                 self.metrics.learned_overrides += 1
         if not pool.backends:
+            if pool.unresolved:
+                raise NoBackend(f"pool {pool.name}: {', '.join(pool.unresolved)} has not "
+                                "resolved to any address (DNS discovery)")
             raise NoBackend(f"pool {pool.name} has no backends")
         upstreams = self.upstreams
         self.retries.on_request(runtime.health)

@@ -2,11 +2,13 @@
 
 Pure. A reload builds a whole new Runtime and swaps one reference; requests in flight keep
 the snapshot they started with. State that must outlive a reload (connections, later
-health and learned costs) is keyed by backend address outside the snapshot.
+health and learned costs) is keyed by backend address outside the snapshot. DNS discovery
+changing a name's addresses builds a new Runtime too (`rediscovered`): same config and
+generation, the pools' backends being the fixed ones plus every discovered address.
 """
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,27 +30,40 @@ class BackendView(Protocol):
     def health(self, address: Address) -> BackendHealth: ...
 
 
+Discovered = Mapping[str, tuple[Address, ...]]  # `name:port` -> its addresses (resolved)
+
+
 @dataclass(slots=True)
 class Pool:
-    """The backends of one pool and how to choose among them."""
+    """The backends of one pool (fixed, then discovered) and how to choose among them."""
 
     config: PoolConfig
     least_request: LeastRequest
     least_latency: LeastLatency
+    discovered: Discovered = field(default_factory=dict)
     selector: RoundRobin = field(default_factory=RoundRobin)
     static_weight: dict[Address, float] = field(default_factory=dict)
+    backends: tuple[Address, ...] = ()
+    unresolved: tuple[str, ...] = ()  # discovered names with no address yet
 
     def __post_init__(self) -> None:
-        self.static_weight = {address: self.config.weight_of(i)
-                              for i, address in enumerate(self.config.backends)}
+        weights = {address: self.config.weight_of(i)
+                   for i, address in enumerate(self.config.backends)}
+        unresolved = []
+        for target in self.config.discover:
+            addresses = self.discovered.get(target.key)
+            if not addresses:
+                unresolved.append(target.key)
+                continue
+            for address in addresses:
+                weights.setdefault(address, target.weight)  # a fixed entry keeps its weight
+        self.static_weight = weights
+        self.backends = tuple(weights)
+        self.unresolved = tuple(unresolved)
 
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def backends(self) -> tuple[Address, ...]:
-        return self.config.backends
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} [{len(self.backends)} backends]>"
@@ -58,14 +73,18 @@ class Runtime:
     """Config plus the objects built from it, for one config generation."""
 
     def __init__(self, config: Config, generation: int, rng: RandomSource,
-                 balancing: Balancing | None = None) -> None:
+                 balancing: Balancing | None = None, discovered: Discovered | None = None
+                 ) -> None:
         self.config = config
         self.generation = generation
         self.balancing = balancing or Balancing()
         self.health = config.health
+        self._rng = rng
+        self.discovered: Discovered = dict(discovered or {})
         self.pools = {pool.name: Pool(pool, LeastRequest(rng),
                                       LeastLatency(rng, self.balancing.probes,
-                                                   self.balancing.latency_tolerance))
+                                                   self.balancing.latency_tolerance),
+                                      self.discovered)
                       for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
         self.routing = config.routing
@@ -82,6 +101,10 @@ class Runtime:
     def __repr__(self) -> str:
         return (f"<Runtime generation={self.generation} digest={self.config.digest} "
                 f"pools={list(self.pools)}>")
+
+    def rediscovered(self, discovered: Discovered) -> "Runtime":
+        """The same config and generation with discovered names' new addresses."""
+        return Runtime(self.config, self.generation, self._rng, self.balancing, discovered)
 
     def is_trusted(self, client_ip: str) -> bool:
         """Whether a client's own X-Forwarded-* headers are believed (trusted_proxies)."""
@@ -179,8 +202,10 @@ class Runtime:
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
         """The effective weight of each backend of the pool (for metrics and status)."""
+        if not pool.backends:  # discovered names not resolved yet
+            return []
         return effective_weights([view.stats(a) for a in pool.backends],
-                                 [pool.config.weight_of(i) for i in range(len(pool.backends))],
+                                 [pool.static_weight[a] for a in pool.backends],
                                  now, self.balancing,
                                  reports=pool.config.policy != "least_latency")
 
@@ -189,3 +214,11 @@ class Runtime:
 
     def addresses(self) -> set[Address]:
         return {address for pool in self.pools.values() for address in pool.backends}
+
+    def backend_pools(self) -> dict[Address, PoolConfig]:
+        """Every backend with the config of (the first) pool it is in: its connection limits."""
+        wanted: dict[Address, PoolConfig] = {}
+        for pool in self.pools.values():
+            for address in pool.backends:
+                wanted.setdefault(address, pool.config)
+        return wanted

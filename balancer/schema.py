@@ -16,6 +16,7 @@ from balancer.addresses import parse_backend, parse_listen
 from balancer.config import (
     ACCESS_LOG_PARSERS,
     BACKEND_KEYS,
+    DISCOVERY_PARSERS,
     HEALTH_PARSERS,
     LIMIT_PARSERS,
     POLICIES,
@@ -24,6 +25,7 @@ from balancer.config import (
     SECRET_SUFFIX,
     TIMEOUT_PARSERS,
     TOP_KEYS,
+    _resolver,
     as_host_name,
     as_path,
     as_token,
@@ -72,6 +74,9 @@ FUNCTION_SCHEMAS: dict[Callable[[object], object], Schema] = {
     parse_backend: BACKEND,
     as_path: {"type": "string", "pattern": r"^/[^ \r\n]*$", "description": "a path, e.g. /x"},
     as_token: {"type": "string", "minLength": 16, "pattern": r"^\S+$"},
+    _resolver: {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.%]+\](:[0-9]+)?|[0-9.]+(:[0-9]+)?"
+                r"|[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*)$",
+                "description": "a DNS server: ip, ip:port or [v6]:port (port 53 by default)"},
     as_host_name: {"type": "string", "pattern": r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*"
                    r"[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
                    "description": "a host name or IPv4 address, without a port"},
@@ -114,9 +119,19 @@ def mapping(where: str, keys: Collection[str], properties: Mapping[str, Schema],
     return schema
 
 
-def section(where: str, parsers: Mapping[str, Callable[[object], object]]) -> Schema:
-    """A flat section: every key's schema is its parser's."""
-    return mapping(where, parsers, {k: value(schema_of(p)) for k, p in parsers.items()})
+def section(where: str, parsers: Mapping[str, Callable[[object], object]],
+            stated: Mapping[str, Schema] | None = None) -> Schema:
+    """A flat section: every key's schema is its parser's (or, for a parser that cannot say,
+    e.g. a lambda, the one `stated` here)."""
+    stated = stated or {}
+    return mapping(where, parsers, {
+        k: value(stated[k] if k in stated else schema_of(p)) for k, p in parsers.items()})
+
+
+def at_least(seconds: float) -> Schema:
+    """A duration with a minimum (exact for a number; a string's unit is not compared)."""
+    return {"anyOf": [{"type": "number", "minimum": seconds}, DURATION["anyOf"][1]],
+            "description": f"{DURATION['description']}; at least {seconds:g}s"}
 
 
 def config_schema() -> Schema:
@@ -148,6 +163,10 @@ def top() -> Schema:
         "admin_token": nullable(token),
         "admin_token_file": nullable(value(schema_of(as_str))),
         "admin_allowed_hosts": {"type": "array", "items": value(schema_of(as_host_name))},
+        "resolvers": nullable(one_or_list(value(schema_of(_resolver)))),
+        "discovery": section("discovery", DISCOVERY_PARSERS,
+                             {"interval": at_least(1.0), "timeout": at_least(0.1)}),
+        "watch": value(schema_of(as_bool)),
     }, required=("listen", "pools"))
     schema["not"] = {"required": ["admin_token", "admin_token" + SECRET_SUFFIX]}
     return schema
@@ -170,10 +189,16 @@ def pool() -> Schema:
 
 
 def backend() -> Schema:
-    return {"anyOf": [value(BACKEND), mapping("pools.*.backends[]", BACKEND_KEYS, {
+    """An address, or `{address | discover, weight}` (exactly one of address and discover)."""
+    entry = mapping("pools.*.backends[]", BACKEND_KEYS, {
         "address": value(BACKEND),
+        "discover": value({"type": "string", "pattern": r"^http://[^/]*[^/:]:[0-9]+/*$",
+                           "description": "http://name:port: the backends are the addresses "
+                                          "DNS gives for the name"}),
         "weight": value({"type": "number", "exclusiveMinimum": 0, "maximum": 1000}),
-    }, required=("address",))]}
+    })
+    entry["oneOf"] = [{"required": ["address"]}, {"required": ["discover"]}]
+    return {"anyOf": [value(BACKEND), entry]}
 
 
 def routing() -> Schema:

@@ -38,7 +38,9 @@ from prometheus_client.registry import Collector
 from balancer.addresses import Address
 from balancer.admin import Guard, guard_middleware, login, since_param, status_page
 from balancer.aggregate import ExpositionMerge, merge_history, merge_status
+from balancer.cgroup import worker_count
 from balancer.config import Config, load_config
+from balancer.filewatch import watch_file
 from balancer.server import ReloadOutcome, bind, bind_error, describe, release_sighup
 from balancer.yamltree import ConfigError
 
@@ -320,6 +322,9 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
         log.error("%s", exc)
         await supervisor.stop()
         return 1
+    file_watch = loop.create_task(watch_file(
+        config_path, lambda: supervisor.config.watch,
+        lambda: received.put_nowait(signal.SIGHUP), supervisor.config.digest))
     while True:
         sig = await received.get()
         if sig == signal.SIGHUP:
@@ -327,6 +332,7 @@ async def supervise(config: Config, config_path: str, workers: int, log_level: s
             continue
         log.info("%s: stopping %d workers", sig.name, len(supervisor.workers))
         break
+    file_watch.cancel()
     code = await supervisor.stop()
     log.info("stopped")
     return code
@@ -418,10 +424,9 @@ def _exit_text(code: int) -> str:
 
 
 def workers_from_arg(text: str) -> int:
-    """`--workers N` or `auto` (the CPU count)."""
+    """`--workers N` or `auto` (the CPUs allowed: the cgroup quota, else the cores)."""
     if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        return worker_count()
     count = int(text)
     if count < 1:
         raise ValueError("at least 1 worker")

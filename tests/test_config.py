@@ -128,9 +128,8 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
     assert found == [
         "config/balancer.yaml:1:9: listen: '127.0.0.1:80800': port 80800 is out of range (0-65535)",
         "config/balancer.yaml:2:1: admn: unknown key 'admn' (did you mean 'admin'? expected one "
-        "of: access_log, admin, admin_allowed_hosts, admin_token, admin_token_file, health, "
-        "limits, listen, pools, "
-        "routing, timeouts, trusted_proxies)",
+        "of: access_log, admin, admin_allowed_hosts, admin_token, admin_token_file, discovery, "
+        "health, limits, listen, pools, resolvers, routing, timeouts, trusted_proxies, watch)",
         "config/balancer.yaml:4:3: timeouts.conect: unknown key 'conect' (did you mean 'connect'? "
         "expected one of: backend_response, client_body, client_header, client_idle, "
         "client_send, connect, drain, grace, tunnel_idle, upstream_idle)",
@@ -310,7 +309,8 @@ def test_bad_pool_options_and_backends_are_each_located() -> None:
         "network (e.g. 10.0.0.0/8)",
         "config/balancer.yaml:4:22: health.check_path: 'ready' is not a request path "
         "(e.g. /__health)",
-        "config/balancer.yaml:8:9: pools.a.backends[0].address: missing required key",
+        "config/balancer.yaml:8:9: pools.a.backends[0]: missing required key 'address' (or "
+        "'discover': a DNS name whose addresses are the backends)",
         "config/balancer.yaml:9:47: pools.a.backends[1].weight: 0 is not a weight "
         "(a number above 0, at most 1000)",
         "config/balancer.yaml:10:47: pools.a.backends[2].weight: True is not a weight "
@@ -320,7 +320,7 @@ def test_bad_pool_options_and_backends_are_each_located() -> None:
         "config/balancer.yaml:12:19: pools.a.backends[4].address: 'http//x' is not a backend "
         "address (expected http://host:port or unix:/path)",
         "config/balancer.yaml:13:39: pools.a.backends[5].wieght: unknown key 'wieght' (did you "
-        "mean 'weight'? expected one of: address, weight)",
+        "mean 'weight'? expected one of: address, discover, weight)",
         "config/balancer.yaml:14:13: pools.a.policy: unknown value 'fastest' (expected one of: "
         "least_latency, weighted_least_request, least_request, round_robin)",
         "config/balancer.yaml:15:16: pools.a.spill_to[0]: a pool cannot spill to itself",

@@ -40,6 +40,9 @@ EXAMPLES = {
     **{f"README.md block {i}": text for i, text in enumerate(readme_configs())},
     "tests/test_config.py MINIMAL": MINIMAL,
     "tests/test_config.py ROUTING_EXAMPLE": ROUTING_EXAMPLE,
+    "discovery": "listen: 127.0.0.1:0\nresolvers: 127.0.0.11\ndiscovery: {interval: 5s}\n"
+                 "watch: false\npools:\n  default:\n    backends:\n"
+                 "      - {discover: http://app:8000, weight: 2}\n      - http://10.0.0.9:80\n",
 }
 
 

@@ -37,7 +37,7 @@ async def test_sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error(
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(first.url))
+    config.write_text(one_pool_config(first.url, extra="watch: false\n"))  # SIGHUP's reload
     lb = balancer_process(config)
     async with aiohttp.ClientSession() as session:
         async def served_by() -> str:
@@ -46,16 +46,17 @@ async def test_sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error(
                 return resp.headers["X-Backend"]
 
         assert await served_by() == "first"
-        config.write_text(one_pool_config(second.url).replace("listen: 127.0.0.1:0",
-                                                               f"listen: {lb.url[7:]}"))
+        second_config = one_pool_config(second.url, extra="watch: false\n")
+        config.write_text(second_config.replace("listen: 127.0.0.1:0", f"listen: {lb.url[7:]}"))
         lb.signal(signal.SIGHUP)
         await asyncio.to_thread(lb.wait_for_log, r"reloaded config: generation 2")
         assert await served_by() == "second"
 
-        config.write_text("listen: 127.0.0.1:0\npools:\n  default:\n    backends: [http//x]\n")
+        config.write_text("watch: false\nlisten: 127.0.0.1:0\npools:\n  default:\n"
+                          "    backends: [http//x]\n")
         lb.signal(signal.SIGHUP)
         await asyncio.to_thread(lb.wait_for_log, r"reload refused, keeping generation 2: "
-                                r".*lb\.yaml:4:16: pools\.default\.backends\[0\]")
+                                r".*lb\.yaml:5:16: pools\.default\.backends\[0\]")
         assert await served_by() == "second"
         async with session.get(f"{lb.admin_url}/status") as resp:
             status = await resp.json()
@@ -116,7 +117,7 @@ async def test_fifty_reloads_under_load_drop_nothing_and_move_the_route_each_tim
     balancer_process: Callable[[Path], Process],
 ) -> None:
     io, light = await backend_factory("io"), await backend_factory("light")
-    configs = {pool: _two_pool_config(io.url, light.url, cls)
+    configs = {pool: _two_pool_config(io.url, light.url, cls, extra="watch: false\n")  # SIGHUP
                for pool, cls in (("io", "io"), ("light", "light_cpu"))}
     config = tmp_path / "lb.yaml"
     config.write_text(configs["io"])

@@ -29,7 +29,8 @@ def _free_port() -> int:
 
 def _config(backend: str, port: int) -> str:
     return (f"listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:0\n"
-            f"pools:\n  default:\n    backends: [{backend}]\n")
+            f"pools:\n  default:\n    backends: [{backend}]\n"
+            "watch: false\n")  # these tests reload by SIGHUP and POST /reload only
 
 
 def _start(tmp_path: Path, backend: str, balancer_process: Callable[..., Process],

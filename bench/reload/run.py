@@ -37,6 +37,7 @@ def config_text(port: int, admin: int, backend: int, rules: int, moved_to: str) 
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
 trusted_proxies: [127.0.0.1]  # explain is shown to trusted clients only
+watch: false  # reloads by SIGHUP only: the measured clock starts at the signal
 pools:
   io:    {{kind: async,    backends: [http://127.0.0.1:{backend}]}}
   light: {{kind: threaded, backends: [http://127.0.0.1:{backend}]}}

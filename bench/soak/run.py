@@ -48,6 +48,7 @@ def config_text(ports: dict[str, int], port: int, admin: int, explain: bool) -> 
     return f"""\
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
+watch: false  # reloads by SIGHUP only (counted)
 timeouts: {{connect: 1s, backend_response: 15s}}
 health: {{check_interval: 1s, rise: 1, fall: 1}}
 pools:
