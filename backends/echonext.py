@@ -1,4 +1,4 @@
-"""Import pyechonext 0.7.17 without its side effects, and fix its per-request defects.
+"""Import pyechonext (0.7.17 or 0.7.18) without its side effects, and fix its per-request defects.
 
 `import_echonext()` is the only way the backends import the framework. It neutralises, at
 run time and without touching site-packages:
@@ -24,7 +24,15 @@ per request (class-level patches, so every app in the process is fixed)
   it builds `request.POST`: such a body gives an empty POST (the raw bytes are in
   `request.environ["echonext.body"]`, set by the hosts);
 - `async def` views (which EchoNext would call and never await): run to completion on a
-  per-thread event loop under WSGI, awaited natively by the ASGI adapter.
+  per-thread event loop under WSGI, awaited natively by the ASGI adapter;
+- parameterised routes (`/users/{id}`): 0.7.17 never finds them (it looks up route
+  patterns that start with the request path, and `/users/42` is no prefix of `/users/{id}`),
+  and in both releases a parameter matches across `/` (`/users/{id}` answers
+  `/users/5/orders/9` with id `5/orders/9`). The router's lookup is replaced by one for both:
+  the exact path, else the first pattern (in the order added) that `parse` matches with no
+  `/` in any parameter.
+Each patch checks that what it replaces exists, so a release that renames it fails at import
+(naming the release) instead of running unpatched.
 The header and status defects (request headers echoed into the response, None values,
 bare `404` status lines, `start_response` called by keyword) are fixed in `backends.wsgi`.
 """
@@ -94,12 +102,31 @@ def _import_quietly() -> None:
     logger.propagate = True
 
 
+SUPPORTED = ("0.7.17", "0.7.18")
+
+
+def _require(owner: Any, *names: str) -> None:
+    missing = [name for name in names if not hasattr(owner, name)]
+    if missing:
+        version = getattr(sys.modules.get("pyechonext"), "__version__", "?")
+        raise ImportError(f"pyechonext {version}: {getattr(owner, '__name__', owner)} has no "
+                          f"{', '.join(missing)}; backends/echonext.py patches releases "
+                          f"{', '.join(SUPPORTED)}")
+
+
 def _patch() -> None:
     global original_check_handler
     app_module = importlib.import_module("pyechonext.app")
     routes_module = importlib.import_module("pyechonext.mvc.routes")
     response_module = importlib.import_module("pyechonext.response")
+    request_module = importlib.import_module("pyechonext.request")
     echonext_cls = app_module.EchoNext
+    _require(echonext_cls, "get_and_save_cache_item", "_process_exceptions_from_middlewares")
+    _require(app_module, "_check_handler")
+    _require(request_module, "_build_post_params_dict")
+    _require(response_module.Response, "_encode_body")
+    _require(routes_module.Router, "resolve")
+    _patch_parameterised_routes(routes_module)
 
     setattr(routes_module, "print", lambda *args, **kwargs: None)  # noqa: B010
 
@@ -115,7 +142,6 @@ def _patch() -> None:
 
     echonext_cls._process_exceptions_from_middlewares = reraise
 
-    request_module = importlib.import_module("pyechonext.request")
     original_post = request_module._build_post_params_dict
 
     def tolerant_post(raw: bytes) -> Any:
@@ -147,6 +173,33 @@ def _patch() -> None:
         return handler
 
     setattr(app_module, "_check_handler", check_handler)  # noqa: B010
+
+
+def _patch_parameterised_routes(routes_module: Any) -> None:
+    """One route lookup for both releases: the exact path, else the first parameterised
+    route (in the order added) whose parameters each match one path segment."""
+    _require(routes_module, "parse", "prepare_url", "URLNotFound")
+
+    def resolve(self: Any, request: Any, raise_404: bool | None = True) -> Any:
+        url = routes_module.prepare_url(request.path)
+        url = url if self.prefix is None else f"{self.prefix}{url}"
+        route = self.routes.get(url)
+        if route is not None and not _is_pattern(url):
+            return route, {}
+        for pattern, candidate in self.routes.items():
+            if _is_pattern(pattern):
+                found = routes_module.parse.parse(pattern, url)
+                if found is not None and not any("/" in str(v) for v in found.named.values()):
+                    return candidate, found.named
+        if raise_404:
+            raise routes_module.URLNotFound(f'URL "{url}" not found.')
+        return None, None
+
+    routes_module.Router.resolve = resolve
+
+
+def _is_pattern(path: str) -> bool:
+    return "{" in path and "}" in path
 
 
 _loops = threading.local()

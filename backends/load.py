@@ -1,10 +1,12 @@
 """Load reports: what one backend instance tells the balancer about itself.
 
-Every response carries `endpoint-load-metrics` in the ORCA text format that Envoy reads:
+Every response carries `endpoint-load-metrics` in the ORCA text format that Envoy reads
+(`key:value` items; Envoy rejects a report with a key it does not know, so the request's own
+cost travels as `named_metrics.cost_<figure>`; `format_report` is the one place that names keys):
 
-    TEXT cpu_utilization=0.42, rps_fractional=118.0, eps=0.0, named_metrics.inflight=3,
-    named_metrics.queue=0, named_metrics.workers=4, request_cost.cpu_ms=12.5,
-    request_cost.wall_ms=40.1, request_cost.io_ms=20.3
+    TEXT cpu_utilization:0.42, rps_fractional:118, eps:0, named_metrics.inflight:3,
+    named_metrics.queue:0, named_metrics.workers:4, named_metrics.cost_cpu_ms:12.5,
+    named_metrics.cost_wall_ms:40.1, named_metrics.cost_io_ms:20.3
 
 Rules:
 - Instance-wide, not per worker: counters live in shared memory created before a prefork
@@ -31,7 +33,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psutil
@@ -40,6 +42,31 @@ from balancer.cgroup import available_cpus
 
 HEADER = "endpoint-load-metrics"
 SAMPLE_INTERVAL = 0.5
+# Figures that are fields of Envoy's OrcaLoadReport, by our name; any other load figure is a
+# named metric, and a cost figure (cpu_ms, wall_ms, io_ms, ...) is named_metrics.cost_<name>.
+ORCA_FIELDS = {"cpu_utilization": "cpu_utilization",
+               "application_utilization": "application_utilization",
+               "mem_utilization": "mem_utilization", "rps": "rps_fractional", "eps": "eps"}
+
+
+def report_key(figure: str, *, cost: bool = False) -> str:
+    if cost:
+        return f"named_metrics.cost_{figure}"
+    return ORCA_FIELDS.get(figure) or f"named_metrics.{figure}"
+
+
+def format_report(load: Mapping[str, float], cost: Mapping[str, float]) -> str:
+    """The `endpoint-load-metrics` value: instance load figures, then this request's cost."""
+    items = [f"{report_key(name)}:{_number(value)}" for name, value in load.items()]
+    items += [f"{report_key(name, cost=True)}:{_number(value)}" for name, value in cost.items()]
+    return "TEXT " + ", ".join(items)
+
+
+def _number(value: float) -> str:
+    """Up to 3 decimals, no exponent (Envoy reads it with absl::SimpleAtod; so do we)."""
+    return f"{max(value, 0.0):.3f}".rstrip("0").rstrip(".")
+
+
 SCHEDSTAT = "/proc/thread-self/schedstat"
 
 Clocks = tuple[float, float, float, float]  # wall, thread CPU, process CPU, run-queue wait (s)
@@ -155,13 +182,10 @@ class LoadMeter:
         io_ms = min(wall_ms, (thread_io_s if io_s is None else io_s) * 1000)
         inflight, _, _ = self.counters.snapshot()
         queue = self._queue()
-        value = (
-            f"TEXT cpu_utilization={self.cpu_utilization:.3f}, rps_fractional={self.rps:.1f}, "
-            f"eps={self.eps:.1f}, named_metrics.inflight={inflight + queue}, "
-            f"named_metrics.queue={queue}, named_metrics.workers={self.workers}, "
-            f"request_cost.cpu_ms={cpu_ms:.2f}, request_cost.wall_ms={wall_ms:.2f}, "
-            f"request_cost.io_ms={io_ms:.2f}"
-        )
+        value = format_report(
+            {"cpu_utilization": self.cpu_utilization, "rps": self.rps, "eps": self.eps,
+             "inflight": inflight + queue, "queue": queue, "workers": self.workers},
+            {"cpu_ms": cpu_ms, "wall_ms": wall_ms, "io_ms": io_ms})
         self.counters.end(failed=status >= 500)
         return value
 

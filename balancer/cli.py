@@ -1,4 +1,5 @@
-"""`balancer run -c FILE` and `balancer check -c FILE`: the only place errors become exit codes.
+"""`balancer run -c FILE`, `balancer check -c FILE`, `balancer schema` (the config's JSON Schema)
+and `balancer --version`: the only place errors become exit codes.
 
 Exit codes: 0 success, 2 invalid config (each problem as `file:line:col: message` on stderr).
 """
@@ -6,6 +7,7 @@ Exit codes: 0 success, 2 invalid config (each problem as `file:line:col: message
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import resource
 import signal
@@ -13,8 +15,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from balancer import __version__
 from balancer.addresses import parse_listen
 from balancer.config import Config, load_config
+from balancer.schema import config_schema
 from balancer.server import serve
 from balancer.supervisor import shared_listen_problems, supervise, workers_from_arg
 from balancer.yamltree import ConfigError
@@ -24,6 +28,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balancer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"balancer {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
@@ -38,7 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
+    sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (as pip shows it), else the source tree's."""
+    from importlib import metadata
+    try:
+        return metadata.version("echonext-balancer")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return __version__
 
 
 def _load(path: str) -> Config | None:
@@ -53,6 +68,9 @@ def _load(path: str) -> Config | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(config_schema(), indent=2))
+        return 0
     if args.command != "check":
         hold_sighup()  # until serve() or supervise() has its handler (then it is a reload)
     config = _load(args.config)

@@ -3,12 +3,19 @@
 Pure: `parse_config(text, file)` returns a `Config` or raises `ConfigError` listing every
 problem found, each as `file:line:col: key.path: message`. Unknown keys are errors (with a
 did-you-mean hint). Durations read as `250ms`/`2s`/`1m`, sizes as `16KiB`/`10MiB`.
+Values may use `${VAR}`/`${VAR:-default}` from the `env` given (balancer/substitution.py),
+and a secret key `K` may instead be `K_file: path`, read with the `read_secret` given (the
+file's content without its trailing newline), so a container's YAML holds no secret.
+`load_config` is the I/O shell: it passes the process environment and reads secret files
+relative to the config file's directory. balancer/schema.py derives the JSON Schema from the
+key lists and parsers here: a key added here without a schema fails its test.
 """
 
 import hashlib
 import ipaddress
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +24,7 @@ import yaml
 from balancer.addresses import Address, parse_backend, parse_listen
 from balancer.health import HealthPolicy
 from balancer.routing_config import RoutingConfig, read_routing
+from balancer.substitution import substitute
 from balancer.units import parse_duration, parse_size
 from balancer.yamltree import (
     ConfigError,
@@ -165,8 +173,9 @@ class Config:
 
 
 TOP_KEYS = ("listen", "admin", "pools", "timeouts", "limits", "trusted_proxies", "routing",
-            "health", "access_log", "admin_token", "admin_allowed_hosts", "resolvers",
-            "discovery", "watch")
+            "health", "access_log", "admin_token", "admin_token_file", "admin_allowed_hosts",
+            "resolvers", "discovery", "watch")
+SECRET_SUFFIX = "_file"  # `admin_token_file: /run/secrets/token` instead of `admin_token: ...`
 POOL_KEYS = ("backends", "kind", "max_connections", "max_idle", "max_inflight", "spill_to",
              "policy", "max_queue", "queue_timeout", "max_tunnels")
 POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
@@ -180,14 +189,28 @@ def load_config(path: str) -> Config:
             data = fh.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
-    return parse_config(decode(data, path), path)
+
+    def read_secret(name: str) -> str:
+        with open(os.path.join(os.path.dirname(path), name), encoding="utf-8") as fh:
+            return fh.read()
+
+    return parse_config(decode(data, path), path, env=os.environ, read_secret=read_secret)
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
+def _no_secret_files(name: str) -> str:
+    raise OSError(0, "secret files are not read here (load_config reads them)")
+
+
+def parse_config(
+    text: str, file: str = "<config>", *, env: Mapping[str, str] | None = None,
+    read_secret: Callable[[str], str] = _no_secret_files,
+) -> Config:
     root = compose(text, file)
     reader = Reader(file)
     if root is None:
         raise ConfigError([_empty_problem(file)])
+    for node, problem in substitute(root, env or {}, file):
+        reader.reject(node, problem)
     entries = reader.mapping(root, "", TOP_KEYS, required=("listen", "pools"))
     if entries is None:
         raise ConfigError(reader.problems)
@@ -201,9 +224,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
-    admin_token = None
-    if "admin_token" in entries and not _is_null(entries["admin_token"]):
-        admin_token = reader.convert(entries["admin_token"], "admin_token", as_token)
+    admin_token = _secret(reader, entries, "admin_token", as_token, read_secret)
     allowed_hosts: list[str] = []
     if "admin_allowed_hosts" in entries:
         items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
@@ -249,6 +270,37 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         watch=watch,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
+
+
+def _secret[T](
+    reader: Reader, entries: dict[str, yaml.Node], key: str, parse: Callable[[object], T],
+    read_secret: Callable[[str], str],
+) -> T | None:
+    """`key: value`, or `key_file: path` whose content is the value (never echoed in errors)."""
+    file_key = key + SECRET_SUFFIX
+    present = [k for k in (key, file_key) if k in entries and not _is_null(entries[k])]
+    if present == [key]:
+        return reader.convert(entries[key], key, parse)
+    if not present:
+        return None
+    node = entries[file_key]
+    if len(present) == 2:
+        reader.fail(node, file_key, f"set {key} or {file_key}, not both")
+        return None
+    name = reader.convert(node, file_key, as_str)
+    if name is None:
+        return None
+    try:
+        value = read_secret(name).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        reader.fail(node, file_key, f"cannot read {name}: {reason}")
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        reader.fail(node, file_key, f"the content of {name}: {exc}")
+        return None
 
 
 def _empty_problem(file: str) -> Problem:

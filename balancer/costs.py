@@ -4,7 +4,7 @@ Pure (the caller passes `now`). Per route template (`GET /user/{n}?fields`), exp
 weighted moving averages of the CPU milliseconds a request holds and of the milliseconds it
 spends blocked on I/O. Off-CPU time is not I/O: a backend under contention makes a request
 wait for the GIL or a core, which hurts others as much as the CPU itself. So the backends
-report `request_cost.io_ms` (see backends/load.py); for an older backend that reports only
+report `named_metrics.cost_io_ms` (see backends/load.py); for an older backend that reports only
 CPU and wall time, `wall - cpu` is used only from requests it served with nothing else in
 flight (the uncontended figure), never otherwise. Rules this module keeps:
 - A route that burns CPU is never `io`: `io` needs most of the time spent waiting, at least

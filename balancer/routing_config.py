@@ -5,6 +5,7 @@ reported as `file:line:col: routing.rules[2].class: ...`, all at once.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -217,9 +218,14 @@ def _headers(reader: Reader, node: yaml.Node, path: str) -> tuple[tuple[str, str
     return tuple(out)
 
 
+LEARNING_PARSERS: dict[str, Callable[[object], object]] = {
+    "alpha": as_ratio, "min_samples": as_int(minimum=1), "max_routes": as_int(minimum=1),
+    "hysteresis": as_ratio, "max_cv": as_number(0),
+}
+
+
 def _learning(reader: Reader, node: yaml.Node) -> Learning | None:
-    fields = {"alpha": as_ratio, "min_samples": as_int(minimum=1),
-              "max_routes": as_int(minimum=1), "hysteresis": as_ratio, "max_cv": as_number(0)}
+    fields = LEARNING_PARSERS
     values = {}
     for key, value_node in (reader.mapping(node, "routing.learning", fields) or {}).items():
         value = reader.convert(value_node, join("routing.learning", key), fields[key])

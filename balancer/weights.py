@@ -99,7 +99,7 @@ class BackendStats:
 
 def report_weight(report: LoadReport, balancing: Balancing) -> float | None:
     """rps / (utilisation + eps/rps x penalty); None when the report cannot tell."""
-    rps, utilisation = report.rps, report.cpu_utilization
+    rps, utilisation = report.rps, report.utilization
     if not rps or utilisation is None:
         return None
     error_share = (report.eps or 0.0) / rps

@@ -9,7 +9,7 @@ pass reports every error in the file, not only the first.
 import difflib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -115,6 +115,12 @@ class Reader:
         self.file = file
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        self._rejected: set[int] = set()
+
+    def reject(self, node: yaml.Node, problem: Problem) -> None:
+        """A problem found before reading (e.g. an unset ${VAR}): the node reads as absent."""
+        self.problems.append(problem)
+        self._rejected.add(id(node))
 
     def fail(self, node: yaml.Node, path: str, message: str) -> None:
         mark = node.start_mark
@@ -165,6 +171,8 @@ class Reader:
         return []
 
     def value(self, node: yaml.Node, path: str) -> object:
+        if id(node) in self._rejected:
+            return None
         if not isinstance(node, yaml.ScalarNode):
             self.fail(node, path, f"expected a single value, got {_describe(node)}")
             return None
@@ -203,47 +211,70 @@ def _unknown_key(key: str, known: Collection[str]) -> str:
     return f"unknown key '{key}' ({hint}expected one of: {', '.join(sorted(known))})"
 
 
-# Converters shared by config sections; each raises ValueError with the accepted form.
+# Converters shared by config sections; each raises ValueError with the accepted form, and says
+# as a JSON Schema fragment which YAML values it accepts (balancer/schema.py builds on them).
 
-def as_int(minimum: int = 0) -> Callable[[object], int]:
+class Converter[V]:
+    """A parser together with the JSON Schema of the values it accepts: one source for both."""
+
+    __slots__ = ("_parse", "schema")
+
+    def __init__(self, parse: Callable[[object], V], schema: dict[str, Any]) -> None:
+        self._parse = parse
+        self.schema = schema
+
+    def __call__(self, raw: object) -> V:
+        return self._parse(raw)
+
+
+def as_int(minimum: int = 0) -> Converter[int]:
     def parse(raw: object) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise ValueError(f"{raw!r} is not a whole number")
         if raw < minimum:
             raise ValueError(f"{raw} is too small (minimum {minimum})")
         return raw
-    return parse
+    return Converter(parse, {"type": "integer", "minimum": minimum})
 
 
-def as_ratio(raw: object) -> float:
+def _ratio(raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
         raise ValueError(f"{raw!r} is not a number from 0 to 1")
     return float(raw)
 
 
-def as_number(minimum: float) -> Callable[[object], float]:
+as_ratio = Converter(_ratio, {"type": "number", "minimum": 0, "maximum": 1})
+
+
+def as_number(minimum: float) -> Converter[float]:
     def parse(raw: object) -> float:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < minimum:
             raise ValueError(f"{raw!r} is not a number >= {minimum:g}")
         return float(raw)
-    return parse
+    return Converter(parse, {"type": "number", "minimum": minimum})
 
 
-def as_bool(raw: object) -> bool:
+def _bool(raw: object) -> bool:
     if not isinstance(raw, bool):
         raise ValueError(f"{raw!r} is not true or false")
     return raw
 
 
-def as_str(raw: object) -> str:
+as_bool = Converter(_bool, {"type": "boolean"})
+
+
+def _str(raw: object) -> str:
     if not isinstance(raw, str) or not raw:
         raise ValueError(f"{raw!r} is not a non-empty string")
     return raw
 
 
-def as_choice(choices: Collection[str]) -> Callable[[object], str]:
+as_str = Converter(_str, {"type": "string", "minLength": 1})
+
+
+def as_choice(choices: Collection[str]) -> Converter[str]:
     def parse(raw: object) -> str:
         if raw not in choices:
             raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
         return str(raw)
-    return parse
+    return Converter(parse, {"enum": list(choices)})

@@ -128,8 +128,8 @@ def test_every_problem_is_reported_together_with_its_line_and_column() -> None:
     assert found == [
         "config/balancer.yaml:1:9: listen: '127.0.0.1:80800': port 80800 is out of range (0-65535)",
         "config/balancer.yaml:2:1: admn: unknown key 'admn' (did you mean 'admin'? expected one "
-        "of: access_log, admin, admin_allowed_hosts, admin_token, discovery, health, limits, "
-        "listen, pools, resolvers, routing, timeouts, trusted_proxies, watch)",
+        "of: access_log, admin, admin_allowed_hosts, admin_token, admin_token_file, discovery, "
+        "health, limits, listen, pools, resolvers, routing, timeouts, trusted_proxies, watch)",
         "config/balancer.yaml:4:3: timeouts.conect: unknown key 'conect' (did you mean 'connect'? "
         "expected one of: backend_response, client_body, client_header, client_idle, "
         "client_send, connect, drain, grace, tunnel_idle, upstream_idle)",

@@ -127,7 +127,7 @@ def test_a_latin1_byte_is_located_at_its_line_and_column() -> None:
     path, result = load_bytes(data)
     assert isinstance(result, ConfigError)
     assert [str(p) for p in result.problems] == [
-        f"{path}:1:8: the file is not UTF-8: byte 0xe9 cannot be decoded (save it as UTF-8)"]
+        f"{path}:2:8: the file is not UTF-8: byte 0xe9 cannot be decoded (save it as UTF-8)"]
 
 
 def test_deep_nesting_control_characters_and_unknown_tags_are_located() -> None:
@@ -305,10 +305,10 @@ async def test_a_host_that_is_no_name_is_a_located_error(
     # checker of every backend
     balancer, path = running
     for old, new, where in (
-            (b"listen: 127.0.0.1:0", b"listen: .0.0.1:0", ":3:9: listen: "),
-            (b"admin: 127.0.0.1:0", b"admin: a..b:0", ":4:8: admin: "),
+            (b"listen: 127.0.0.1:0", b"listen: .0.0.1:0", ":4:9: listen: "),
+            (b"admin: 127.0.0.1:0", b"admin: a..b:0", ":5:8: admin: "),
             (b"[http://127.0.0.1:8101]", "[http://\u2028127.0.0.1:8101]".encode(),
-             ":14:42: pools.io.backends[0]: ")):
+             ":15:42: pools.io.backends[0]: ")):
         path.write_bytes(REAL_PORT0.replace(old, new))
         outcome = await balancer.reload()
         assert not outcome.ok
