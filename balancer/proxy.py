@@ -65,6 +65,7 @@ from balancer.weights import BackendStats
 log = logging.getLogger("balancer.proxy")
 
 REPLAY_LIMIT = 64 * 1024
+CLIENT_GONE = 499  # (nginx's status for "client closed request"), in metrics and access log
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -197,7 +198,13 @@ class Proxy:
             return await self._forward(request, runtime, forwarded, record, explain)
         except ProxyError as error:
             return error_response(error, forwarded.request_id)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            # the client went away mid-response: nobody to answer, and a debug line only (raised
+            # to aiohttp, it logged an ERROR and a traceback per client: a log any client fills)
+            log.debug("%s: the client closed the connection", forwarded.request_id)
+            drop_client(request, discard=True)
+            return cast(web.StreamResponse, SentResponse(b"", False, CLIENT_GONE, 0))
+        except asyncio.CancelledError:
             raise  # the client went away: there is nobody to answer
         except Exception:
             log.exception("%s: internal error", forwarded.request_id)
