@@ -34,6 +34,7 @@ from balancer.failures import (
     ConnectFailed,
     ConnectNotAllowed,
     ConnectTimeout,
+    HeadTooLarge,
     InternalError,
     NoBackend,
     PoolExhausted,
@@ -176,6 +177,11 @@ class Proxy:
             record.request_id = self.ids.new()
             return error_response(ConnectNotAllowed(), record.request_id)
         trusted = runtime.is_trusted(client_ip)
+        max_head = runtime.config.limits.max_head_size
+        if _head_size(request) > max_head:  # (one that came whole in one read)
+            record.request_id = self.ids.new()
+            return error_response(HeadTooLarge(f"the request head is over {max_head} bytes"),
+                                  record.request_id)
         try:
             forwarded = forward_request(
                 request.method,
@@ -513,6 +519,14 @@ def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
     token, expected = forwarded.explain_token, runtime.config.admin_token
     return (token is not None and expected is not None
             and hmac.compare_digest(token, expected.encode()))
+
+
+def _head_size(request: web.BaseRequest) -> int:
+    """The bytes of the request head as received (line and header lines, with CRLFs)."""
+    size = len(request.method) + len(request.raw_path) + 14
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _client_ip(request: web.BaseRequest) -> str:
