@@ -65,6 +65,9 @@ class ForwardedRequest:
         self.explain_token: bytes | None = None  # X-Balancer-Token: never forwarded
 
 
+# uri-host [":" port] (RFC 9110 section 7.2, RFC 3986 section 3.2.2): an IP literal, or a
+# reg-name / IPv4 of unreserved, %-escapes and sub-delims; empty when no authority was given
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]"
                        rb"(?::\d{1,5})?)([/?][^#]*)?")
 
@@ -139,6 +142,8 @@ def forward_request(
         elif lname == b"host":
             if out.host is not None:
                 raise ValueError("repeated Host header")
+            if not _HOST.fullmatch(value):  # RFC 9110 section 7.2: 400
+                raise ValueError("invalid Host header")
             out.host = value
             if authority is not None:
                 continue  # replaced by the absolute URI's authority
