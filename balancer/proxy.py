@@ -203,7 +203,10 @@ class Proxy:
         try:
             return await self._forward(request, runtime, forwarded, record, explain)
         except ProxyError as error:
-            return error_response(error, forwarded.request_id)
+            response = error_response(error, forwarded.request_id)
+            if forwarded.declined_upgrade:  # the parser dropped what came after it: close
+                response.force_close()
+            return response
         except ConnectionError:
             # the client went away mid-response: nobody to answer, and a debug line only (raised
             # to aiohttp, it logged an ERROR and a traceback per client: a log any client fills)
