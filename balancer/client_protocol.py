@@ -66,11 +66,12 @@ class ProxyServer(web.Server):
 
 
 class ClientConnection(web_protocol.RequestHandler):
-    __slots__ = ("_head_bytes", "_header_timer", "_max_head_size")
+    __slots__ = ("_body", "_head_bytes", "_header_timer", "_max_head_size")
 
     def __init__(self, manager: ProxyServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body: Any = None  # the last request's body stream (aiohttp's payload)
         self._head_bytes = 0  # of the request head being received (while the timer runs)
         self._max_head_size = manager.max_head_size  # (the config of its accept)
 
@@ -86,15 +87,22 @@ class ClientConnection(web_protocol.RequestHandler):
         if self._request_count != count:  # a whole request head arrived
             self._cancel_header_timer()
         elif self._header_timer is None and not self._request_in_progress and data \
-                and self._keepalive:  # (not after a final answer: lingering bytes are no head)
-            # the first bytes of a request head: it has client_header seconds to complete
+                and self._keepalive and (self._body is None or self._body.is_eof()):
+            # the first bytes of a request head (not after a final answer, nor the rest of a
+            # body aiohttp reads and drops after an early answer: those are no head): it has
+            # client_header seconds to complete; counted from the next read (this one may
+            # end a body)
             self._header_timer = self._loop.call_later(self._server.header_timeout,
                                                        self._header_timed_out)
-            self._head_bytes = len(data)
+            self._head_bytes = 0
         elif self._header_timer is not None:
             self._head_bytes += len(data)
             if self._head_bytes > self._max_head_size:
                 self._head_too_large()
+
+    async def _handle_request(self, request: web.BaseRequest, *args: Any) -> Any:
+        self._body = request.content  # (aiohttp's own; 3.10 to 3.14 pass it here)
+        return await super()._handle_request(request, *args)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()

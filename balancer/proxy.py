@@ -351,8 +351,8 @@ class Proxy:
             conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
             try:
                 conn.send(payload, expect_body=expect_body)
-                if streamed:
-                    await _send_body(request, conn, forwarded, limits, timeouts)
+                if streamed and not await _send_body(request, conn, forwarded, limits, timeouts):
+                    conn.body_cut = True  # an early answer: relayed, then both sides close
                 return conn, await conn.read_head(timeouts.backend_response)
             except BackendClosed as exc:
                 conn.abort()
@@ -381,7 +381,8 @@ class Proxy:
         http10 = request.version < HTTP11
         # after an upgrade aiohttp's parser does not switch for (not websocket), the bytes that
         # came with the request are lost: close, so that the client resends what it pipelined
-        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade
+        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade \
+            and not conn.body_cut  # (the rest of the client's body is unread)
         length = response.content_length
         coding = close_delimited_coding(response.headers) if length is None else None
         if coding is not None:  # e.g. `Transfer-Encoding: gzip`: the body ends with the close
@@ -472,13 +473,18 @@ async def _send_body(
     forwarded: ForwardedRequest,
     limits: Limits,
     timeouts: Timeouts,
-) -> None:
+) -> bool:
+    """Stream the request body to the backend; False when the backend answered before it had
+    all of it (a 413, 401 ... that the client gets, as nginx and HAProxy relay it): the rest
+    is not sent."""
     if forwarded.expect_continue:
         await request.writer.write(CONTINUE)
     total = 0
     chunked = forwarded.chunked
     content = request.content
     while True:
+        if conn.answered():
+            return False
         try:
             async with asyncio.timeout(timeouts.client_body):
                 chunk = await content.readany()
@@ -489,14 +495,21 @@ async def _send_body(
         total += len(chunk)
         if total > limits.max_body_size:
             raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")
-        if chunked:
-            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk), timeouts.backend_response)
-        else:
-            await conn.write(chunk, timeouts.backend_response)
+        try:
+            if chunked:
+                await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk),
+                                 timeouts.backend_response)
+            else:
+                await conn.write(chunk, timeouts.backend_response)
+        except BackendClosed:
+            if conn.answered():  # it answered, then closed without reading the rest
+                return False
+            raise
     if forwarded.content_length is not None and total < forwarded.content_length:
         raise BadRequest("client closed before sending the whole body")
     if chunked:
         await conn.write(b"0\r\n\r\n", timeouts.backend_response)
+    return True
 
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
