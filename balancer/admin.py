@@ -171,9 +171,15 @@ def _host_name(host: str) -> str:
 def authorised(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        return hmac.compare_digest(header[7:].encode(), token.encode())
+        return hmac.compare_digest(_raw(header[7:]), token.encode())
     cookie = request.cookies.get(COOKIE)
-    return cookie is not None and hmac.compare_digest(cookie.encode(), cookie_value(token).encode())
+    return cookie is not None and hmac.compare_digest(_raw(cookie), cookie_value(token).encode())
+
+
+def _raw(text: str) -> bytes:
+    """A header's bytes as sent (aiohttp keeps the bytes that are not UTF-8 as surrogates:
+    strict encoding raised, and a client's 0xFF byte was a 500 and a traceback)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def cookie_value(token: str) -> str:

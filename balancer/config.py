@@ -82,6 +82,7 @@ class Limits:
     max_header_size: int = 16 * 1024
     max_uri_size: int = 8 * 1024
     max_headers: int = 100
+    max_head_size: int = 64 * 1024  # the whole request head (line and headers) at most
 
 
 DEFAULT_INFLIGHT: dict[PoolKind | None, int] = {
@@ -489,6 +490,7 @@ LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
     "max_header_size": parse_size,
     "max_uri_size": parse_size,
     "max_headers": as_int(minimum=1),
+    "max_head_size": parse_size,
 }
 
 

@@ -70,6 +70,11 @@ class BodyTooLarge(ProxyError):
     reason = "request body too large"
 
 
+class HeadTooLarge(ProxyError):
+    status = 431
+    reason = "request header fields too large"
+
+
 class BadRequest(ProxyError):
     status = 400
     reason = "bad request"

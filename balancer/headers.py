@@ -12,7 +12,8 @@ Rules that keep a backend from reading a request differently from the balancer (
   `Transfer-Encoding: chunked`), and Connection can never nominate the framing, Host or a
   header the balancer sets (RFC 9112 section 6.3, CVE-2022-31813's class of bug);
 - a header name with `_` that reads as one the balancer sets (`X_Forwarded_For`) is dropped,
-  since some servers map `-` and `_` to the same variable;
+  since some servers map `-` and `_` to the same variable; so are `SCRIPT_NAME` and
+  `PATH_INFO`, which gunicorn believes from the balancer's address;
 - only the upgrade protocols in `upgrades` (default websocket) are forwarded as upgrades.
 """
 
@@ -33,7 +34,10 @@ SET_BY_BALANCER = frozenset({
     b"x-forwarded-host", b"via", b"x-request-id", b"connection", b"upgrade",
 })
 UPGRADES = frozenset({b"websocket"})
-_NOT_WITH_UNDERSCORES = SET_BY_BALANCER | {b"x-balancer-token"}
+# ... and the CGI variables a WSGI server takes from a trusted front end (gunicorn believes
+# SCRIPT_NAME from 127.0.0.1 and unix sockets, i.e. from the balancer: the client would pick
+# the PATH_INFO it routes, not the path the classifier matched)
+_NOT_WITH_UNDERSCORES = SET_BY_BALANCER | {b"x-balancer-token", b"script-name", b"path-info"}
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -61,6 +65,9 @@ class ForwardedRequest:
         self.explain_token: bytes | None = None  # X-Balancer-Token: never forwarded
 
 
+# uri-host [":" port] (RFC 9110 section 7.2, RFC 3986 section 3.2.2): an IP literal, or a
+# reg-name / IPv4 of unreserved, %-escapes and sub-delims; empty when no authority was given
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _ABSOLUTE = re.compile(rb"(?i:https?)://([A-Za-z0-9._~\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]"
                        rb"(?::\d{1,5})?)([/?][^#]*)?")
 
@@ -137,6 +144,8 @@ def forward_request(
         elif lname == b"host":
             if out.host is not None:
                 raise ValueError("repeated Host header")
+            if not _HOST.fullmatch(value):  # RFC 9110 section 7.2: 400
+                raise ValueError("invalid Host header")
             out.host = value
             if authority is not None:
                 continue  # replaced by the absolute URI's authority

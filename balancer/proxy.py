@@ -35,6 +35,7 @@ from balancer.failures import (
     ConnectFailed,
     ConnectNotAllowed,
     ConnectTimeout,
+    HeadTooLarge,
     InternalError,
     NoBackend,
     PoolExhausted,
@@ -66,6 +67,7 @@ from balancer.weights import BackendStats
 log = logging.getLogger("balancer.proxy")
 
 REPLAY_LIMIT = 64 * 1024
+CLIENT_GONE = 499  # (nginx's status for "client closed request"), in metrics and access log
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -175,6 +177,11 @@ class Proxy:
             record.request_id = self.ids.new()
             return error_response(ConnectNotAllowed(), record.request_id)
         trusted = runtime.is_trusted(client_ip)
+        max_head = runtime.config.limits.max_head_size
+        if _head_size(request) > max_head:  # (one that came whole in one read)
+            record.request_id = self.ids.new()
+            return error_response(HeadTooLarge(f"the request head is over {max_head} bytes"),
+                                  record.request_id)
         try:
             forwarded = forward_request(
                 request.method,
@@ -196,8 +203,17 @@ class Proxy:
         try:
             return await self._forward(request, runtime, forwarded, record, explain)
         except ProxyError as error:
-            return error_response(error, forwarded.request_id)
-        except (ConnectionError, asyncio.CancelledError):
+            response = error_response(error, forwarded.request_id)
+            if forwarded.declined_upgrade:  # the parser dropped what came after it: close
+                response.force_close()
+            return response
+        except ConnectionError:
+            # the client went away mid-response: nobody to answer, and a debug line only (raised
+            # to aiohttp, it logged an ERROR and a traceback per client: a log any client fills)
+            log.debug("%s: the client closed the connection", forwarded.request_id)
+            drop_client(request, discard=True)
+            return cast(web.StreamResponse, SentResponse(b"", False, CLIENT_GONE, 0))
+        except asyncio.CancelledError:
             raise  # the client went away: there is nobody to answer
         except Exception:
             log.exception("%s: internal error", forwarded.request_id)
@@ -342,8 +358,8 @@ class Proxy:
             conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
             try:
                 conn.send(payload, expect_body=expect_body)
-                if streamed:
-                    await _send_body(request, conn, forwarded, limits, timeouts)
+                if streamed and not await _send_body(request, conn, forwarded, limits, timeouts):
+                    conn.body_cut = True  # an early answer: relayed, then both sides close
                 return conn, await conn.read_head(timeouts.backend_response)
             except BackendClosed as exc:
                 conn.abort()
@@ -372,7 +388,8 @@ class Proxy:
         http10 = request.version < HTTP11
         # after an upgrade aiohttp's parser does not switch for (not websocket), the bytes that
         # came with the request are lost: close, so that the client resends what it pipelined
-        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade
+        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade \
+            and not conn.body_cut  # (the rest of the client's body is unread)
         length = response.content_length
         coding = close_delimited_coding(response.headers) if length is None else None
         if coding is not None:  # e.g. `Transfer-Encoding: gzip`: the body ends with the close
@@ -463,13 +480,18 @@ async def _send_body(
     forwarded: ForwardedRequest,
     limits: Limits,
     timeouts: Timeouts,
-) -> None:
+) -> bool:
+    """Stream the request body to the backend; False when the backend answered before it had
+    all of it (a 413, 401 ... that the client gets, as nginx and HAProxy relay it): the rest
+    is not sent."""
     if forwarded.expect_continue:
         await request.writer.write(CONTINUE)
     total = 0
     chunked = forwarded.chunked
     content = request.content
     while True:
+        if conn.answered():
+            return False
         try:
             async with asyncio.timeout(timeouts.client_body):
                 chunk = await content.readany()
@@ -480,14 +502,21 @@ async def _send_body(
         total += len(chunk)
         if total > limits.max_body_size:
             raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")
-        if chunked:
-            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk), timeouts.backend_response)
-        else:
-            await conn.write(chunk, timeouts.backend_response)
+        try:
+            if chunked:
+                await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk),
+                                 timeouts.backend_response)
+            else:
+                await conn.write(chunk, timeouts.backend_response)
+        except BackendClosed:
+            if conn.answered():  # it answered, then closed without reading the rest
+                return False
+            raise
     if forwarded.content_length is not None and total < forwarded.content_length:
         raise BadRequest("client closed before sending the whole body")
     if chunked:
         await conn.write(b"0\r\n\r\n", timeouts.backend_response)
+    return True
 
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -530,6 +559,14 @@ def _describe_request(record: Entry, request: web.BaseRequest, runtime: Runtime)
     record.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
     record.user_agent = headers.get("User-Agent", "")
     record.referer = headers.get("Referer", "")
+
+
+def _head_size(request: web.BaseRequest) -> int:
+    """The bytes of the request head as received (line and header lines, with CRLFs)."""
+    size = len(request.method) + len(request.raw_path) + 14
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _client_ip(request: web.BaseRequest) -> str:

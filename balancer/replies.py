@@ -43,7 +43,7 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
     return response
 
 
-CLOSE_AFTER = frozenset({400, 405, 408, 413, 501})  # 405: a refused CONNECT's tunnel bytes
+CLOSE_AFTER = frozenset({400, 405, 408, 413, 431, 501})  # 405: a refused CONNECT's tunnel bytes
 
 
 class PlainResponse(web.Response):

@@ -82,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._tunnel_buffer = b""
         self._upgraded = False
         self.out_of_turn = False  # the backend sent bytes nobody asked for: closed
+        self.body_cut = False  # answered before it had the whole request body: never reused
         self.released = False  # given back to the pool (or closed by it) since acquired
 
     def __repr__(self) -> str:
@@ -169,6 +170,8 @@ class UpstreamConnection(asyncio.Protocol):
             if name.lower() == b"content-length":
                 response.content_length = int(value)
         self._head_done = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # an early answer: the request body waits no more
         if not self._expect_body:
             self._complete = True
             self._fresh_parser = True  # the parser would wait for the HEAD body that never comes
@@ -201,7 +204,8 @@ class UpstreamConnection(asyncio.Protocol):
         """True when the response was read whole and both sides keep the connection alive."""
         return (
             self._complete and self._error is None and self._response.keep_alive
-            and not self._upgraded and not self.out_of_turn and self.is_usable()
+            and not self._upgraded and not self.out_of_turn and not self.body_cut
+            and self.is_usable()
         )
 
     def send(self, data: bytes, *, expect_body: bool = True) -> None:
@@ -238,6 +242,10 @@ class UpstreamConnection(asyncio.Protocol):
                 self._drain = None
             if self._closed:
                 raise BackendClosed("backend closed the connection while the request was sent")
+
+    def answered(self) -> bool:
+        """The final response head has arrived (perhaps before the whole request was sent)."""
+        return self._head_done
 
     async def read_head(self, timeout: float) -> Response:
         while not self._head_done and not self._upgraded:
