@@ -90,5 +90,6 @@ def _venv_with(version: str) -> Path:
                             "print(json.dumps(pyechonext.__file__))"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    assert json.loads(check.stdout).startswith(str(site)), check.stdout
+    # (0.7.17 prints a "new version available" banner on import: the path is the last line)
+    assert json.loads(check.stdout.strip().splitlines()[-1]).startswith(str(site)), check.stdout
     return python
