@@ -204,9 +204,15 @@ class Runtime:
         scale = [factor / most for factor in ramp]
         rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
                for s, a in zip(stats, candidates, strict=True)]
+        # a backend ramping up behind the others is not judged by its latency yet: its first
+        # responses were a cold process's, and with the few it gets (slow start) its
+        # estimate would take seconds to come down; relative, so that backends that all
+        # started together (a balancer's first seconds) are judged from the start
+        progress = [ramp_progress(now - s.added_at, balancing) for s in stats]
+        ahead = max(progress)
+        trust = [1.0 if p >= ahead - 0.05 else 0.0 for p in progress]
         service = predicted_service([s.latency for s in stats], request_class, now,
-                                    balancing.latency_idle,
-                                    [ramp_progress(now - s.added_at, balancing) for s in stats])
+                                    balancing.latency_idle, trust)
         return pool.least_latency.select(candidates, weights, rif, service, scale, hot)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:

@@ -273,3 +273,11 @@ def test_a_restarted_backend_forgets_its_errors_and_its_cold_latency_while_it_ra
     assert shares(rt, view, picks=2000, now=at)[0] == pytest.approx(0.1, abs=0.03)
     half = NOW + B.slow_start / 2                     # half way: half its probes kept
     assert shares(rt, view, picks=2000, now=half)[0] == pytest.approx(0.55, abs=0.05)
+
+
+def test_backends_that_all_just_started_are_judged_by_their_latency() -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    view._stats = {a: BackendStats(NOW) for a in view.backends}  # a balancer just started
+    teach(view, [0.005, 0.005, 0.020], now=NOW + 0.5)
+    assert shares(rt, view, now=NOW + 0.5)[2] == 0.0
