@@ -5,6 +5,9 @@ Pure (`now` is passed in). Decide, then do: `observe` returns the transition (`E
 - `consecutive_failures` backend faults in a row (refused, reset, timed out, invalid
   response) eject a backend for `ejection` x the number of times it has been ejected (capped
   at `max_ejection`); once that time has passed it is used again (and ramps up again);
+  a backend that fails again before serving anything since (still down) is ejected for
+  `ejection` only: the longer times are for one that flaps (serves, then fails), else an
+  outage of a few `ejection`s would keep it out for as long again once it is back;
 - at most `max_ejected_share` of a pool is ejected at once; past that, failures are counted
   but nobody more is ejected;
 - a pool whose backends are all unavailable uses all of them (panic), as Envoy does: an
@@ -39,12 +42,13 @@ class BackendHealth:
     """One backend's passive health."""
 
     __slots__ = ("checks_failed", "checks_passed", "down", "ejected_until", "ejections",
-                 "failures")
+                 "failures", "served")
 
     def __init__(self) -> None:
         self.failures = 0
         self.ejections = 0
         self.ejected_until = 0.0
+        self.served = True         # a success since the last ejection ended
         self.down = False          # taken out by active checks
         self.checks_passed = 0
         self.checks_failed = 0
@@ -78,6 +82,8 @@ class BackendHealth:
         """One outcome of a request to this backend."""
         if not failed:
             self.failures = 0
+            if not now < self.ejected_until:
+                self.served = True
             if self.ejections and not now < self.ejected_until:
                 self.ejections = max(0, self.ejections - 1)  # forgiven, slowly
             return None
@@ -85,8 +91,10 @@ class BackendHealth:
         if self.failures >= policy.consecutive_failures and not now < self.ejected_until \
                 and may_eject:
             self.ejections += 1
-            self.ejected_until = now + min(policy.ejection * self.ejections, policy.max_ejection)
+            times = self.ejections if self.served else 1
+            self.ejected_until = now + min(policy.ejection * times, policy.max_ejection)
             self.failures = 0
+            self.served = False
             return EJECTED
         return None
 

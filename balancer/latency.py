@@ -87,11 +87,15 @@ class RifEstimate:
 
 
 def predicted_service(estimates: Sequence[LatencyEstimate], request_class: str | None,
-                      now: float, idle: float) -> list[float]:
+                      now: float, idle: float,
+                      trust: Sequence[float] | None = None) -> list[float]:
     """Each backend's service estimate for a request of `request_class`, comparable across
     the list: per class when every backend has one, else overall; an unknown one is the
     best known (1.0 when none is: selection then goes by RIF and weight alone); each fades
-    towards the best with the time since its last response."""
+    towards the best with the time since its last response. `trust` (0 to 1 per backend,
+    default 1) counts only that share of an estimate's distance from the best: a backend
+    in slow start has answered as a cold process (its first responses took 5-10x longer
+    in the bench), and that must not keep it out once it is warm."""
     values = [e.per_class.get(request_class) if request_class is not None else None
               for e in estimates]
     if any(v is None for v in values):
@@ -108,5 +112,7 @@ def predicted_service(estimates: Sequence[LatencyEstimate], request_class: str |
         age = now - estimate.at
         if idle > 0 and age > 0:
             value = best + (value - best) * math.exp(-age / idle)
+        if trust is not None:
+            value = best + (value - best) * trust[len(result)]
         result.append(value)
     return result

@@ -19,7 +19,13 @@ from balancer.health import BackendHealth, available, may_eject
 from balancer.latency import predicted_service
 from balancer.routing_config import CLASSES, RequestClass
 from balancer.selection import LeastLatency, LeastRequest, RandomSource, RoundRobin
-from balancer.weights import BackendStats, Balancing, effective_weights, slow_start_factor
+from balancer.weights import (
+    BackendStats,
+    Balancing,
+    effective_weights,
+    ramp_progress,
+    slow_start_factor,
+)
 
 
 class BackendView(Protocol):
@@ -189,15 +195,24 @@ class Runtime:
         balancing = self.balancing
         stats = [view.stats(a) for a in candidates]
         static = pool.static_weight
+        # slow start once, as the chance to stay a probe (in the weights too, it would
+        # square: a restarted backend drawn last and kept rarely, ~1% at first)
         weights = effective_weights(stats, [static[a] for a in candidates], now, balancing,
-                                    reports=False)
+                                    reports=False, slow_start=False)
         ramp = [slow_start_factor(now - s.added_at, balancing) for s in stats]
         most = max(ramp)  # relative: backends that all started together ramp up as one
         scale = [factor / most for factor in ramp]
         rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
                for s, a in zip(stats, candidates, strict=True)]
+        # a backend ramping up behind the others is not judged by its latency yet: its first
+        # responses were a cold process's, and with the few it gets (slow start) its
+        # estimate would take seconds to come down; relative, so that backends that all
+        # started together (a balancer's first seconds) are judged from the start
+        progress = [ramp_progress(now - s.added_at, balancing) for s in stats]
+        ahead = max(progress)
+        trust = [1.0 if p >= ahead - 0.05 else 0.0 for p in progress]
         service = predicted_service([s.latency for s in stats], request_class, now,
-                                    balancing.latency_idle)
+                                    balancing.latency_idle, trust)
         return pool.least_latency.select(candidates, weights, rif, service, scale, hot)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:

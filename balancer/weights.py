@@ -88,9 +88,11 @@ class BackendStats:
                              request_class, now, balancing.latency_rise, balancing.latency_fall)
 
     def restart(self, now: float) -> None:
-        """The backend came back (restored, or re-added): ramp up again, forget old reports
-        and latencies."""
+        """The backend came back (restored, or re-added): ramp up again, forget old reports,
+        latencies and errors (slow start is the caution now; an error rate kept from the
+        outage would hold it at the exploration floor with nothing to decay it)."""
         self.added_at = now
+        self.error_rate = 0.0
         self.report_weight = None
         self.report_at = float("-inf")
         self.latency = LatencyEstimate()
@@ -112,9 +114,11 @@ def effective_weights(
     now: float,
     balancing: Balancing,
     reports: bool = True,
+    slow_start: bool = True,
 ) -> list[float]:
     """One weight per backend, for selection; never zero. Without `reports`, the load
-    reports' CPU-based weights are left out (static, slow start and error rate only)."""
+    reports' CPU-based weights are left out (static, slow start and error rate only);
+    without `slow_start`, the ramp too (least_latency applies it on its own)."""
     fresh = [s.report_weight for s in stats
              if s.report_weight is not None and now - s.report_at <= balancing.report_ttl]
     mean = sum(fresh) / len(fresh) if fresh else 1.0
@@ -124,7 +128,8 @@ def effective_weights(
         if reports and stat.report_weight is not None \
                 and now - stat.report_at <= balancing.report_ttl:
             weight *= stat.report_weight / mean
-        weight *= slow_start_factor(now - stat.added_at, balancing)
+        if slow_start:
+            weight *= slow_start_factor(now - stat.added_at, balancing)
         weight /= 1.0 + balancing.error_penalty * stat.error_rate
         weights.append(weight)
     floor = max(weights) * balancing.min_share
@@ -136,3 +141,10 @@ def slow_start_factor(age: float, balancing: Balancing) -> float:
         return 1.0
     ramp = max(age, 0.0) / balancing.slow_start
     return balancing.slow_start_floor + (1.0 - balancing.slow_start_floor) * ramp
+
+
+def ramp_progress(age: float, balancing: Balancing) -> float:
+    """How far through slow start a backend is: 0 when it (re)joined, 1 once ramped up."""
+    if balancing.slow_start <= 0 or age >= balancing.slow_start:
+        return 1.0
+    return max(age, 0.0) / balancing.slow_start

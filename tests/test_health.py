@@ -32,13 +32,31 @@ def test_consecutive_failures_eject_and_the_time_grows_with_each_ejection() -> N
     assert [health.observe(True, 0.0, POLICY) for _ in range(3)] == [None, None, EJECTED]
     assert health.is_ejected(9.9) and not health.is_ejected(10.0)
     assert health.poll(5.0) is None and health.poll(10.0) is RESTORED and health.poll(11) is None
+    health.ejections = 2                 # as if ejected before and not yet forgiven
+    health.observe(False, 15.0, POLICY)  # it served (forgiven: 1 left), then fails again
     for _ in range(3):
         transition = health.observe(True, 20.0, POLICY)
-    assert transition is EJECTED and health.ejected_until == 20.0 + 20  # second: 2 x 10 s
+    assert transition is EJECTED and health.ejected_until == 20.0 + 20  # 2 x 10 s
     health.poll(40.0)
+    health.ejections = 3
+    health.observe(False, 45.0, POLICY)
     for _ in range(3):
         health.observe(True, 50.0, POLICY)
     assert health.ejected_until == 50.0 + 25  # capped at max_ejection
+
+
+def test_a_backend_still_down_after_its_ejection_is_ejected_for_the_base_time_again() -> None:
+    """The bench's failover: down for 6 s with a 2 s ejection, it was ejected for 2, 4 and
+    then 6 s (each trial after an ejection failed), out for 6 s more once it was back."""
+    health = BackendHealth()
+    now = 0.0
+    for _ in range(4):                   # tried at the end of each ejection: still down
+        for _ in range(3):
+            health.observe(True, now, POLICY)
+        assert health.ejected_until == now + 10
+        now = health.ejected_until
+        assert health.poll(now) is RESTORED
+    assert health.ejections == 4
 
 
 def test_a_success_resets_the_count() -> None:
@@ -81,10 +99,11 @@ def test_retries_stay_within_20_percent_of_requests() -> None:
 
 def test_an_ejection_is_forgiven_one_success_at_a_time_once_it_is_over() -> None:
     health = BackendHealth()
-    for now in (0.0, 10.0):  # two ejections: until 10 s, then until 10 + 20 s
+    for now in (0.0, 10.0):  # two ejections: until 10 s, then (still down) until 20 s
         for _ in range(3):
             health.observe(True, now, POLICY)
-    assert health.ejections == 2 and health.ejected_until == 30.0
+    assert health.ejections == 2 and health.ejected_until == 20.0
+    health.ejected_until = 30.0
     assert health.observe(False, 29.0, POLICY) is None
     assert health.ejections == 2  # still ejected: nothing forgiven yet
     health.observe(False, 30.0, POLICY)  # over at exactly ejected_until

@@ -253,3 +253,31 @@ def test_one_candidate_and_the_probe_count() -> None:
                      for _ in range(4000))
     assert counts["c"] == pytest.approx(2000, rel=0.1)
     assert LeastLatency(random.Random(1)).select(["only"], [1.0], [5], [1.0]) == "only"
+
+
+def test_a_restarted_backend_forgets_its_errors_and_its_cold_latency_while_it_ramps() -> None:
+    """After an outage its error rate held it at the exploration floor (no traffic, so
+    nothing decayed it), and its first response as a cold process (30 ms against 3 ms)
+    kept it out until the estimate faded."""
+    rt = runtime(count=2)
+    view = View(rt.pools["p"])
+    a, b = view.backends
+    teach(view, [0.003, 0.003])
+    for _ in range(10):
+        view.stats(a).observe_outcome(True, B)       # refused while it was down
+    view.stats(a).restart(NOW)
+    assert view.stats(a).error_rate == 0.0
+    view.stats(a).observe_latency(0.030, 200, 1, None, NOW + 0.1, B)  # cold
+    view.own[b] = 1                                   # b busy: a cheaper while it ramps
+    at = NOW + 0.2
+    assert shares(rt, view, picks=2000, now=at)[0] == pytest.approx(0.1, abs=0.03)
+    half = NOW + B.slow_start / 2                     # half way: half its probes kept
+    assert shares(rt, view, picks=2000, now=half)[0] == pytest.approx(0.55, abs=0.05)
+
+
+def test_backends_that_all_just_started_are_judged_by_their_latency() -> None:
+    rt = runtime()
+    view = View(rt.pools["p"])
+    view._stats = {a: BackendStats(NOW) for a in view.backends}  # a balancer just started
+    teach(view, [0.005, 0.005, 0.020], now=NOW + 0.5)
+    assert shares(rt, view, now=NOW + 0.5)[2] == 0.0
