@@ -134,7 +134,7 @@ class CostModel:
         route.last_seen = now
         if route.stable >= self.learning.min_samples:
             route.settled = True
-        if route.settled and template in self._probation:
+        if route.settled and route.template in self._probation:  # (a folded `?*` route too)
             self._promote(route)
         self._reports += 1
         if self.auto and self._reports % AUTO_EVERY == 0:
