@@ -181,3 +181,10 @@ def test_the_event_ring_is_bounded() -> None:
     for i in range(300):
         history.add(Snapshot(at=float(i), ejections={"b": i}))
     assert len(history.document()["events"]) == 256
+
+
+def test_event_times_are_rounded_to_the_millisecond() -> None:
+    history = History()
+    history.add(Snapshot(at=0.0, routes={"GET /r": (1.0, "io")}))
+    history.add(Snapshot(at=1.0004, ejections={"b": 1}, routes={"GET /r": (1.0, "light_cpu")}))
+    assert [e["t"] for e in history.document()["events"]] == [1.0, 1.0]
