@@ -334,3 +334,74 @@ def test_query_keys_split_at_the_first_equals_sign() -> None:
 def test_double_star_in_the_middle(glob: str, path: str, hit: bool) -> None:
     import re
     assert (re.match(glob_to_regex(glob), path) is not None) is hit
+
+
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+def test_path_template_limits_at_their_edges() -> None:
+    from balancer.classify import MAX_SEGMENT, MAX_TEMPLATE_SEGMENTS
+    assert path_template("/a" * MAX_TEMPLATE_SEGMENTS) == "/a" * MAX_TEMPLATE_SEGMENTS
+    assert path_template("/a" * (MAX_TEMPLATE_SEGMENTS + 2)) == (
+        "/a" * MAX_TEMPLATE_SEGMENTS + "/**")
+    assert path_template("/" + "g" * MAX_SEGMENT) == "/" + "g" * MAX_SEGMENT
+    assert path_template("/" + "g" * (MAX_SEGMENT + 1)) == "/{long}"
+    assert path_template("/abcdef0123456789") == "/{hash}"  # 16 characters, a letter first
+
+
+def test_a_cached_refusal_says_the_same_why_the_second_time() -> None:
+    classify, costs = classifier(RULES)
+    for _ in range(2):
+        with pytest.raises(BadTarget) as refused:
+            classify.classify(Facts(path="/a/../b"), costs)
+        assert str(refused.value) == "request path has a dot segment (. or ..)"
+
+
+def test_only_method_and_path_up_to_max_cached_path_are_cached() -> None:
+    from balancer.classify import MAX_CACHED_PATH
+    classify, costs = classifier(RULES)
+    classify.classify(Facts(path="/" + "a" * (MAX_CACHED_PATH - 4)), costs)  # GET + 512
+    assert repr(classify) == "<Classifier 8 rules, 1 routes cached>"
+    classify.classify(Facts(path="/" + "b" * (MAX_CACHED_PATH - 3)), costs)
+    assert repr(classify) == "<Classifier 8 rules, 1 routes cached>"
+
+
+def test_a_cost_hint_is_judged_against_the_learned_threshold_and_scored_by_it() -> None:
+    classify, _ = classifier(EDGE_RULES + '    - {path: "/thirty", cpu_ms: 30ms}\n')
+    auto = CostModel(Learning(), cpu_threshold_ms=200, io_threshold=0.5)
+    decision = classify.classify(Facts(path="/at-threshold"), auto)
+    assert (decision.request_class, decision.score) == ("light_cpu", 0.5)
+    decision = classify.classify(Facts(path="/thirty"), None)
+    assert (decision.request_class, decision.score) == ("light_cpu", pytest.approx(0.3))
+
+
+def test_a_learned_decision_in_full() -> None:
+    classify, costs = classifier(RULES)
+    for sample in range(5):
+        costs.observe("GET /elsewhere", cpu_ms=250, wall_ms=260, now=float(sample))
+    decision = classify.classify(Facts(path="/elsewhere"), costs)
+    assert (decision.request_class, decision.source, decision.score, decision.template) == (
+        "heavy_cpu", "learned", 2.5, "GET /elsewhere")
+
+
+def test_a_rule_with_one_cost_hint_under_its_threshold_is_light_a_pool_only_one_the_default(
+) -> None:
+    config = parse_config("""\
+listen: 127.0.0.1:0
+pools:
+  io: {backends: [http://127.0.0.1:1]}
+  light: {backends: [http://127.0.0.1:2]}
+  heavy: {backends: [http://127.0.0.1:3]}
+routing:
+  cpu_threshold: 100ms
+  classes: {io: io, light_cpu: light, heavy_cpu: heavy}
+  default_class: io
+  rules:
+    - {path: /cpu, cpu_ms: 30ms}
+    - {path: /wait, io_ratio: 0.2}
+    - {path: /pool, pool: heavy}
+""")
+    assert config.routing is not None
+    classify = Classifier(config.routing)
+    classes = [classify.classify(Facts(path=p), None).request_class
+               for p in ("/cpu", "/wait", "/pool")]
+    assert classes == ["light_cpu", "light_cpu", "io"]

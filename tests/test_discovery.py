@@ -181,3 +181,21 @@ def test_any_resolver_entry_parses_to_an_ip_and_port_or_says_why(raw: object) ->
         assert "DNS server" in str(exc) or "port" in str(exc)
         return
     assert ipaddress.ip_address(host) and 0 < port <= 65535
+
+
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+def test_a_step_keeps_the_name_port_last_error_and_resolved_at_it_does_not_change() -> None:
+    failed = observe(KNOWN, Failed("timeout"), 10.0, 30.0).state
+    assert (failed.name, failed.port, failed.resolved_at, failed.last_error) == (
+        "async", 8000, 0.0, "timeout")
+    ok = observe(failed, Resolved(("10.0.0.9",), 60.0), 20.0, 30.0).state
+    assert (ok.name, ok.port, ok.resolved_at, ok.last_error) == ("async", 8000, 20.0, "timeout")
+
+
+def test_ipv4_addresses_come_before_ipv6_ones_whatever_their_text() -> None:
+    step = observe(NEVER, Resolved(("2001:db8::1", "30.0.0.1", "2001:db8::2"), 60.0), 0.0, 30.0)
+    assert [a.host for a in step.state.addresses or ()] == ["30.0.0.1", "2001:db8::1",
+                                                            "2001:db8::2"]
+    gone = observe(step.state, Resolved(("40.0.0.1",), 60.0), 1.0, 30.0)
+    assert [a.host for a in gone.removed] == ["30.0.0.1", "2001:db8::1", "2001:db8::2"]

@@ -103,3 +103,88 @@ def test_merged_history_adds_up_workers_on_aligned_seconds() -> None:
     assert point["routes"]["GET /a"]["cpu_ms"] == 20.0
     assert [(e["kind"], e.get("worker")) for e in merged["events"]] == [
         ("reload", None), ("ejection", 2)]  # the supervisor's reload, not each worker's
+
+
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+def test_a_point_and_its_events_are_exactly_this_document() -> None:
+    """Every key, every rounding, the defaults for what the previous snapshot lacked."""
+    prev = Snapshot(at=100.0, requests={("p", "2xx"): 10}, spills={"q": 2},
+                    routes={"GET /a": (1.0, "light_cpu")}, reloads=((99.0, True, 1),))
+    cur = Snapshot(
+        at=100.5, requests={("p", "2xx"): 13, ("p", "5xx"): 1},
+        latency={"p": buckets(b0=1, b2=3)},
+        backends=(BackendSample("p", "127.0.0.1:1", 2, 64, 0.123456, "up"),),
+        queues={"p": 1}, spills={"p": 1, "q": 3}, ejections={"127.0.0.1:1": 1},
+        routes={"GET /a": (123.45678, "heavy_cpu"), "GET /b": (2.0, "io")},
+        threshold_ms=25.0,
+        reloads=((99.0, True, 1), (100.1234, False, 2), (100.2, True, 3)))
+    history = History(capacity=5, interval=0.5)
+    history.add(prev)
+    history.add(cur)
+    point = history.document()["points"][0]
+    assert point["t"] == 100.5 and point["threshold_ms"] == 25.0
+    assert point["rps"] == {"p": {"2xx": 6.0, "5xx": 2.0}}
+    assert point["backends"] == {"127.0.0.1:1": {"pool": "p", "inflight": 2, "cap": 64,
+                                                 "weight": 0.1235, "state": "up"}}
+    assert point["queue"] == {"p": 1} and point["spill"] == {"p": 2.0, "q": 2.0}
+    assert point["routes"] == {"GET /a": {"cpu_ms": 123.457, "class": "heavy_cpu"},
+                               "GET /b": {"cpu_ms": 2.0, "class": "io"}}
+    p50 = quantile(buckets(b0=1, b2=3), 0.5)
+    assert p50 is not None and point["p50_ms"] == {"p": round(p50 * 1000, 3)}
+    assert history.document() == {"interval_s": 0.5, "capacity": 5,
+                                  "points": [point], "events": [
+        {"t": 100.123, "kind": "reload", "ok": False, "text": "reload refused at 2"},
+        {"t": 100.2, "kind": "reload", "ok": True, "text": "reload to generation 3"},
+        {"t": 100.5, "kind": "ejection", "backend": "127.0.0.1:1",
+         "text": "127.0.0.1:1 ejected"},
+        {"t": 100.5, "kind": "class", "route": "GET /a", "from": "light_cpu",
+         "to": "heavy_cpu", "text": "GET /a: light_cpu → heavy_cpu"}]}
+
+
+def test_rates_over_a_short_interval_and_rounding() -> None:
+    prev = Snapshot(at=1.0, requests={("p", "2xx"): 0})
+    cur = Snapshot(at=1.0001, requests={("p", "2xx"): 1, ("p", "4xx"): 1})
+    history = History()
+    history.add(prev)
+    history.add(cur)
+    point = history.document()["points"][0]
+    assert point["t"] == 1.0 and point["rps"] == {"p": {"2xx": 1000.0, "4xx": 1000.0}}
+    prev = Snapshot(at=0.0, requests={("p", "2xx"): 0})
+    cur = Snapshot(at=3.0, requests={("p", "2xx"): 1})
+    history.add(prev)
+    history.add(cur)
+    assert history.document()["points"][-1]["rps"] == {"p": {"2xx": 0.333}}
+
+
+def test_the_latency_of_a_new_pool_counts_from_zero_and_milliseconds_round_to_three() -> None:
+    prev = Snapshot(at=0.0)
+    cur = Snapshot(at=1.0, latency={"p": buckets(b1=1)})
+    history = History()
+    history.add(prev)
+    history.add(cur)
+    p50 = quantile(buckets(b1=1), 0.5)
+    assert p50 is not None
+    assert history.document()["points"][0]["p50_ms"] == {"p": round(p50 * 1000, 3)}
+    assert history.document()["points"][0]["p50_ms"]["p"] != round(p50 * 1001, 3)
+
+
+def test_quantile_edges() -> None:
+    assert quantile(buckets(b0=1), 0.5) == BUCKETS[0] / 2  # one count: half way in
+    assert quantile(buckets(b0=2, b3=2), 0.0) == 0.0
+    assert quantile(buckets(b3=2), 0.0) == BUCKETS[2]  # empty buckets before are skipped
+    assert quantile(buckets(**{f"b{len(BUCKETS)}": 2}), 0.99) == BUCKETS[-1]  # the +Inf bucket
+
+
+def test_the_event_ring_is_bounded() -> None:
+    history = History()
+    for i in range(300):
+        history.add(Snapshot(at=float(i), ejections={"b": i}))
+    assert len(history.document()["events"]) == 256
+
+
+def test_event_times_are_rounded_to_the_millisecond() -> None:
+    history = History()
+    history.add(Snapshot(at=0.0, routes={"GET /r": (1.0, "io")}))
+    history.add(Snapshot(at=1.0004, ejections={"b": 1}, routes={"GET /r": (1.0, "light_cpu")}))
+    assert [e["t"] for e in history.document()["events"]] == [1.0, 1.0]

@@ -1,5 +1,6 @@
 """least_latency: requests in flight and measured latency; fake clock, seeded rng, no I/O."""
 
+import math
 import random
 from collections import Counter
 
@@ -281,3 +282,99 @@ def test_backends_that_all_just_started_are_judged_by_their_latency() -> None:
     view._stats = {a: BackendStats(NOW) for a in view.backends}  # a balancer just started
     teach(view, [0.005, 0.005, 0.020], now=NOW + 0.5)
     assert shares(rt, view, now=NOW + 0.5)[2] == 0.0
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+class Script:
+    """A RandomSource that returns the given values in turn and counts the calls."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+        self.calls = 0
+
+    def random(self) -> float:
+        self.calls += 1
+        return self.values.pop(0) if self.values else 0.0
+
+
+def test_latency_estimate_rises_fast_and_falls_slowly_per_class_and_overall() -> None:
+    est = LatencyEstimate()
+    est.observe(1.0, 0, "a", 0.0, rise=0.5, fall=0.1)
+    est.observe(3.0, 0, "a", 1.0, rise=0.5, fall=0.1)
+    assert est.overall == 2.0 and est.per_class["a"] == 2.0  # up: rise
+    est.observe(1.0, 0, "a", 2.0, rise=0.5, fall=0.1)
+    assert est.per_class["a"] == pytest.approx(1.9) and est.overall == pytest.approx(1.9)
+    est.observe(0.5, 0, "b", 3.0, rise=0.5, fall=0.1)
+    assert est.get("a") == pytest.approx(1.9) and est.get("b") == 0.5
+    assert est.get("c") == est.overall == est.get(None)
+    assert est.at == 3.0
+
+
+def test_latency_estimate_repr() -> None:
+    est = LatencyEstimate()
+    assert repr(est) == "<LatencyEstimate none classes=0>"
+    est.observe(0.0123, 0, "a", 0.0, rise=0.5, fall=0.1)
+    assert repr(est) == "<LatencyEstimate 12.30ms classes=1>"
+
+
+def test_a_report_counts_until_exactly_rif_ttl_after_it_came() -> None:
+    from balancer.latency import RifEstimate
+    rif = RifEstimate()
+    rif.observe(LoadReport(named={"inflight": 7.0}), own=2, now=10.0)
+    assert rif.rif(1, 11.0, ttl=1.0) == 6.0
+    assert rif.rif(1, 11.5, ttl=1.0) == 1.0
+
+
+def test_predicted_service_fades_towards_the_best_with_idle_time() -> None:
+    fast, slow = LatencyEstimate(), LatencyEstimate()
+    fast.observe(1.0, 0, None, 10.0, rise=1.0, fall=1.0)
+    slow.observe(3.0, 0, None, 8.0, rise=1.0, fall=1.0)
+    assert predicted_service([fast, slow], None, 10.0, idle=2.0) == [
+        1.0, pytest.approx(1.0 + 2.0 * math.exp(-1.0))]
+    assert predicted_service([fast, slow], None, 8.5, idle=0.5) == [
+        1.0, pytest.approx(1.0 + 2.0 * math.exp(-1.0))]  # fast's age is negative: as is
+    assert predicted_service([fast, slow], None, 10.0, idle=0.0) == [1.0, 3.0]  # no fading
+    assert predicted_service([LatencyEstimate(), LatencyEstimate()], "a", 0.0, 1.0) == [1.0, 1.0]
+
+
+def test_least_latency_defaults_three_probes_and_a_twenty_percent_tie() -> None:
+    assert repr(LeastLatency(Script())) == "<LeastLatency probes=3>"
+    # drawn in order 0 then 1; 1 is 30 % cheaper: past the tie, so it wins
+    chosen = LeastLatency(Script(0.0, 0.0)).select(["a", "b"], [1, 1], [0, 0], [1.3, 1.0])
+    assert chosen == "b"
+    # not hot unless told: the service estimate counts, not only the requests in flight
+    assert LeastLatency(Script(0.0, 0.0)).select(["a", "b"], [1, 1], [0, 0], [2.0, 1.0]) == "b"
+
+
+def test_least_latency_counts_the_request_itself_in_the_load() -> None:
+    # costs service x (RIF + 1): a 1.0 x 1 = 1.0, b 0.3 x 3 = 0.9: a tie, the first drawn
+    chosen = LeastLatency(Script(0.0, 0.0)).select(["a", "b"], [1, 1], [0, 2], [1.0, 0.3])
+    assert chosen == "a"
+
+
+def test_equal_costs_with_no_tolerance_go_to_the_first_drawn() -> None:
+    chosen = LeastLatency(Script(0.0, 0.0), tolerance=0.0).select(
+        ["a", "b"], [1, 1], [0, 0], [1.0, 1.0])
+    assert chosen == "a"
+
+
+def test_slow_start_scale_draws_only_below_one_and_falls_back_to_the_first_drawn() -> None:
+    rng = Script()
+    LeastLatency(rng).select(["a", "b", "c"], [1, 1, 1], [0, 0, 0], [1, 1, 1],
+                             scale=[1.0, 1.0, 1.0])
+    assert rng.calls == 3  # the three draws; a full scale costs no draw
+    # a draw equal to the scale drops the probe
+    rng = Script(0.0, 0.0, 0.5, 0.0)
+    assert LeastLatency(rng, probes=2).select(["a", "b"], [1, 1], [0, 0], [1.0, 5.0],
+                                              scale=[0.5, 1.0]) == "b"
+    # nobody kept: only the first drawn, even when another is cheaper
+    rng = Script(0.0, 0.0, 0.5, 0.5)
+    assert LeastLatency(rng, probes=2).select(["a", "b"], [1, 1], [0, 0], [5.0, 1.0],
+                                              scale=[0.0, 0.0]) == "a"
+
+
+def test_weighted_sample_boundaries() -> None:
+    from balancer.selection import weighted_sample
+    # a point that lands exactly at the end of a weight belongs to the next one
+    assert weighted_sample(Script(0.5), [1.0, 1.0], 1) == [1]
+    # rounding that leaves the point past every weight takes the last one left
+    assert weighted_sample(Script(1.0), [1.0, 1.0, 1.0], 1) == [2]

@@ -145,3 +145,28 @@ def test_percent_decoding_is_unquote_or_none_for_a_stray_percent(raw: bytes) -> 
         assert decoded == unquote_to_bytes(raw)
     else:
         assert decoded is None
+
+
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+@pytest.mark.parametrize(("raw", "mode", "message"), [
+    ("a/b", "reject", "request path must start with a single /"),
+    ("/a#b", "reject", "a request target has no #fragment (RFC 9112 section 3.2)"),
+    ("/a\x7fb", "reject", "request path has a byte outside printable ASCII"),
+    ("/a\\b", "reject", "request path has a backslash"),
+    ("/a%zz", "reject", "request path has a % that starts no %-escape"),
+    ("/a%2Fb", "reject", "request path has an encoded slash or backslash"),
+    ("/a%255cb", "reject", "request path has an encoded slash or backslash"),
+    ("/a%ffb", "reject", "request path does not decode to UTF-8"),
+    ("/%2Fx", "decode", "request path must start with a single /"),
+    ("/a/../b", "reject", "request path has a dot segment (. or ..)"),
+    ("/a\\..\\b", "decode", "request path has a dot segment (. or ..)"),
+])
+def test_each_refusal_says_why(raw: str, mode: str, message: str) -> None:
+    with pytest.raises(BadTarget) as refused:
+        routed_path(raw, mode)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+def test_an_escaped_percent_that_encodes_no_separator_is_allowed() -> None:
+    assert routed_path("/a%2541") == "/a%41"

@@ -127,3 +127,22 @@ def test_check_substitutes_from_its_environment(tmp_path: Path) -> None:
     ok = subprocess.run(run, capture_output=True, text=True, cwd=ROOT,
                         env={**env, "LB_BACKEND": "http://10.1.2.3:80"})
     assert ok.returncode == 0, ok.stderr
+
+
+# -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
+
+def test_a_list_item_is_substituted_and_its_problem_located_by_index() -> None:
+    text = ("listen: 127.0.0.1:8080\npools:\n  default:\n"
+            "    backends: [http://127.0.0.1:8101, \"${B}\"]\n")
+    config = parse_config(text, env={"B": "http://127.0.0.1:8102"})
+    assert [b.key for b in config.pool("default").backends] == [
+        "127.0.0.1:8101", "127.0.0.1:8102"]
+    assert problems(text, {}) == [
+        "x.yaml:4:39: pools.default.backends[1]: environment variable 'B' is not set "
+        "(set it, or give a default: ${B:-value})"]
+
+
+def test_the_malformed_reference_message_in_full() -> None:
+    assert problems(BASE + "access_log: {path: \"/a/${1X}\"}\n", {}) == [
+        "x.yaml:5:20: access_log.path: malformed '${': expected ${NAME} or ${NAME:-default} "
+        "(write $${ for a literal ${)"]
