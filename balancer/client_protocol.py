@@ -27,7 +27,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any, cast
 
 from aiohttp import web, web_protocol
@@ -36,7 +35,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config import Config
-from balancer.replies import SentResponse
+from balancer.replies import SentResponse, closing_reply
 
 log = logging.getLogger("balancer.client")
 
@@ -182,10 +181,8 @@ class ClientConnection(web_protocol.RequestHandler):
         request_id = self._server.new_request_id()
         body = (f"431 request header fields too large: the request head is over "
                 f"{self._max_head_size} bytes (request id {request_id})\n").encode()
-        transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
-                        b"Content-Type: text/plain; charset=utf-8\r\n"
-                        b"Content-Length: %d\r\nX-Request-Id: %s\r\n\r\n%s"
-                        % (len(body), request_id.encode(), body))
+        transport.write(closing_reply(431, "Request Header Fields Too Large", body, request_id)
+                        + body)
         self._server.on_bad_request(431)
         log.debug("431: request head over %d bytes", self._max_head_size)
         self.force_close()
@@ -200,10 +197,7 @@ class ClientConnection(web_protocol.RequestHandler):
         request_id = self._server.new_request_id()
         body = (f"408 request timeout: the request head did not arrive within {seconds:g}s "
                 f"(request id {request_id})\n").encode()
-        transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                        b"Content-Type: text/plain; charset=utf-8\r\n"
-                        b"Content-Length: %d\r\nX-Request-Id: %s\r\n\r\n%s"
-                        % (len(body), request_id.encode(), body))
+        transport.write(closing_reply(408, "Request Timeout", body, request_id) + body)
         self._server.on_bad_request(408)
         log.debug("408: request head not complete after %gs", seconds)
         self.force_close()
@@ -220,11 +214,7 @@ class ClientConnection(web_protocol.RequestHandler):
         # written as HTTP/1.1 whatever the request line said (as nginx does: aiohttp would say
         # HTTP/1.0 for a request it could not parse), and without the body to a HEAD request
         body = f"{status} {reason.lower()}: {detail} (request id {request_id})\n".encode()
-        head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-                b"X-Request-Id: %s\r\n\r\n" % (status, reason.encode(),
-                                               formatdate(usegmt=True).encode(), len(body),
-                                               request_id.encode()))
+        head = closing_reply(status, reason, body, request_id)
         sent = head if self._refused_head else head + body
         return cast(web.StreamResponse, SentResponse(sent, False, status, len(body)))
 

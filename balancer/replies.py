@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+from email.utils import formatdate
 from typing import cast
 
 from aiohttp import web
@@ -63,13 +64,22 @@ class PlainStreamResponse(web.StreamResponse):
         self.headers.popall("Server", None)
 
 
+def closing_reply(status: int, reason: str, body: bytes, request_id: str) -> bytes:
+    """The head of a refusal written before (or instead of) aiohttp's response machinery: as
+    HTTP/1.1 whatever the request line said (as nginx does), `Connection: close`, the one-line
+    plain-text `body` counted in Content-Length (the caller appends it, or not for a HEAD)."""
+    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"X-Request-Id: %s\r\n\r\n" % (status, reason.encode(),
+                                           formatdate(usegmt=True).encode(), len(body),
+                                           request_id.encode()))
+
+
 def version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
     """505, written as HTTP/1.1 whatever version the request line claimed."""
     error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")
     body = f"{error.status} {error.reason}: {error.detail} (request id {request_id})\n".encode()
-    head = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; "
-            b"charset=utf-8\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n"
-            b"Connection: close\r\n\r\n" % (len(body), request_id.encode()))
+    head = closing_reply(505, "HTTP Version Not Supported", body, request_id)
     return cast(web.StreamResponse, SentResponse(head + body, False, 505, len(body)))
 
 
