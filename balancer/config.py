@@ -219,20 +219,17 @@ def parse_config(
     listen = _listen(reader, entries.get("listen"))
     admin = None
     if "admin" in entries and not _is_null(entries["admin"]):
-        admin = reader.convert(entries["admin"], "admin", _resolvable(parse_listen))
+        admin = reader.convert(entries["admin"], "admin", _listen_address)
     pools = _pools(reader, entries.get("pools"))
     timeouts = _section(reader, entries.get("timeouts"), "timeouts", Timeouts, TIMEOUT_PARSERS)
     limits = _section(reader, entries.get("limits"), "limits", Limits, LIMIT_PARSERS)
     health = _section(reader, entries.get("health"), "health", HealthPolicy, HEALTH_PARSERS)
     trusted = _trusted(reader, entries.get("trusted_proxies"))
     admin_token = _secret(reader, entries, "admin_token", as_token, read_secret)
-    allowed_hosts: list[str] = []
+    allowed_hosts: tuple[str, ...] = ()
     if "admin_allowed_hosts" in entries:
-        items = reader.sequence(entries["admin_allowed_hosts"], "admin_allowed_hosts")
-        for index, item in enumerate(items):
-            name = reader.convert(item, join("admin_allowed_hosts", index), as_host_name)
-            if name is not None:
-                allowed_hosts.append(name)
+        allowed_hosts = _each(reader, entries["admin_allowed_hosts"], "admin_allowed_hosts",
+                              as_host_name, allow_scalar=False)
     access_log = None
     if "access_log" in entries and not _is_null(entries["access_log"]):
         access_log = _section(reader, entries["access_log"], "access_log", AccessLogConfig,
@@ -265,7 +262,7 @@ def parse_config(
         health=health,
         access_log=access_log,
         admin_token=admin_token,
-        admin_allowed_hosts=tuple(allowed_hosts),
+        admin_allowed_hosts=allowed_hosts,
         resolvers=resolvers,
         discovery=discovery,
         watch=watch,
@@ -321,7 +318,7 @@ def _listen(reader: Reader, node: yaml.Node | None) -> tuple[Address, ...]:
         reader.fail(node, "listen", "at least one listen address is required")
     for index, item in enumerate(items):
         path = "listen" if isinstance(node, yaml.ScalarNode) else join("listen", index)
-        address = reader.convert(item, path, _resolvable(parse_listen))
+        address = reader.convert(item, path, _listen_address)
         if address is None:
             continue
         if address in seen and not (address.kind == "tcp" and address.port == 0):
@@ -495,14 +492,18 @@ LIMIT_PARSERS: dict[str, Callable[[object], object]] = {
 
 
 def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
-    if node is None:
-        return ()
-    networks = []
-    for index, item in enumerate(reader.sequence(node, "trusted_proxies", allow_scalar=True)):
-        network = reader.convert(item, join("trusted_proxies", index), _network)
-        if network is not None:
-            networks.append(network)
-    return tuple(networks)
+    return () if node is None else _each(reader, node, "trusted_proxies", _network)
+
+
+def _each[T](reader: Reader, node: yaml.Node, key: str, convert: Callable[[object], T],
+             allow_scalar: bool = True) -> tuple[T, ...]:
+    """A list (or one scalar) of `key`, each item converted; the bad ones are located."""
+    found = []
+    for index, item in enumerate(reader.sequence(node, key, allow_scalar=allow_scalar)):
+        value = reader.convert(item, join(key, index), convert)
+        if value is not None:
+            found.append(value)
+    return tuple(found)
 
 
 def _backend(
@@ -511,7 +512,7 @@ def _backend(
     """`http://host:port`, `{address: http://host:port, weight: 2}` or
     `{discover: http://name:port, weight: 2}` (the weight then goes in the Discover)."""
     if not isinstance(node, yaml.MappingNode):
-        return reader.convert(node, path, _resolvable(parse_backend)), 1.0
+        return reader.convert(node, path, _backend_address), 1.0
     entries = reader.mapping(node, path, BACKEND_KEYS) or {}
     weight = 1.0
     if "weight" in entries:
@@ -526,27 +527,21 @@ def _backend(
         reader.fail(node, path, "missing required key 'address' (or 'discover': a DNS name "
                                 "whose addresses are the backends)")
         return None, weight
-    return reader.convert(entries["address"], join(path, "address"),
-                          _resolvable(parse_backend)), weight
+    return reader.convert(entries["address"], join(path, "address"), _backend_address), weight
 
 
 def _discover(raw: object) -> Discover:
     expected = "a name to discover (expected http://name:port)"
     if not isinstance(raw, str) or not raw.startswith("http://"):
         raise ValueError(f"{raw!r} is not {expected}")
-    address = _resolvable(parse_backend)(raw)
+    address = _backend_address(raw)
     return Discover(address.host, address.port)
 
 
 def _resolvers(reader: Reader, node: yaml.Node | None) -> tuple[tuple[str, int], ...]:
     if node is None or _is_null(node):
         return ()
-    found = []
-    for index, item in enumerate(reader.sequence(node, "resolvers", allow_scalar=True)):
-        resolver = reader.convert(item, join("resolvers", index), _resolver)
-        if resolver is not None:
-            found.append(resolver)
-    return tuple(found)
+    return _each(reader, node, "resolvers", _resolver)
 
 
 def _resolver(raw: object) -> tuple[str, int]:
@@ -591,6 +586,10 @@ def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Addres
                     raise ValueError(f"{address.host!r} is not a valid host name") from None
         return address
     return checked
+
+
+_listen_address = _resolvable(parse_listen)
+_backend_address = _resolvable(parse_backend)
 
 
 def _weight(raw: object) -> float:
