@@ -44,9 +44,9 @@ mutation: $(STAMP)
 # Every property test with thousands of examples (HYPOTHESIS_PROFILE=fuzz; the differential
 # suites take FUZZ_EXAMPLES, default 5000); failures found are kept in $$HYPOTHESIS_DB
 # (default: the temporary directory). Not in `make test`; takes an hour or more.
-FUZZ_TESTS := tests/differential tests/test_framing_properties.py tests/test_config_bytes.py \
-	tests/test_routing_differential.py tests/test_routed_path.py tests/test_properties.py \
-	tests/test_report_properties.py tests/test_costs.py tests/test_access_log.py
+FUZZ_TESTS := tests/differential tests/integration/test_framing_properties.py tests/e2e/test_config_bytes.py \
+	tests/e2e/test_routing_differential.py tests/unit/test_routed_path.py tests/unit/test_properties.py \
+	tests/integration/test_report_properties.py tests/unit/test_costs.py tests/e2e/test_access_log.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q $(FUZZ_TESTS) -p no:randomly --timeout=0
 

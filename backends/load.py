@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from balancer.cgroup import available_cpus
+from balancer.ops.cgroup import available_cpus
 
 HEADER = "endpoint-load-metrics"
 SAMPLE_INTERVAL = 0.5

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import FrameType
 
 from backends.probe import is_healthy
-from balancer.config import Config, load_config
-from balancer.yamltree import ConfigError
+from balancer.config.model import Config
+from balancer.config.yamltree import ConfigError
+from balancer.ops.config_file import load_config
 
 LOGS = Path(".run/logs")
 # The heavy-CPU (multiprocess) pool runs at a lower CPU priority: it takes whatever CPU the

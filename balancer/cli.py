@@ -16,12 +16,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 from balancer import __version__
-from balancer.addresses import parse_listen
-from balancer.config import Config, load_config
-from balancer.schema import config_schema
-from balancer.server import serve
-from balancer.supervisor import shared_listen_problems, supervise, workers_from_arg
-from balancer.yamltree import ConfigError
+from balancer.config.addresses import parse_listen
+from balancer.config.model import Config
+from balancer.config.schema import config_schema
+from balancer.config.yamltree import ConfigError
+from balancer.ops.config_file import load_config
+from balancer.ops.server import serve
+from balancer.ops.supervisor import shared_listen_problems, supervise, workers_from_arg
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 

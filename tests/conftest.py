@@ -18,8 +18,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from hypothesis import HealthCheck, settings
 
-from balancer.config import parse_config
-from balancer.server import Balancer
+from balancer.config.model import parse_config
+from balancer.ops.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent
 

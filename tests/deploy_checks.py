@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 
 from backends.__main__ import _parser as backends_parser
-from balancer import config as balancer_config
-from balancer.admin import build_admin_app
 from balancer.cli import _parser as balancer_parser
-from balancer.config import Config, parse_config
-from balancer.server import Balancer
+from balancer.config import model as balancer_config
+from balancer.config.model import Config, parse_config
+from balancer.ops.admin import build_admin_app
+from balancer.ops.server import Balancer
 from tests.conftest import ROOT
 
 DISCOVERY_KNOWN = "discover" in getattr(balancer_config, "BACKEND_KEYS", ())

@@ -1,7 +1,7 @@
 """An EchoNext app as users write one: parameterised routes, sync and async views.
 
 Served by `python -m backends serve --app tests.echonext_users:app` in
-tests/test_echonext_versions.py.
+tests/e2e/test_echonext_versions.py.
 """
 
 import asyncio

@@ -1,4 +1,5 @@
-"""Tiny apps that answer with the path their server routes, for tests/test_routing_differential.py.
+"""Tiny apps that answer with the path their server routes, for
+tests/e2e/test_routing_differential.py.
 
 `python -m tests.routing_echo SERVER FD` serves on the listening socket inherited as FD (bound
 to port 0 by the test, which reads the port back), with SERVER one of: uvicorn-httptools,

@@ -10,8 +10,8 @@ import sys
 import timeit
 import tracemalloc
 
-from balancer.classify import BadTarget, Classifier
-from balancer.config import load_config
+from balancer.balancing.classify import BadTarget, Classifier
+from balancer.ops.config_file import load_config
 from bench.common import ROOT
 
 CASES = {

@@ -1,6 +1,7 @@
 """bench/threshold: how much a co-located CPU route of X ms per request hurts light requests.
 
-Justifies the floor of `cpu_threshold: auto` (balancer/costs.py AUTO_FLOOR_MS). One threaded
+Justifies the floor of `cpu_threshold: auto` (balancer/balancing/costs.py
+AUTO_FLOOR_MS). One threaded
 backend (waitress, 8 threads, the demo app); tiny JSON requests (`GET /api/items`) paced at
 --json-rate, and beside them a GIL-bound route (`GET /cpu/spin?ms=X`) paced so that it always
 burns the same --cpu-share of a core (rate = share / X): the same CPU in bigger or smaller

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import h11
 
-from balancer.config import parse_config
-from balancer.server import Balancer
+from balancer.config.model import parse_config
+from balancer.ops.server import Balancer
 
 T = TypeVar("T")
 _RUN = os.urandom(3).hex()  # tags of this run never match a tag of another run

@@ -1,0 +1,243 @@
+"""The `routing` section of the config: thresholds, class → pool map, rules, learning.
+
+Pure. Read with the same located Reader as the rest of the config, so every problem is
+reported as `file:line:col: routing.rules[2].class: ...`, all at once.
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import yaml
+
+from balancer.config.units import parse_duration, parse_size
+from balancer.config.yamltree import (
+    Reader,
+    as_bool,
+    as_choice,
+    as_int,
+    as_number,
+    as_ratio,
+    as_str,
+    join,
+)
+
+RequestClass = Literal["io", "light_cpu", "heavy_cpu"]
+CLASSES: tuple[RequestClass, ...] = ("io", "light_cpu", "heavy_cpu")
+EncodedSlashes = Literal["reject", "decode"]  # %2F, %5C and `\` in a path: 400, or matched
+ENCODED_SLASHES: tuple[EncodedSlashes, ...] = ("reject", "decode")  # as the backends decode them
+METHOD = re.compile(r"^[A-Z]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One routing rule: what it matches, and the class or cost hint it gives."""
+
+    index: int
+    path: str | None = None
+    path_regex: str | None = None
+    methods: tuple[str, ...] = ()
+    host: str | None = None
+    headers: tuple[tuple[str, str | None], ...] = ()
+    content_type: str | None = None
+    body_min: int | None = None
+    body_max: int | None = None
+    request_class: RequestClass | None = None
+    cpu_ms: float | None = None
+    io_ratio: float | None = None
+    pin: bool = False
+    pool: str | None = None     # send matches to this pool (any defined pool), not the class's
+
+
+@dataclass(frozen=True, slots=True)
+class Learning:
+    alpha: float = 0.2          # EWMA weight of each new sample
+    min_samples: int = 5        # samples before a learned cost may decide
+    max_routes: int = 1000      # route templates remembered (least recently used evicted)
+    hysteresis: float = 0.2     # relative margin around thresholds before a class changes
+    max_cv: float = 1.5         # accepted for old configs; unused (confidence: a stable class)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    cpu_threshold_ms: float | None = None   # None: auto (derived from the traffic)
+    io_threshold: float = 0.5
+    classes: tuple[tuple[RequestClass, str], ...] = ()
+    default_class: RequestClass = "light_cpu"
+    explain: bool = False
+    encoded_slashes: EncodedSlashes = "reject"
+    rules: tuple[Rule, ...] = ()
+    learning: Learning = field(default_factory=Learning)
+
+    def pool_for(self, request_class: RequestClass) -> str:
+        mapping = dict(self.classes)
+        return mapping.get(request_class) or mapping[self.default_class]
+
+
+ROUTING_KEYS = ("cpu_threshold", "io_threshold", "classes", "default_class", "explain",
+                "encoded_slashes", "rules", "learning")
+RULE_KEYS = ("path", "path_regex", "methods", "host", "headers", "content_type", "body_size",
+             "class", "cpu_ms", "io_ratio", "pin", "pool")
+
+
+def _milliseconds(raw: object) -> float:
+    return parse_duration(raw if isinstance(raw, str) else f"{raw}ms") * 1000
+
+
+def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingConfig | None:
+    entries = reader.mapping(node, "routing", ROUTING_KEYS, required=("classes",))
+    if entries is None:
+        return None
+    values: dict[str, object] = {}
+    if "cpu_threshold" in entries:
+        values["cpu_threshold_ms"] = reader.convert(
+            entries["cpu_threshold"], "routing.cpu_threshold", _threshold)
+    if "io_threshold" in entries:
+        values["io_threshold"] = reader.convert(entries["io_threshold"], "routing.io_threshold",
+                                                as_ratio)
+    if "explain" in entries:
+        values["explain"] = reader.convert(entries["explain"], "routing.explain", as_bool)
+    if "encoded_slashes" in entries:
+        values["encoded_slashes"] = reader.convert(
+            entries["encoded_slashes"], "routing.encoded_slashes", as_choice(ENCODED_SLASHES))
+    classes = _classes(reader, entries.get("classes"), pools)
+    values["classes"] = classes
+    if "default_class" in entries:
+        default = reader.convert(entries["default_class"], "routing.default_class",
+                                 as_choice(CLASSES))
+        if default is not None and classes and default not in dict(classes):
+            reader.fail(entries["default_class"], "routing.default_class",
+                        f"class '{default}' has no pool in routing.classes")
+        values["default_class"] = default
+    elif classes and "light_cpu" not in dict(classes):
+        reader.fail(entries["classes"], "routing.classes",
+                    "map light_cpu to a pool, or set routing.default_class")
+    if "rules" in entries:
+        values["rules"] = tuple(
+            rule for index, item in enumerate(reader.sequence(entries["rules"], "routing.rules"))
+            if (rule := _rule(reader, index, item, pools)) is not None)
+    if "learning" in entries:
+        values["learning"] = _learning(reader, entries["learning"])
+    return RoutingConfig(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _classes(reader: Reader, node: yaml.Node | None,
+             pools: set[str]) -> tuple[tuple[RequestClass, str], ...]:
+    if node is None:
+        return ()
+    out: list[tuple[RequestClass, str]] = []
+    for name, value_node in (reader.mapping(node, "routing.classes", CLASSES) or {}).items():
+        path = join("routing.classes", name)
+        pool = reader.convert(value_node, path, as_str)
+        if pool is None:
+            continue
+        if pool not in pools:
+            reader.fail(value_node, path, f"no pool named '{pool}' "
+                                          f"(defined: {', '.join(sorted(pools))})")
+            continue
+        out.append((cast(RequestClass, name), pool))
+    return tuple(out)
+
+
+def _threshold(raw: object) -> float | None:
+    """`auto` (None) or a duration in milliseconds."""
+    if raw == "auto":
+        return None
+    return parse_duration(raw) * 1000
+
+
+def _rule(reader: Reader, index: int, node: yaml.Node, pools: set[str]) -> Rule | None:
+    path = join("routing.rules", index)
+    entries = reader.mapping(node, path, RULE_KEYS)
+    if entries is None:
+        return None
+    values: dict[str, object] = {"index": index}
+    for key, parse in (("path", as_str), ("path_regex", _regex), ("host", as_str),
+                       ("content_type", as_str), ("cpu_ms", _milliseconds),
+                       ("io_ratio", as_ratio), ("pin", as_bool)):
+        if key in entries:
+            values[key] = reader.convert(entries[key], join(path, key), parse)
+    if "class" in entries:
+        values["request_class"] = reader.convert(entries["class"], join(path, "class"),
+                                                 as_choice(CLASSES))
+    if "pool" in entries:
+        pool = reader.convert(entries["pool"], join(path, "pool"), as_str)
+        if pool is not None and pool not in pools:
+            reader.fail(entries["pool"], join(path, "pool"),
+                        f"no pool named '{pool}' (defined: {', '.join(sorted(pools))})")
+        values["pool"] = pool
+    if "methods" in entries:
+        methods = []
+        for i, item in enumerate(reader.sequence(entries["methods"], join(path, "methods"),
+                                                 allow_scalar=True)):
+            method = reader.convert(item, join(join(path, "methods"), i), _method)
+            if method is not None:
+                methods.append(method)
+        values["methods"] = tuple(methods)
+    if "headers" in entries:
+        values["headers"] = _headers(reader, entries["headers"], join(path, "headers"))
+    if "body_size" in entries:
+        size_path = join(path, "body_size")
+        sizes = reader.mapping(entries["body_size"], size_path, ("min", "max")) or {}
+        for key in ("min", "max"):
+            if key in sizes:
+                values[f"body_{key}"] = reader.convert(sizes[key], join(size_path, key),
+                                                       parse_size)
+    if "path" in entries and "path_regex" in entries:
+        reader.fail(entries["path_regex"], join(path, "path_regex"),
+                    "a rule has path or path_regex, not both")
+    gives = [k for k in ("class", "cpu_ms", "io_ratio") if k in entries]
+    if "class" in entries and len(gives) > 1:
+        reader.fail(node, path, "a rule gives a class or a cost hint (cpu_ms, io_ratio), not both")
+    elif not gives and "pool" not in entries:
+        reader.fail(node, path,
+                    "a rule needs a class, a cost hint (cpu_ms and/or io_ratio), or a pool")
+    clean = {k: v for k, v in values.items() if v is not None}
+    return Rule(**clean)  # type: ignore[arg-type]
+
+
+def _regex(raw: object) -> str:
+    text = as_str(raw)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+def _method(raw: object) -> str:
+    text = as_str(raw).upper()
+    if not METHOD.match(text):
+        raise ValueError(f"{raw!r} is not an HTTP method")
+    return text
+
+
+def _headers(reader: Reader, node: yaml.Node, path: str) -> tuple[tuple[str, str | None], ...]:
+    """`{Name: value}` matches that value; `{Name: true}` matches the header's presence."""
+    out: list[tuple[str, str | None]] = []
+    for name, value_node in (reader.mapping(node, path) or {}).items():
+        raw = reader.value(value_node, join(path, name))
+        if raw is True:
+            out.append((name.lower(), None))
+        elif isinstance(raw, str | int | float) and not isinstance(raw, bool):
+            out.append((name.lower(), str(raw)))
+        else:
+            reader.fail(value_node, join(path, name), "expected a value to match, or true")
+    return tuple(out)
+
+
+LEARNING_PARSERS: dict[str, Callable[[object], object]] = {
+    "alpha": as_ratio, "min_samples": as_int(minimum=1), "max_routes": as_int(minimum=1),
+    "hysteresis": as_ratio, "max_cv": as_number(0),
+}
+
+
+def _learning(reader: Reader, node: yaml.Node) -> Learning | None:
+    fields = LEARNING_PARSERS
+    values = {}
+    for key, value_node in (reader.mapping(node, "routing.learning", fields) or {}).items():
+        value = reader.convert(value_node, join("routing.learning", key), fields[key])
+        if value is not None:
+            values[key] = value
+    return Learning(**values)  # type: ignore[arg-type]

@@ -1,0 +1,115 @@
+"""What can go wrong while forwarding a request, and the one status each maps to.
+
+Pure. The proxy raises these; `balancer.proxy.replies.error_response` is the one place that turns
+them into a response (status, a one-line plain-text body naming the reason, request id).
+"""
+
+
+class ProxyError(Exception):
+    """A request the balancer could not complete; `status` is what the client gets."""
+
+    status = 502
+    reason = "bad gateway"
+    backend_fault = False  # True: counts against the backend (its error rate, ejection)
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason
+
+
+class ConnectFailed(ProxyError):
+    """The backend refused or could not be reached; nothing was sent, so retrying is safe."""
+
+    status = 502
+    reason = "backend refused the connection"
+    backend_fault = True
+
+
+class ConnectTimeout(ProxyError):
+    status = 504
+    reason = "backend connect timed out"
+    backend_fault = True
+
+
+class BackendClosed(ProxyError):
+    """The connection closed or reset before a whole response arrived."""
+
+    status = 502
+    reason = "backend closed the connection"
+    backend_fault = True
+
+    def __init__(self, detail: str = "", *, before_response: bool = False) -> None:
+        super().__init__(detail)
+        self.before_response = before_response
+
+
+class BadResponse(ProxyError):
+    status = 502
+    reason = "backend sent an invalid response"
+    backend_fault = True
+
+
+class ResponseTimeout(ProxyError):
+    status = 504
+    reason = "backend response timed out"
+    backend_fault = True
+
+
+class NoBackend(ProxyError):
+    status = 503
+    reason = "no backend available"
+
+
+class PoolExhausted(ProxyError):
+    status = 503
+    reason = "backend connection limit reached"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    reason = "request body too large"
+
+
+class HeadTooLarge(ProxyError):
+    status = 431
+    reason = "request header fields too large"
+
+
+class BadRequest(ProxyError):
+    status = 400
+    reason = "bad request"
+
+
+class ConnectNotAllowed(ProxyError):
+    status = 405
+    reason = "CONNECT is not served (a reverse proxy, not a forward proxy)"
+
+
+class VersionNotSupported(ProxyError):
+    status = 505
+    reason = "HTTP version not supported (HTTP/1.0 and HTTP/1.1 are)"
+
+
+class BodyTimeout(ProxyError):
+    status = 408
+    reason = "request body too slow"
+
+
+class InternalError(ProxyError):
+    status = 500
+    reason = "balancer internal error"
+
+
+class QueueFull(ProxyError):
+    status = 503
+    reason = "pool queue full"
+
+
+class QueueTimeout(ProxyError):
+    status = 503
+    reason = "no backend had room within the queue timeout"
+
+
+class CodingNotImplemented(ProxyError):
+    status = 501
+    reason = "transfer coding not implemented (only chunked is)"

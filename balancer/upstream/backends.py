@@ -1,0 +1,128 @@
+"""Connection pools to every backend, keyed by backend address, shared across reloads.
+
+I/O shell: owns the `ConnectionPool`s and a periodic sweep that closes idle connections past
+their expiry. A reload calls `retain` with the new set of addresses; pools of removed
+backends are closed, pools of kept ones carry over with their warm connections.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from balancer.balancing.health import RESTORED, BackendHealth
+from balancer.balancing.weights import BackendStats
+from balancer.config.addresses import Address
+from balancer.config.model import PoolConfig, Timeouts
+from balancer.upstream.connection import ConnectionPool
+
+log = logging.getLogger("balancer.health")
+
+
+class Upstreams:
+    """One ConnectionPool per backend address."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 on_connect: Callable[[Address, float], None] | None = None) -> None:
+        self.loop = loop
+        self._on_connect = on_connect
+        self._pools: dict[Address, ConnectionPool] = {}
+        self._stats: dict[Address, BackendStats] = {}
+        self._health: dict[Address, BackendHealth] = {}
+        self._retired: set[Address] = set()  # left the config: not recorded any more
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Upstreams {len(self._pools)} backends>"
+
+    def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
+        upstream = self._pools.get(address)
+        if upstream is None:
+            upstream = self._pools[address] = ConnectionPool(
+                self.loop,
+                address,
+                max_connections=pool.max_connections,
+                max_idle=pool.max_idle,
+                idle_timeout=timeouts.upstream_idle,
+                connect_timeout=timeouts.connect,
+                max_tunnels=pool.max_tunnels,
+            )
+            if self._on_connect is not None:
+                callback = self._on_connect
+                upstream.on_connect = lambda seconds: callback(address, seconds)
+            if address in self._retired:  # chosen on a runtime from before its retirement:
+                del self._pools[address]  # this request's connection closes when released
+                upstream.retire()
+        return upstream
+
+    def configure(self, wanted: Mapping[Address, PoolConfig], timeouts: Timeouts) -> None:
+        """Apply new limits to kept pools and retire the pools of backends no longer listed
+        (their requests in flight finish; what they report afterwards is not kept). Called
+        by a reload and by DNS discovery when a name's addresses change."""
+        self._retired = (self._retired | set(self._pools) | set(self._stats)) - set(wanted)
+        for address in self._retired:
+            self._stats.pop(address, None)
+            self._health.pop(address, None)
+        for address in list(self._pools):
+            upstream = self._pools[address]
+            if address not in wanted:
+                del self._pools[address]
+                upstream.retire()
+                continue
+            upstream.max_connections = wanted[address].max_connections
+            upstream.max_idle = wanted[address].max_idle
+            upstream.max_tunnels = wanted[address].max_tunnels
+            upstream.idle_timeout = timeouts.upstream_idle
+            upstream.connect_timeout = timeouts.connect
+
+    def stats(self, address: Address) -> BackendStats:
+        """What is known of a backend (weights, errors), kept across reloads."""
+        stats = self._stats.get(address)
+        if stats is None:
+            stats = BackendStats(self.loop.time())
+            if address not in self._retired:
+                self._stats[address] = stats
+        return stats
+
+    def health(self, address: Address) -> BackendHealth:
+        health = self._health.get(address)
+        if health is None:
+            health = BackendHealth()
+            if address not in self._retired:
+                self._health[address] = health
+        return health
+
+    def inflight(self, address: Address) -> int:
+        upstream = self._pools.get(address)
+        return upstream.inflight if upstream is not None else 0
+
+    def pools(self) -> dict[Address, ConnectionPool]:
+        return dict(self._pools)
+
+    def start(self, interval: float = 5.0) -> None:
+        self._sweeper = self.loop.create_task(self._sweep(interval))
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for upstream in self._pools.values():
+            upstream.close()
+        self._pools.clear()
+
+    async def _sweep(self, interval: float) -> None:
+        """Close expired idle connections; bring ejected backends back (with slow start)."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(0.25)
+            now = self.loop.time()
+            for address, health in list(self._health.items()):
+                if health.poll(now) is RESTORED:
+                    self.stats(address).restart(now)
+                    log.info("backend %s restored after ejection %d", address, health.ejections)
+            ticks += 1
+            if ticks * 0.25 >= interval:
+                ticks = 0
+                for upstream in list(self._pools.values()):
+                    upstream.sweep()

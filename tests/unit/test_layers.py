@@ -1,0 +1,88 @@
+"""The layering rule of `balancer/`, checked on the source (every import statement, including
+those inside functions and under `if TYPE_CHECKING:`).
+
+- The pure packages (`balancer.config`, `balancer.balancing`, `balancer.http`) import nothing
+  from the I/O side (`balancer.proxy`, `balancer.upstream`, `balancer.ops`, `balancer.metrics`)
+  and none of the modules that reach the clock, the network, the OS or randomness. Time and
+  randomness come in as arguments (`now`, a random source), as the STYLE asks.
+- `balancer.proxy` and `balancer.upstream` (the data path) never import `balancer.ops`.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "balancer"
+PURE = ("balancer.config", "balancer.balancing", "balancer.http")
+IO_SIDE = ("balancer.proxy", "balancer.upstream", "balancer.ops", "balancer.metrics",
+           "balancer.cli")
+FORBIDDEN_IN_PURE = ("asyncio", "aiohttp", "socket", "time", "random", "os", "subprocess",
+                     "threading", "signal", "select", "selectors", "uvloop", "psutil",
+                     "prometheus_client", "dns", "pathlib", "shutil", "tempfile", "io")
+DATA_PATH = ("balancer.proxy", "balancer.upstream")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_of(path: Path) -> str:
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+
+
+def imports(source: str, package: str) -> set[str]:
+    """Every module an import statement in `source` names, relative ones resolved against
+    `package`; imports inside functions and under `if TYPE_CHECKING:` count too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                anchor = parts[: len(parts) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imports_of(name: str) -> set[str]:
+    return imports(MODULES[name].read_text(), package_of(MODULES[name]))
+
+
+def under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_the_layout_has_the_packages_the_rule_names() -> None:
+    for package in (*PURE, *IO_SIDE):
+        assert package in MODULES, package
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if under(n, PURE)])
+def test_pure_modules_import_no_io(name: str) -> None:
+    bad = sorted(i for i in imports_of(name)
+                 if under(i, IO_SIDE) or i.split(".")[0] in FORBIDDEN_IN_PURE)
+    assert not bad, f"{name} (pure) imports {bad}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if under(n, DATA_PATH)])
+def test_the_data_path_never_imports_operations(name: str) -> None:
+    bad = sorted(i for i in imports_of(name) if under(i, ("balancer.ops",)))
+    assert not bad, f"{name} imports {bad}"
+
+
+def test_the_checker_sees_every_kind_of_import() -> None:
+    """The rule is only as good as `imports`: deferred, TYPE_CHECKING and relative imports."""
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import os.path\n"
+              "def f() -> None:\n    from ..ops import server\n    from . import costs\n")
+    seen = imports(source, "balancer.balancing")
+    assert {"os.path", "balancer.ops.server", "balancer.balancing.costs"} <= seen
