@@ -107,7 +107,7 @@ class MetricsCollector(Collector):
         proxy = balancer.proxy
         yield CounterMetricFamily("balancer_retry_budget_exhausted",
                                   "Retries refused because the retry budget was spent",
-                                  value=proxy.retries.exhausted if proxy else 0)
+                                  value=proxy.retry_budget.exhausted if proxy else 0)
         yield _counters("balancer_config_reloads", "Config reloads by result", ["result"],
                         metrics.reloads)
         yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",
@@ -125,8 +125,8 @@ class MetricsCollector(Collector):
 
     def _backends(self) -> Iterator[Metric]:
         balancer = self.balancer
-        runtime, upstreams = balancer.runtime, balancer.upstreams
-        now = upstreams.loop.time()
+        runtime, backend_table = balancer.runtime, balancer.backend_table
+        now = backend_table.loop.time()
         labels = ["pool", "backend"]
         weight = GaugeMetricFamily("balancer_backend_weight", "Effective selection weight",
                                    labels=labels)
@@ -137,12 +137,12 @@ class MetricsCollector(Collector):
         ejections = CounterMetricFamily("balancer_backend_ejections", "Passive ejections",
                                         labels=labels)
         for name, pool in runtime.pools.items():
-            weights = runtime.weights(pool, upstreams, now)
+            weights = runtime.weights(pool, backend_table, now)
             for address, value in zip(pool.backends, weights, strict=True):
                 key = [name, address.key]
                 weight.add_metric(key, value)
-                inflight.add_metric(key, upstreams.inflight(address))
-                health = upstreams.health(address)
+                inflight.add_metric(key, backend_table.inflight(address))
+                health = backend_table.health(address)
                 healthy.add_metric(key, 0.0 if health.is_ejected(now) else 1.0)
                 ejections.add_metric(key, balancer.metrics.ejections[address.key])
         yield from (weight, inflight, healthy, ejections)

@@ -15,10 +15,10 @@ from typing import Protocol
 from balancer.balancing.classify import Classifier, Decision
 from balancer.balancing.health import BackendHealth, available, may_eject
 from balancer.balancing.latency import predicted_service
-from balancer.balancing.selection import LeastLatency, LeastRequest, RandomSource, RoundRobin
+from balancer.balancing.selection import LeastLatency, PowerOfTwoChoices, RandomSource, RoundRobin
 from balancer.balancing.weights import (
     BackendStats,
-    Balancing,
+    WeightPolicy,
     effective_weights,
     ramp_progress,
     slow_start_factor,
@@ -29,7 +29,7 @@ from balancer.config.routing import CLASSES, RequestClass
 
 
 class BackendView(Protocol):
-    """What the runtime may ask of the live backends (the I/O shell's Upstreams)."""
+    """What the runtime may ask of the live backends (the I/O shell's BackendTable)."""
 
     def inflight(self, address: Address) -> int: ...
     def stats(self, address: Address) -> BackendStats: ...
@@ -44,7 +44,7 @@ class Pool:
     """The backends of one pool (fixed, then discovered) and how to choose among them."""
 
     config: PoolConfig
-    least_request: LeastRequest
+    least_request: PowerOfTwoChoices
     least_latency: LeastLatency
     discovered: Discovered = field(default_factory=dict)
     selector: RoundRobin = field(default_factory=RoundRobin)
@@ -79,17 +79,17 @@ class Runtime:
     """Config plus the objects built from it, for one config generation."""
 
     def __init__(self, config: Config, generation: int, rng: RandomSource,
-                 balancing: Balancing | None = None, discovered: Discovered | None = None
+                 weight_policy: WeightPolicy | None = None, discovered: Discovered | None = None
                  ) -> None:
         self.config = config
         self.generation = generation
-        self.balancing = balancing or Balancing()
+        self.weight_policy = weight_policy or WeightPolicy()
         self.health = config.health
         self._rng = rng
         self.discovered: Discovered = dict(discovered or {})
-        self.pools = {pool.name: Pool(pool, LeastRequest(rng),
-                                      LeastLatency(rng, self.balancing.probes,
-                                                   self.balancing.latency_tolerance),
+        self.pools = {pool.name: Pool(pool, PowerOfTwoChoices(rng),
+                                      LeastLatency(rng, self.weight_policy.probes,
+                                                   self.weight_policy.latency_tolerance),
                                       self.discovered)
                       for pool in config.pools}
         self.default_pool = self.pools[config.default_pool.name]
@@ -110,7 +110,7 @@ class Runtime:
 
     def rediscovered(self, discovered: Discovered) -> "Runtime":
         """The same config and generation with discovered names' new addresses."""
-        return Runtime(self.config, self.generation, self._rng, self.balancing, discovered)
+        return Runtime(self.config, self.generation, self._rng, self.weight_policy, discovered)
 
     def is_trusted(self, client_ip: str) -> bool:
         """Whether a client's own X-Forwarded-* headers are believed (trusted_proxies)."""
@@ -186,33 +186,33 @@ class Runtime:
         if pool.config.policy == "least_latency":
             return self._least_latency(pool, view, now, candidates, cap is None, request_class)
         weights = effective_weights([view.stats(a) for a in candidates],
-                                    [static[a] for a in candidates], now, self.balancing)
+                                    [static[a] for a in candidates], now, self.weight_policy)
         return pool.least_request.select(candidates, weights, inflight)
 
     def _least_latency(self, pool: Pool, view: BackendView, now: float,
                        candidates: Sequence[Address], hot: bool,
                        request_class: str | None) -> Address:
-        balancing = self.balancing
+        weight_policy = self.weight_policy
         stats = [view.stats(a) for a in candidates]
         static = pool.static_weight
         # slow start once, as the chance to stay a probe (in the weights too, it would
         # square: a restarted backend drawn last and kept rarely, ~1% at first)
-        weights = effective_weights(stats, [static[a] for a in candidates], now, balancing,
+        weights = effective_weights(stats, [static[a] for a in candidates], now, weight_policy,
                                     reports=False, slow_start=False)
-        ramp = [slow_start_factor(now - s.added_at, balancing) for s in stats]
+        ramp = [slow_start_factor(now - s.added_at, weight_policy) for s in stats]
         most = max(ramp)  # relative: backends that all started together ramp up as one
         scale = [factor / most for factor in ramp]
-        rif = [s.rif.rif(view.inflight(a), now, balancing.rif_ttl)
+        rif = [s.rif.rif(view.inflight(a), now, weight_policy.rif_ttl)
                for s, a in zip(stats, candidates, strict=True)]
         # a backend ramping up behind the others is not judged by its latency yet: its first
         # responses were a cold process's, and with the few it gets (slow start) its
         # estimate would take seconds to come down; relative, so that backends that all
         # started together (a balancer's first seconds) are judged from the start
-        progress = [ramp_progress(now - s.added_at, balancing) for s in stats]
+        progress = [ramp_progress(now - s.added_at, weight_policy) for s in stats]
         ahead = max(progress)
         trust = [1.0 if p >= ahead - 0.05 else 0.0 for p in progress]
         service = predicted_service([s.latency for s in stats], request_class, now,
-                                    balancing.latency_idle, trust)
+                                    weight_policy.latency_idle, trust)
         return pool.least_latency.select(candidates, weights, rif, service, scale, hot)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
@@ -221,7 +221,7 @@ class Runtime:
             return []
         return effective_weights([view.stats(a) for a in pool.backends],
                                  [pool.static_weight[a] for a in pool.backends],
-                                 now, self.balancing,
+                                 now, self.weight_policy,
                                  reports=pool.config.policy != "least_latency")
 
     def may_eject(self, pool: Pool, view: BackendView, now: float) -> bool:

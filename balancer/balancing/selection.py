@@ -42,7 +42,7 @@ class RandomSource(Protocol):
     def random(self) -> float: ...
 
 
-class LeastRequest:
+class PowerOfTwoChoices:
     """Power of two choices: draw two backends (in proportion to their weights, without
     replacement) and take the one with fewer requests in flight; a tie goes to the first
     drawn, so with nothing in flight the picks follow the weights exactly. With equal
@@ -54,7 +54,7 @@ class LeastRequest:
         self._rng = rng
 
     def __repr__(self) -> str:
-        return "<LeastRequest p2c>"
+        return "<PowerOfTwoChoices p2c>"
 
     def select(self, candidates: Sequence[T], weights: Sequence[float],
                inflight: Callable[[T], int]) -> T:

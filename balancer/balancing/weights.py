@@ -20,7 +20,7 @@ from balancer.balancing.load_report import LoadReport
 
 
 @dataclass(frozen=True, slots=True)
-class Balancing:
+class WeightPolicy:
     report_ttl: float = 3.0        # seconds a load report stays valid
     slow_start: float = 10.0       # seconds over which a new backend ramps up to full weight
     slow_start_floor: float = 0.1  # share of its weight a new backend starts with
@@ -58,13 +58,13 @@ class BackendStats:
         weight = "none" if self.report_weight is None else f"{self.report_weight:.3g}"
         return f"<BackendStats report_weight={weight} error_rate={self.error_rate:.3f}>"
 
-    def observe_report(self, report: LoadReport, now: float, balancing: Balancing,
+    def observe_report(self, report: LoadReport, now: float, weight_policy: WeightPolicy,
                        own_inflight: int | None = None) -> None:
         """A load report; `own_inflight`: the balancer's own count for the backend then."""
         self.report = report
         if own_inflight is not None:
             self.rif.observe(report, own_inflight, now)
-        target = report_weight(report, balancing)
+        target = report_weight(report, weight_policy)
         if target is None:
             return
         self.report_at = now
@@ -72,20 +72,21 @@ class BackendStats:
         if current is None:
             self.report_weight = target
             return
-        stepped = current + balancing.damping * (target - current)
+        stepped = current + weight_policy.damping * (target - current)
         self.report_weight = min(max(stepped, current / 2), current * 2)
 
-    def observe_outcome(self, failed: bool, balancing: Balancing) -> None:
-        self.error_rate += balancing.error_alpha * ((1.0 if failed else 0.0) - self.error_rate)
+    def observe_outcome(self, failed: bool, weight_policy: WeightPolicy) -> None:
+        self.error_rate += weight_policy.error_alpha * ((1.0 if failed else 0.0) - self.error_rate)
 
     def observe_latency(self, seconds: float, status: int, own_inflight: int,
-                        request_class: str | None, now: float, balancing: Balancing) -> None:
+                        request_class: str | None, now: float, weight_policy: WeightPolicy) -> None:
         """A response head came `seconds` after the request was sent, with `own_inflight`
         requests (this one included) in flight to the backend; failures give no sample."""
         if status >= 500 or status == 429:
             return
-        self.latency.observe(seconds, self.rif.rif(own_inflight - 1, now, balancing.rif_ttl),
-                             request_class, now, balancing.latency_rise, balancing.latency_fall)
+        policy = weight_policy
+        self.latency.observe(seconds, self.rif.rif(own_inflight - 1, now, policy.rif_ttl),
+                             request_class, now, policy.latency_rise, policy.latency_fall)
 
     def restart(self, now: float) -> None:
         """The backend came back (restored, or re-added): ramp up again, forget old reports,
@@ -99,20 +100,20 @@ class BackendStats:
         self.rif = RifEstimate()
 
 
-def report_weight(report: LoadReport, balancing: Balancing) -> float | None:
+def report_weight(report: LoadReport, weight_policy: WeightPolicy) -> float | None:
     """rps / (utilisation + eps/rps x penalty); None when the report cannot tell."""
     rps, utilisation = report.rps, report.utilization
     if not rps or utilisation is None:
         return None
     error_share = (report.eps or 0.0) / rps
-    return rps / max(utilisation + error_share * balancing.error_penalty, 0.01)
+    return rps / max(utilisation + error_share * weight_policy.error_penalty, 0.01)
 
 
 def effective_weights(
     stats: Sequence[BackendStats],
     static: Sequence[float],
     now: float,
-    balancing: Balancing,
+    weight_policy: WeightPolicy,
     reports: bool = True,
     slow_start: bool = True,
 ) -> list[float]:
@@ -120,31 +121,31 @@ def effective_weights(
     reports' CPU-based weights are left out (static, slow start and error rate only);
     without `slow_start`, the ramp too (least_latency applies it on its own)."""
     fresh = [s.report_weight for s in stats
-             if s.report_weight is not None and now - s.report_at <= balancing.report_ttl]
+             if s.report_weight is not None and now - s.report_at <= weight_policy.report_ttl]
     mean = sum(fresh) / len(fresh) if fresh else 1.0
     weights = []
     for stat, base in zip(stats, static, strict=True):
         weight = base
         if reports and stat.report_weight is not None \
-                and now - stat.report_at <= balancing.report_ttl:
+                and now - stat.report_at <= weight_policy.report_ttl:
             weight *= stat.report_weight / mean
         if slow_start:
-            weight *= slow_start_factor(now - stat.added_at, balancing)
-        weight /= 1.0 + balancing.error_penalty * stat.error_rate
+            weight *= slow_start_factor(now - stat.added_at, weight_policy)
+        weight /= 1.0 + weight_policy.error_penalty * stat.error_rate
         weights.append(weight)
-    floor = max(weights) * balancing.min_share
+    floor = max(weights) * weight_policy.min_share
     return [max(weight, floor) for weight in weights]
 
 
-def slow_start_factor(age: float, balancing: Balancing) -> float:
-    if balancing.slow_start <= 0 or age >= balancing.slow_start:
+def slow_start_factor(age: float, weight_policy: WeightPolicy) -> float:
+    if weight_policy.slow_start <= 0 or age >= weight_policy.slow_start:
         return 1.0
-    ramp = max(age, 0.0) / balancing.slow_start
-    return balancing.slow_start_floor + (1.0 - balancing.slow_start_floor) * ramp
+    ramp = max(age, 0.0) / weight_policy.slow_start
+    return weight_policy.slow_start_floor + (1.0 - weight_policy.slow_start_floor) * ramp
 
 
-def ramp_progress(age: float, balancing: Balancing) -> float:
+def ramp_progress(age: float, weight_policy: WeightPolicy) -> float:
     """How far through slow start a backend is: 0 when it (re)joined, 1 once ramped up."""
-    if balancing.slow_start <= 0 or age >= balancing.slow_start:
+    if weight_policy.slow_start <= 0 or age >= weight_policy.slow_start:
         return 1.0
-    return max(age, 0.0) / balancing.slow_start
+    return max(age, 0.0) / weight_policy.slow_start

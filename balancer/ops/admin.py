@@ -256,17 +256,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 def status_document(balancer: "Balancer") -> dict[str, Any]:
     runtime = balancer.runtime
-    upstreams = balancer.upstreams
-    connections = upstreams.pools()
-    now = upstreams.loop.time()
+    backend_table = balancer.backend_table
+    connections = backend_table.connection_pools()
+    now = backend_table.loop.time()
     pools = []
     for pool in runtime.pools.values():
         backends = []
-        weights = runtime.weights(pool, upstreams, now)
+        weights = runtime.weights(pool, backend_table, now)
         for address, weight in zip(pool.backends, weights, strict=True):
             upstream = connections.get(address)
-            health = upstreams.health(address)
-            stats = upstreams.stats(address)
+            health = backend_table.health(address)
+            stats = backend_table.stats(address)
             report = stats.report
             backends.append({
                 "address": address.url,

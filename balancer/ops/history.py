@@ -173,15 +173,15 @@ def take_snapshot(balancer: "Balancer", at: float) -> Snapshot:
         counts = latency.setdefault(pool_name, [0] * len(histogram.counts))
         for i, count in enumerate(histogram.counts):
             counts[i] += count
-    runtime, upstreams = balancer.runtime, balancer.upstreams
-    now = upstreams.loop.time()
+    runtime, backend_table = balancer.runtime, balancer.backend_table
+    now = backend_table.loop.time()
     backends = []
     for pool in runtime.pools.values():
-        weights = runtime.weights(pool, upstreams, now)
+        weights = runtime.weights(pool, backend_table, now)
         for address, weight in zip(pool.backends, weights, strict=True):
-            health = upstreams.health(address)
+            health = backend_table.health(address)
             state = "down" if health.down else "ejected" if health.is_ejected(now) else "up"
-            backends.append(BackendSample(pool.name, address.key, upstreams.inflight(address),
+            backends.append(BackendSample(pool.name, address.key, backend_table.inflight(address),
                                           pool.config.inflight_cap, weight, state))
     proxy = balancer.proxy
     queues = {name: len(proxy.queues[name]) if proxy and name in proxy.queues else 0

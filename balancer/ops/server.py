@@ -34,7 +34,7 @@ from balancer.ops.history import INTERVAL, History, take_snapshot
 from balancer.proxy.access_log import FLUSH_INTERVAL, AccessLog
 from balancer.proxy.client import ProxyServer
 from balancer.proxy.handler import Proxy
-from balancer.upstream.backends import Upstreams
+from balancer.upstream.backends import BackendTable
 from balancer.upstream.dns import Discovered, DnsDiscovery
 from balancer.upstream.monitor import HealthMonitor
 
@@ -116,7 +116,7 @@ class Balancer:
         self._access_log: AccessLog | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
-        self._upstreams: Upstreams | None = None
+        self._backend_table: BackendTable | None = None
         self._monitor: HealthMonitor | None = None
         self._proxy: Proxy | None = None
         self.discovery: DnsDiscovery | None = None
@@ -129,17 +129,17 @@ class Balancer:
         return self._proxy
 
     @property
-    def upstreams(self) -> Upstreams:
-        assert self._upstreams is not None, "start() first"
-        return self._upstreams
+    def backend_table(self) -> BackendTable:
+        assert self._backend_table is not None, "start() first"
+        return self._backend_table
 
     async def start(self) -> None:
         config = self.runtime.config
-        self._upstreams = Upstreams(
+        self._backend_table = BackendTable(
             asyncio.get_running_loop(),
             on_connect=lambda address, seconds: self.metrics.connect_latency[
                 address.key].observe(seconds))
-        self._upstreams.start()
+        self._backend_table.start()
         self.discovery = DnsDiscovery(asyncio.get_running_loop(), self._rediscovered,
                                       self.metrics)
         self.discovery.configure(config)
@@ -147,9 +147,9 @@ class Balancer:
         self.runtime = self.runtime.rediscovered(self.discovery.discovered())
         self.discovery.start()
         self._access_log = _open_access_log(config)  # may raise ApplyError
-        self._proxy = Proxy(self.runtime, self._upstreams, self.costs, self.metrics,
+        self._proxy = Proxy(self.runtime, self._backend_table, self.costs, self.metrics,
                             self._access_log)
-        self._monitor = HealthMonitor(lambda: self.runtime, self._upstreams, self.metrics)
+        self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table, self.metrics)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
@@ -296,7 +296,7 @@ class Balancer:
         """DNS discovery changed a name's addresses: swap in a runtime with them; backends
         that left are retired as a reload retires them (in flight finish, then close)."""
         runtime = self.runtime.rediscovered(discovered)
-        self.upstreams.configure(runtime.backend_pools(), runtime.config.timeouts)
+        self.backend_table.configure(runtime.backend_pools(), runtime.config.timeouts)
         self.runtime = runtime
         if self._proxy is not None:
             self._proxy.runtime = runtime
@@ -323,7 +323,7 @@ class Balancer:
         if self._public is not None:
             # aiohttp's, read at stop
             self._public._shutdown_timeout = _aiohttp_timeout(config.timeouts.drain)
-        self.upstreams.configure(runtime.backend_pools(), config.timeouts)
+        self.backend_table.configure(runtime.backend_pools(), config.timeouts)
         if config.routing is not None:
             self.costs.configure(config.routing.learning,
                                  cpu_threshold_ms=config.routing.cpu_threshold_ms,
@@ -351,8 +351,8 @@ class Balancer:
             await self._monitor.stop()
         if self.discovery is not None:
             await self.discovery.stop()
-        if self._upstreams is not None:
-            await self._upstreams.close()
+        if self._backend_table is not None:
+            await self._backend_table.close()
         if self._access_log is not None:
             self._access_log.close()
 

@@ -207,7 +207,7 @@ class ClientConnection(web_protocol.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if status != 400 or not isinstance(exc, BadHttpMessage):
             return super().handle_error(request, status, exc, message)
-        status, reason, detail = self._classify(exc)
+        status, reason, detail = self._status_for(exc)
         self._server.on_bad_request(status)
         request_id = self._server.new_request_id()
         log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
@@ -218,7 +218,7 @@ class ClientConnection(web_protocol.RequestHandler):
         sent = head if self._refused_head else head + body
         return cast(web.StreamResponse, SentResponse(sent, False, status, len(body)))
 
-    def _classify(self, exc: BadHttpMessage) -> tuple[int, str, str]:
+    def _status_for(self, exc: BadHttpMessage) -> tuple[int, str, str]:
         if isinstance(exc, LineTooLong):
             limit = exc.args[1] if len(exc.args) > 1 else None
             line = exc.args[0] if exc.args else b""

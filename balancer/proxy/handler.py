@@ -60,7 +60,7 @@ from balancer.proxy.replies import (
     version_not_supported,
 )
 from balancer.proxy.tunnel import drop_client, tunnel
-from balancer.upstream.backends import Upstreams
+from balancer.upstream.backends import BackendTable
 from balancer.upstream.connection import ConnectionPool, Response, UpstreamConnection
 from balancer.upstream.waitqueue import WaitQueue
 
@@ -124,24 +124,24 @@ class _Facts:
 class Proxy:
     """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
 
-    def __init__(self, runtime: Runtime, upstreams: Upstreams, costs: CostModel,
+    def __init__(self, runtime: Runtime, backend_table: BackendTable, costs: CostModel,
                  metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.runtime = runtime
         self.access_log = access_log
         self.draining = False  # SIGTERM's grace period: every response closes its connection
-        self.upstreams = upstreams
+        self.backend_table = backend_table
         self.costs = costs
         self.metrics = metrics
         self.ids = RequestIds()
-        self.retries = RetryBudget(runtime.health)
+        self.retry_budget = RetryBudget(runtime.health)
         self.queues: dict[str, WaitQueue] = {}
 
     def _observe(self, runtime: Runtime, outcome: "Outcome", failed: bool) -> None:
         """A backend's outcome: its error rate (weights) and passive health (ejection)."""
-        outcome.stats.observe_outcome(failed, runtime.balancing)
-        now = self.upstreams.loop.time()
-        health = self.upstreams.health(outcome.address)
-        may_eject = failed and runtime.may_eject(outcome.pool, self.upstreams, now)
+        outcome.stats.observe_outcome(failed, runtime.weight_policy)
+        now = self.backend_table.loop.time()
+        health = self.backend_table.health(outcome.address)
+        may_eject = failed and runtime.may_eject(outcome.pool, self.backend_table, now)
         if health.observe(failed, now, runtime.health, may_eject) is EJECTED:
             self.metrics.ejections[outcome.address.key] += 1
             log.warning("backend %s ejected for %.0fs after %d consecutive failures",
@@ -149,12 +149,12 @@ class Proxy:
                         runtime.health.consecutive_failures)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = self.upstreams.loop.time()
+        started = self.backend_table.loop.time()
         record = Entry()
         reply = await self._handle(request, record)
         if self.draining and isinstance(reply, web.StreamResponse) and not reply.prepared:
             reply.force_close()
-        record.total_s = self.upstreams.loop.time() - started
+        record.total_s = self.backend_table.loop.time() - started
         self.metrics.request(record.pool, record.request_class, reply.status, record.total_s)
         access_log = self.access_log
         if access_log is not None:
@@ -262,14 +262,14 @@ class Proxy:
                 raise NoBackend(f"pool {pool.name}: {', '.join(pool.unresolved)} has not "
                                 "resolved to any address (DNS discovery)")
             raise NoBackend(f"pool {pool.name} has no backends")
-        upstreams = self.upstreams
-        self.retries.on_request(runtime.health)
+        backend_table = self.backend_table
+        self.retry_budget.on_request(runtime.health)
         tried: list[Address] = []
         last_error: ProxyError = NoBackend(f"pool {pool.name} has no backend left to try")
         queueing = pool.config.max_queue > 0
-        deadline = upstreams.loop.time() + pool.config.queue_timeout
+        deadline = backend_table.loop.time() + pool.config.queue_timeout
         while True:
-            chosen = runtime.choose(pool, upstreams, upstreams.loop.time(), tried,
+            chosen = runtime.choose(pool, backend_table, backend_table.loop.time(), tried,
                                     over_cap=not queueing or bool(tried),
                                     request_class=record.request_class)
             if chosen is None:
@@ -285,25 +285,25 @@ class Proxy:
                 self.metrics.spills[pool.name] += 1
                 record.source = "spill"
             if tried:
-                if not self.retries.try_retry():  # spent only when another backend is there
+                if not self.retry_budget.try_retry():  # spent only when another backend is there
                     raise last_error
                 log.info("%s: %s from %s; retrying on %s", forwarded.request_id,
                          last_error.reason, tried[-1], address)
                 self.metrics.retries[type(last_error).__name__] += 1
-            upstream = upstreams.get(address, used_pool.config, timeouts)
+            upstream = backend_table.get(address, used_pool.config, timeouts)
             outcome = Outcome(decision, used_pool, address, spilled,
-                              explain and decision is not None, upstreams.stats(address))
+                              explain and decision is not None, backend_table.stats(address))
             record.pool = used_pool.name
             record.backend = address.key
-            sent_at = upstreams.loop.time()
+            sent_at = backend_table.loop.time()
             try:
                 conn, response = await self._exchange(
                     request, upstream, payload, forwarded, streamed, limits, timeouts
                 )
-                record.upstream_s = upstreams.loop.time() - sent_at
+                record.upstream_s = backend_table.loop.time() - sent_at
                 outcome.stats.observe_latency(record.upstream_s, response.status,
-                                              upstreams.inflight(address), record.request_class,
-                                              sent_at + record.upstream_s, runtime.balancing)
+                                              backend_table.inflight(address), record.request_class,
+                                              sent_at + record.upstream_s, runtime.weight_policy)
                 self.metrics.upstream_latency[address.key].observe(record.upstream_s)
                 break
             except ProxyError as error:
@@ -336,7 +336,7 @@ class Proxy:
     def _queue(self, pool: str) -> WaitQueue:
         queue = self.queues.get(pool)
         if queue is None:
-            queue = self.queues[pool] = WaitQueue(self.upstreams.loop)
+            queue = self.queues[pool] = WaitQueue(self.backend_table.loop)
         return queue
 
     async def _exchange(
@@ -460,15 +460,15 @@ class Proxy:
         report of what the request cost into the route's learned cost."""
         runtime = self.runtime
         self._observe(runtime, outcome, failed=status >= 500 or status == 429)
-        balancing = runtime.balancing
+        weight_policy = runtime.weight_policy
         if report is None:
             return
         parsed = parse_load_report(report)
         if parsed is None:
             return
-        now = self.upstreams.loop.time()
-        outcome.stats.observe_report(parsed, now, balancing,
-                                     self.upstreams.inflight(outcome.address))
+        now = self.backend_table.loop.time()
+        outcome.stats.observe_report(parsed, now, weight_policy,
+                                     self.backend_table.inflight(outcome.address))
         decision = outcome.decision
         if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
             self.costs.observe_report(decision.template, parsed, now)

@@ -19,7 +19,7 @@ from balancer.upstream.connection import ConnectionPool
 log = logging.getLogger("balancer.health")
 
 
-class Upstreams:
+class BackendTable:
     """One ConnectionPool per backend address."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
@@ -33,7 +33,7 @@ class Upstreams:
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<Upstreams {len(self._pools)} backends>"
+        return f"<BackendTable {len(self._pools)} backends>"
 
     def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
         upstream = self._pools.get(address)
@@ -96,7 +96,7 @@ class Upstreams:
         upstream = self._pools.get(address)
         return upstream.inflight if upstream is not None else 0
 
-    def pools(self) -> dict[Address, ConnectionPool]:
+    def connection_pools(self) -> dict[Address, ConnectionPool]:
         return dict(self._pools)
 
     def start(self, interval: float = 5.0) -> None:

@@ -15,7 +15,7 @@ from balancer.balancing.health import EJECTED, RESTORED
 from balancer.balancing.runtime import Runtime
 from balancer.config.addresses import Address
 from balancer.metrics import Metrics
-from balancer.upstream.backends import Upstreams
+from balancer.upstream.backends import BackendTable
 
 log = logging.getLogger("balancer.health")
 
@@ -46,10 +46,10 @@ async def check(address: Address, path: str, timeout: float) -> bool:
 class HealthMonitor:
     """Runs the checks while the balancer runs; reads the current runtime each round."""
 
-    def __init__(self, runtime: Callable[[], Runtime], upstreams: Upstreams,
+    def __init__(self, runtime: Callable[[], Runtime], backend_table: BackendTable,
                  metrics: Metrics) -> None:
         self._runtime = runtime
-        self.upstreams = upstreams
+        self.backend_table = backend_table
         self.metrics = metrics
         self._task: asyncio.Task[None] | None = None
 
@@ -78,10 +78,10 @@ class HealthMonitor:
         results = await asyncio.gather(
             *(check(a, policy.check_path, policy.check_timeout) for a in addresses))
         for address, ok in zip(addresses, results, strict=True):
-            transition = self.upstreams.health(address).observe_check(ok, policy)
+            transition = self.backend_table.health(address).observe_check(ok, policy)
             if transition is EJECTED:
                 self.metrics.ejections[address.key] += 1
                 log.warning("backend %s down: %d health checks failed", address, policy.fall)
             elif transition is RESTORED:
-                self.upstreams.stats(address).restart(self.upstreams.loop.time())
+                self.backend_table.stats(address).restart(self.backend_table.loop.time())
                 log.info("backend %s up: %d health checks passed", address, policy.rise)

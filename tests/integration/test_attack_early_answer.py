@@ -93,6 +93,6 @@ async def test_an_early_answer_to_a_streamed_upload_is_relayed(
     assert b"\r\nConnection: close\r\n" in received
     assert len(backend.heads) == 1 and backend.heads[0].startswith(b"POST /upload HTTP/1.1")
     # the balancer itself still serves, and counted no backend fault
-    upstreams = lb.balancer.upstreams
-    assert [upstreams.health(address).failures
+    backend_table = lb.balancer.backend_table
+    assert [backend_table.health(address).failures
             for address in lb.balancer.runtime.addresses()] == [0]

@@ -171,7 +171,8 @@ async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_conn
     # the gone backends' connections close once their requests finished
     await wait_for(lambda: fleet.connections(HOSTS[1]) + fleet.connections(HOSTS[2]) == 0,
                    what="the retired backends' connections to close")
-    assert list(balancer.upstreams.pools()) == list(balancer.runtime.pools["default"].backends)
+    assert (list(balancer.backend_table.connection_pools())
+            == list(balancer.runtime.pools["default"].backends))
 
 
 async def test_a_resolver_that_goes_down_keeps_the_last_set_serving(

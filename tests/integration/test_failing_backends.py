@@ -39,7 +39,8 @@ TIMEOUTS = "timeouts: {connect: 500ms, backend_response: 500ms}\n"
 
 def resources(lb: Running) -> tuple[int, int, int]:
     """(open file descriptors of this process, asyncio tasks, upstream connections)."""
-    upstream = sum(pool.open_count for pool in lb.balancer.upstreams.pools().values())
+    pools = lb.balancer.backend_table.connection_pools().values()
+    upstream = sum(pool.open_count for pool in pools)
     return len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks()), upstream
 
 

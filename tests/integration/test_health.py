@@ -161,7 +161,7 @@ async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(
         async with session.get(f"{lb.url}/") as resp:
             assert resp.status == 200  # refused connections are retried on the other backend
             assert resp.headers["X-Backend"] == "alive"
-    health = next(h for a, h in lb.balancer.upstreams._health.items() if a.port == port)
+    health = next(h for a, h in lb.balancer.backend_table._health.items() if a.port == port)
     assert health.ejections >= 1
 
     from aiohttp import web
@@ -226,17 +226,17 @@ async def test_active_health_checks_end_to_end(
     lb = await balancer_factory(one_pool_config(
         steady.url, flaky.url,
         extra="health: {check_interval: 50ms, check_timeout: 500ms, rise: 1, fall: 2}\n"))
-    upstreams = lb.balancer.upstreams
+    backend_table = lb.balancer.backend_table
     address = next(a for a in lb.balancer.runtime.addresses() if flaky.url.endswith(a.key))
     flaky.set_healthy(False)
-    await wait_for(lambda: upstreams.health(address).down, what="flaky marked down")
+    await wait_for(lambda: backend_table.health(address).down, what="flaky marked down")
     seen = Counter()
     for _ in range(20):
         async with session.get(f"{lb.url}/") as resp:
             seen[resp.headers["X-Backend"]] += 1
     assert seen == {"steady": 20}
     flaky.set_healthy(True)
-    await wait_for(lambda: not upstreams.health(address).down, what="flaky back up")
+    await wait_for(lambda: not backend_table.health(address).down, what="flaky back up")
     async with session.get(f"{lb.admin_url}/status") as resp:
         backends = (await resp.json())["pools"][0]["backends"]
     assert all(b["healthy"] for b in backends)

@@ -190,7 +190,7 @@ async def test_unix_socket_backend(
         async with session.get(f"{lb.url}/over-unix") as resp:
             assert resp.status == 200
             assert (await resp.json())["path_qs"] == "/over-unix"
-    upstream = next(iter(lb.balancer.upstreams.pools().values()))
+    upstream = next(iter(lb.balancer.backend_table.connection_pools().values()))
     assert upstream.open_count == 1  # one keep-alive connection served all three
 
 
@@ -303,7 +303,7 @@ async def test_connection_limit_reached_is_503_with_retry_after(
     config = one_pool_config(backend.url, extra="timeouts: {connect: 200ms}\n")
     lb = await balancer_factory(config + "    max_connections: 1\n")
     slow = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-    upstream_pools = lb.balancer.upstreams.pools
+    upstream_pools = lb.balancer.backend_table.pools
     await wait_for(lambda: any(p.open_count for p in upstream_pools().values()), what="busy")
     async with session.get(f"{lb.url}/fast") as resp:
         assert resp.status == 503
@@ -400,7 +400,7 @@ async def test_backends_that_report_more_load_get_less_traffic(
     busy = await backend_factory("busy", report="TEXT cpu_utilization=0.4, rps_fractional=50")
     lb = await balancer_factory(one_pool_config(idle.url, busy.url).replace(
         "    backends:", "    policy: weighted_least_request\n    backends:"))  # not the default
-    for stats in (lb.balancer.upstreams.stats(a) for a in lb.balancer.runtime.addresses()):
+    for stats in (lb.balancer.backend_table.stats(a) for a in lb.balancer.runtime.addresses()):
         stats.added_at -= 3600  # past slow start: compare the report weights alone
     for _ in range(10):  # first reports from both
         async with session.get(f"{lb.url}/") as resp:

@@ -256,9 +256,9 @@ async def test_the_proxy_never_ejects_more_than_the_share_of_a_pool(
             assert resp.status in (502, 503)  # refused: with a retry (503) or without
     seen = await metrics(session, lb)
     assert seen["balancer_backend_ejections_total"] == 1  # half of 2: one, never both
-    now = lb.balancer.upstreams.loop.time()
+    now = lb.balancer.backend_table.loop.time()
     ejected = [a for a in lb.balancer.runtime.addresses()
-               if lb.balancer.upstreams.health(a).is_ejected(now)]
+               if lb.balancer.backend_table.health(a).is_ejected(now)]
     assert len(ejected) == 1
 
 

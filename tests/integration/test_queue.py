@@ -24,7 +24,7 @@ async def test_a_full_queue_answers_503_at_once_and_a_waiter_times_out(
     assert proxy is not None
     async with aiohttp.ClientSession() as session:
         busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1.5"))
-        await wait_for(lambda: lb.balancer.upstreams.inflight(
+        await wait_for(lambda: lb.balancer.backend_table.inflight(
             next(iter(lb.balancer.runtime.addresses()))) == 1, what="the backend busy")
         waiting = asyncio.ensure_future(session.get(f"{lb.url}/queued"))
         await wait_for(lambda: sum(len(q) for q in proxy.queues.values()) == 1, what="a waiter")
@@ -47,7 +47,7 @@ async def test_a_waiter_is_served_when_room_frees_up(
     assert proxy is not None
     async with aiohttp.ClientSession() as session:
         busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=0.3"))
-        await wait_for(lambda: lb.balancer.upstreams.inflight(
+        await wait_for(lambda: lb.balancer.backend_table.inflight(
             next(iter(lb.balancer.runtime.addresses()))) == 1, what="the backend busy")
         waiting = asyncio.ensure_future(session.get(f"{lb.url}/queued"))
         await wait_for(lambda: sum(len(q) for q in proxy.queues.values()) == 1, what="a waiter")

@@ -149,12 +149,12 @@ async def test_backend_state_carries_over_a_reload_by_address(
     address = lb.balancer.runtime.config.pools[0].backends[0]
     async with session.get(f"{lb.url}/x") as resp:
         assert resp.status == 200
-    stats = lb.balancer.upstreams.stats(address)
+    stats = lb.balancer.backend_table.stats(address)
     assert stats.report is not None
     path.write_text(one_pool_config(backend.url, other.url))
     assert (await lb.balancer.reload()).ok
-    assert lb.balancer.upstreams.stats(address) is stats  # the same record: report, errors
-    assert lb.balancer.upstreams.stats(address).report is not None
+    assert lb.balancer.backend_table.stats(address) is stats  # the same record: report, errors
+    assert lb.balancer.backend_table.stats(address).report is not None
 
 
 async def test_json_access_log_has_one_line_per_request(
@@ -262,7 +262,8 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
     server = first.runner.server
     assert server is not None
     await wait_for(lambda: len(server.connections) == 0, what="first's connection closed")
-    assert set(lb.balancer.upstreams.pools()) == set(lb.balancer.runtime.config.pools[0].backends)
+    assert (set(lb.balancer.backend_table.connection_pools())
+            == set(lb.balancer.runtime.config.pools[0].backends))
 
 
 async def test_client_limits_and_timeouts_of_a_reload_apply_to_new_connections(
@@ -309,17 +310,17 @@ async def test_an_ejected_backend_stays_ejected_across_a_reload(
     lb, path = await _from_file(tmp_path, balancer_factory,
                                 one_pool_config(alive.url, dead, extra=health))
     dead_address = next(a for a in lb.balancer.runtime.addresses() if a.key in dead)
-    upstreams = lb.balancer.upstreams
+    backend_table = lb.balancer.backend_table
     for _ in range(50):  # until a request has met the dead backend
         async with session.get(f"{lb.url}/") as resp:
             assert resp.status == 200  # the refused connect is retried on the other one
-        if upstreams.health(dead_address).is_ejected(upstreams.loop.time()):
+        if backend_table.health(dead_address).is_ejected(backend_table.loop.time()):
             break
-    assert upstreams.health(dead_address).is_ejected(upstreams.loop.time())
+    assert backend_table.health(dead_address).is_ejected(backend_table.loop.time())
     path.write_text(one_pool_config(alive.url, dead, extra=health + "timeouts: {connect: 4s}\n"))
     assert (await lb.balancer.reload()).ok
-    health_after = upstreams.health(dead_address)
-    assert health_after.is_ejected(upstreams.loop.time()), "the reload forgot the ejection"
+    health_after = backend_table.health(dead_address)
+    assert health_after.is_ejected(backend_table.loop.time()), "the reload forgot the ejection"
     assert health_after.ejections == 1
 
 
@@ -382,11 +383,11 @@ async def test_warm_connections_to_a_kept_backend_are_reused_after_a_reload(
         assert await resp.read() == b"ok"
     assert kept.connections == 1
     address = lb.balancer.runtime.config.pools[0].backends[0]
-    pool = lb.balancer.upstreams.pools()[address]
+    pool = lb.balancer.backend_table.connection_pools()[address]
     path.write_text(one_pool_config(kept.url, added.url)
                     + "    policy: round_robin\n")
     assert (await lb.balancer.reload()).ok
-    assert lb.balancer.upstreams.pools()[address] is pool
+    assert lb.balancer.backend_table.connection_pools()[address] is pool
     for _ in range(4):  # round robin: two of them to the kept backend
         async with session.get(f"{lb.url}/") as resp:
             assert resp.status == 200

@@ -18,7 +18,7 @@ from balancer.balancing.load_report import (
     LoadReport,
     parse_load_report,
 )
-from balancer.balancing.weights import BackendStats, Balancing, effective_weights, report_weight
+from balancer.balancing.weights import BackendStats, WeightPolicy, effective_weights, report_weight
 from tests.conftest import one_pool_config, read_request_head
 
 KEYS = st.sampled_from([
@@ -50,18 +50,18 @@ def check_bounded(report: LoadReport) -> None:
 
 def check_weights(report: LoadReport) -> None:
     """A pool of one liar and two honest backends: finite weights, nobody below the floor."""
-    balancing = Balancing(slow_start=0.0)
+    weight_policy = WeightPolicy(slow_start=0.0)
     assert HONEST is not None
     stats = [BackendStats(0.0), BackendStats(0.0), BackendStats(0.0)]
     for _ in range(5):  # damping lets a lie grow by x2 per report: send a few
-        stats[0].observe_report(report, 1.0, balancing)
-        stats[1].observe_report(HONEST, 1.0, balancing)
-        stats[2].observe_report(HONEST, 1.0, balancing)
-    weight = report_weight(report, balancing)
+        stats[0].observe_report(report, 1.0, weight_policy)
+        stats[1].observe_report(HONEST, 1.0, weight_policy)
+        stats[2].observe_report(HONEST, 1.0, weight_policy)
+    weight = report_weight(report, weight_policy)
     assert weight is None or (math.isfinite(weight) and weight > 0)
-    weights = effective_weights(stats, [1.0, 1.0, 1.0], 1.5, balancing)
+    weights = effective_weights(stats, [1.0, 1.0, 1.0], 1.5, weight_policy)
     assert all(math.isfinite(w) and w > 0 for w in weights), weights
-    floor = max(weights) * balancing.min_share
+    floor = max(weights) * weight_policy.min_share
     assert min(weights) >= floor * (1 - 1e-9), weights
 
 

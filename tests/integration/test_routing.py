@@ -94,7 +94,8 @@ async def test_a_saturated_pool_spills_to_its_spill_to_pool(
     lb = await three_pools(backend_factory, balancer_factory,
                            extra_pool=", max_inflight: 1, spill_to: [io]")
     busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))  # default class → light
-    await wait_for(lambda: sum(u.inflight for u in lb.balancer.upstreams.pools().values()) == 1,
+    table = lb.balancer.backend_table
+    await wait_for(lambda: sum(u.inflight for u in table.connection_pools().values()) == 1,
                    what="the light backend to be busy")
     async with session.get(f"{lb.url}/render/page") as resp:
         explained = decision(resp)
@@ -115,7 +116,8 @@ async def test_a_saturated_pool_without_spill_to_keeps_its_requests(
     lb = await three_pools(backend_factory, balancer_factory, heavy_pool=", max_inflight: 1",
                            rules='    - {path: "/slow", class: heavy_cpu}\n')
     busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-    await wait_for(lambda: sum(u.inflight for u in lb.balancer.upstreams.pools().values()) == 1,
+    table = lb.balancer.backend_table
+    await wait_for(lambda: sum(u.inflight for u in table.connection_pools().values()) == 1,
                    what="the heavy backend to be busy")
     async with session.post(f"{lb.url}/process/x") as resp:
         explained = decision(resp)

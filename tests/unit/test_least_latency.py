@@ -11,11 +11,11 @@ from balancer.balancing.latency import LatencyEstimate, predicted_service
 from balancer.balancing.load_report import LoadReport
 from balancer.balancing.runtime import Pool, Runtime
 from balancer.balancing.selection import LeastLatency
-from balancer.balancing.weights import BackendStats, Balancing
+from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
 from balancer.config.model import parse_config
 
-B = Balancing()
+B = WeightPolicy()
 NOW = 1000.0
 
 

@@ -11,11 +11,11 @@ import pytest
 
 from balancer.balancing.health import BackendHealth
 from balancer.balancing.runtime import Runtime
-from balancer.balancing.weights import BackendStats, Balancing
+from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
 from balancer.config.model import parse_config
 
-B = Balancing()
+B = WeightPolicy()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from backends.load import Counters, LoadMeter, format_report
 from backends.middleware import LoadReportWSGI
 from balancer.balancing.load_report import parse_load_report
-from balancer.balancing.weights import Balancing, report_weight
+from balancer.balancing.weights import WeightPolicy, report_weight
 from tests.envoy_orca import OrcaError, parse_orca_headers
 
 H = "endpoint-load-metrics"
@@ -132,6 +132,6 @@ def test_application_utilization_is_preferred_when_sent() -> None:
                                  "rps_fractional:100")
     assert both is not None and cpu_only is not None
     assert (both.utilization, cpu_only.utilization) == (0.2, 0.9)
-    balancing = Balancing()
-    assert report_weight(both, balancing) == pytest.approx(100 / 0.2)
-    assert report_weight(cpu_only, balancing) == pytest.approx(100 / 0.9)
+    weight_policy = WeightPolicy()
+    assert report_weight(both, weight_policy) == pytest.approx(100 / 0.2)
+    assert report_weight(cpu_only, weight_policy) == pytest.approx(100 / 0.9)

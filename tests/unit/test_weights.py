@@ -7,16 +7,16 @@ from collections import Counter
 import pytest
 
 from balancer.balancing.load_report import LoadReport
-from balancer.balancing.selection import LeastRequest, RoundRobin
+from balancer.balancing.selection import PowerOfTwoChoices, RoundRobin
 from balancer.balancing.weights import (
     BackendStats,
-    Balancing,
+    WeightPolicy,
     effective_weights,
     report_weight,
     slow_start_factor,
 )
 
-B = Balancing()
+B = WeightPolicy()
 
 
 def report(rps: float, utilisation: float, eps: float = 0.0) -> LoadReport:
@@ -28,7 +28,7 @@ def settled(now: float = 100.0) -> BackendStats:
 
 
 def test_picks_follow_the_weights_within_5_percent_over_10k_picks() -> None:
-    chooser = LeastRequest(random.Random(42))
+    chooser = PowerOfTwoChoices(random.Random(42))
     weights = [1.0, 2.0, 5.0, 2.0]
     picks = Counter(chooser.select(range(4), weights, lambda i: 0) for _ in range(10_000))
     for index, weight in enumerate(weights):
@@ -37,7 +37,7 @@ def test_picks_follow_the_weights_within_5_percent_over_10k_picks() -> None:
 
 
 def test_the_colder_of_the_two_draws_wins() -> None:
-    chooser = LeastRequest(random.Random(1))
+    chooser = PowerOfTwoChoices(random.Random(1))
     inflight = {0: 5, 1: 0, 2: 0}
     picks = Counter(chooser.select([0, 1, 2], [1.0, 1.0, 1.0], inflight.__getitem__)
                     for _ in range(3000))
@@ -193,14 +193,14 @@ class Draws:
 def test_a_draw_on_a_boundary_goes_to_the_next_backend() -> None:
     # first draw: 0.5 x 2 = 1.0, exactly past a's share, so b; second (b skipped): a;
     # nothing in flight: the first drawn wins
-    assert LeastRequest(Draws(0.5, 0.5)).select("ab", [1.0, 1.0], lambda c: 0) == "b"
+    assert PowerOfTwoChoices(Draws(0.5, 0.5)).select("ab", [1.0, 1.0], lambda c: 0) == "b"
     # a draw at the very end of the range (rounding) falls to the last candidate
-    assert LeastRequest(Draws(1.0, 1.0)).select("abc", [0.1, 0.2, 0.3], lambda c: 0) == "c"
+    assert PowerOfTwoChoices(Draws(1.0, 1.0)).select("abc", [0.1, 0.2, 0.3], lambda c: 0) == "c"
 
 
 def test_a_single_candidate_is_taken_without_drawing() -> None:
-    assert LeastRequest(Draws()).select(["only"], [3.0], lambda c: 0) == "only"
-    assert repr(LeastRequest(Draws())) == "<LeastRequest p2c>"
+    assert PowerOfTwoChoices(Draws()).select(["only"], [3.0], lambda c: 0) == "only"
+    assert repr(PowerOfTwoChoices(Draws())) == "<PowerOfTwoChoices p2c>"
 
 
 # -- weights: exact figures ------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_the_error_penalty_divides_exactly() -> None:
 
 
 def test_a_report_step_is_clamped_to_half_or_double() -> None:
-    undamped = Balancing(damping=1.0)
+    undamped = WeightPolicy(damping=1.0)
     stats = settled()
     stats.observe_report(report(100, 1.0), 0.0, undamped)
     assert stats.report_weight == 100
@@ -258,8 +258,8 @@ def test_a_new_backend_has_no_report_and_a_restart_forgets_reports_and_ramps_aga
 
 
 def test_slow_start_edges() -> None:
-    off = Balancing(slow_start=0.0)
+    off = WeightPolicy(slow_start=0.0)
     assert slow_start_factor(-1.0, off) == 1.0  # off, even for a clock that went back
-    one = Balancing(slow_start=1.0, slow_start_floor=0.2)
+    one = WeightPolicy(slow_start=1.0, slow_start_floor=0.2)
     assert slow_start_factor(0.5, one) == pytest.approx(0.6)
     assert slow_start_factor(-1.0, one) == pytest.approx(0.2)
