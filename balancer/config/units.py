@@ -48,8 +48,3 @@ def parse_size(value: object) -> int:
         raise ValueError(f"{value!r} is negative (a size must be >= 0)")
     return size
 
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"

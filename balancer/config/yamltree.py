@@ -7,13 +7,14 @@ pass reports every error in the file, not only the first.
 """
 
 import difflib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+Parsers = Mapping[str, Callable[[object], object]]  # a section's keys and how each one reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,30 @@ class Reader:
             self.fail(node, path, str(exc))
             return None
 
+    def fields(
+        self, entries: Mapping[str, yaml.Node], path: str, parsers: Parsers
+    ) -> dict[str, Any]:
+        """The entries `parsers` names, each converted by its own parser; a bad one is recorded
+        and left out, so the dataclass built from them keeps that field's default. The values
+        are typed Any: each is what its parser returns, and a key of `parsers` is a field name
+        (tests/unit/test_config_parsers.py checks every table against its dataclass)."""
+        values: dict[str, Any] = {}
+        for key, parse in parsers.items():
+            if key in entries:
+                value = self.convert(entries[key], join(path, key), parse)
+                if value is not None:
+                    values[key] = value
+        return values
+
+    def section[S](
+        self, node: yaml.Node | None, path: str, cls: Callable[..., S], parsers: Parsers
+    ) -> S:
+        """A flat section: each key is a field of `cls`, read with its own parser; the keys of
+        `parsers` are the only ones known. An absent section is `cls()`, all defaults."""
+        if node is None:
+            return cls()
+        return cls(**self.fields(self.mapping(node, path, parsers) or {}, path, parsers))
+
 
 def _describe(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
@@ -272,9 +297,11 @@ def _str(raw: object) -> str:
 as_str = Converter(_str, {"type": "string", "minLength": 1})
 
 
-def as_choice(choices: Collection[str]) -> Converter[str]:
-    def parse(raw: object) -> str:
-        if raw not in choices:
-            raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
-        return str(raw)
+def as_choice[C: str](choices: Collection[C]) -> Converter[C]:
+    """One of `choices` (typed as they are, e.g. a Literal)."""
+    def parse(raw: object) -> C:
+        for choice in choices:
+            if raw == choice:
+                return choice
+        raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
     return Converter(parse, {"enum": list(choices)})

@@ -13,7 +13,7 @@ from balancer.balancing.runtime import Pool, Runtime
 from balancer.balancing.selection import LeastLatency
 from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 
 B = WeightPolicy()
 NOW = 1000.0

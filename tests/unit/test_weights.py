@@ -139,7 +139,7 @@ class FixedView:
 def test_plain_least_request_ignores_reported_weights() -> None:
     from balancer.balancing.health import BackendHealth
     from balancer.balancing.runtime import Runtime
-    from balancer.config.model import parse_config
+    from balancer.config.parse import parse_config
 
     def runtime(policy: str) -> Runtime:
         return Runtime(parse_config(
