@@ -141,9 +141,9 @@ class Reader:
         entries: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             try:
-                key = self._constructor.construct_object(key_node, deep=True)
-            except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows
-                self.fail(key_node, path, f"invalid key: {_yaml_problem(exc)}")
+                key = self._construct(key_node)
+            except _Unreadable as exc:  # e.g. a tag no safe constructor knows
+                self.fail(key_node, path, f"invalid key: {exc}")
                 continue
             if not isinstance(key, str):
                 self.fail(key_node, path, f"keys must be strings, got {key!r}")
@@ -178,10 +178,26 @@ class Reader:
             self.fail(node, path, f"expected a single value, got {_describe(node)}")
             return None
         try:
+            return self._construct(node)
+        except _Unreadable as exc:
+            self.fail(node, path, f"invalid value: {exc}")
+            return None
+
+    def _construct(self, node: yaml.Node) -> object:
+        """The node's value; _Unreadable (with the reason) when its tag cannot read it.
+
+        PyYAML's safe constructors raise YAMLError for an unknown tag, but plain ValueError,
+        KeyError or AttributeError for a bad scalar under a known one (`!!int x`,
+        `!!bool maybe`, `!!timestamp nope`): all of them are the file's fault."""
+        try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.fail(node, path, f"invalid value: {_yaml_problem(exc)}")
-            return None
+            raise _Unreadable(_yaml_problem(exc)) from None
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            if isinstance(node, yaml.ScalarNode):
+                raise _Unreadable(f"{node.value!r} cannot be read as {tag}") from None
+            raise _Unreadable(f"{_describe(node)} holds a value its tag cannot read") from None
 
     def convert(self, node: yaml.Node, path: str, parse: Callable[[object], T]) -> T | None:
         """Apply a parser that raises ValueError with a message; record the message as a problem."""
@@ -220,6 +236,10 @@ class Reader:
         if node is None:
             return cls()
         return cls(**self.fields(self.mapping(node, path, parsers) or {}, path, parsers))
+
+
+class _Unreadable(Exception):
+    """A node its tag's constructor cannot read; the message says why."""
 
 
 def _describe(node: yaml.Node) -> str:
