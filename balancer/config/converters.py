@@ -1,6 +1,7 @@
 """Parsers of the config's single values: admin tokens, host names, paths, DNS resolvers,
-networks, backend weights and discovery names, and the listen/backend address parsers that
-also refuse host names a resolver cannot take.
+networks, backend weights and discovery names, the listen/backend address parsers that also
+refuse host names a resolver cannot take; and the tables that give each key of a flat section
+(timeouts, limits, health, discovery, access_log, a pool's one-value keys) its parser.
 
 Pure. Each takes a YAML scalar and returns the value or raises ValueError with a message that
 names the accepted form (yamltree.Reader.convert records it, located). The generic ones
@@ -13,7 +14,9 @@ import re
 from collections.abc import Callable
 
 from balancer.config.addresses import Address, parse_backend, parse_listen
-from balancer.config.model import Discover, IPNetwork
+from balancer.config.model import LOG_FORMATS, POLICIES, POOL_KINDS, Discover, IPNetwork, Timeouts
+from balancer.config.units import parse_duration, parse_size
+from balancer.config.yamltree import Parsers, as_choice, as_int, as_number, as_ratio, as_str
 
 
 def as_token(raw: object) -> str:
@@ -116,3 +119,46 @@ def as_discover(raw: object) -> Discover:
         raise ValueError(f"{raw!r} is not {expected}")
     address = backend_address(raw)
     return Discover(address.host, address.port)
+
+
+# How each key of a flat section reads (the keys are the dataclass's fields).
+TIMEOUT_PARSERS: Parsers = {name: parse_duration for name in Timeouts.__dataclass_fields__}
+LIMIT_PARSERS: Parsers = {
+    "max_body_size": parse_size,
+    "max_header_size": parse_size,
+    "max_uri_size": parse_size,
+    "max_headers": as_int(minimum=1),
+    "max_head_size": parse_size,
+}
+HEALTH_PARSERS: Parsers = {
+    "consecutive_failures": as_int(minimum=1),
+    "ejection": parse_duration,
+    "max_ejection": parse_duration,
+    "max_ejected_share": as_ratio,
+    "retry_budget": as_ratio,
+    "retry_burst": as_number(1),
+    "check_interval": parse_duration,
+    "check_timeout": parse_duration,
+    "check_path": as_path,
+    "rise": as_int(minimum=1),
+    "fall": as_int(minimum=1),
+}
+DISCOVERY_PARSERS: Parsers = {
+    "interval": lambda raw: at_least(parse_duration(raw), 1.0, "interval"),
+    "timeout": lambda raw: at_least(parse_duration(raw), 0.1, "timeout"),
+}
+ACCESS_LOG_PARSERS: Parsers = {
+    "format": as_choice(LOG_FORMATS),
+    "path": as_str,
+}
+# the keys of a pool that are one value each (backends and spill_to are lists)
+POOL_PARSERS: Parsers = {
+    "kind": as_choice(POOL_KINDS),
+    "policy": as_choice(POLICIES),
+    "max_queue": as_int(minimum=0),
+    "queue_timeout": parse_duration,
+    "max_connections": as_int(minimum=1),
+    "max_idle": as_int(minimum=1),
+    "max_inflight": as_int(minimum=1),
+    "max_tunnels": as_int(minimum=1),
+}

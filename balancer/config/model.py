@@ -2,9 +2,10 @@
 
 Pure, and only the model: balancer/config/parse.py reads a file into it (`parse_config`,
 every problem located as `file:line:col: key.path: message`), balancer/config/converters.py
-holds the parsers of its single values, and balancer/config/schema.py derives the JSON Schema
-from the key lists here and the parsers there. The `routing` section's model is in
-balancer/config/routing.py, addresses in balancer/config/addresses.py.
+holds the parsers of its values and which one reads each key of a flat section, and
+balancer/config/schema.py derives the JSON Schema from the key lists here and the parsers
+there. The `routing` section's model is in balancer/config/routing.py, addresses in
+balancer/config/addresses.py.
 """
 
 import ipaddress

@@ -8,8 +8,8 @@ and a secret key `K` may instead be `K_file: path`, read with the `read_secret` 
 file's content without its trailing newline), so a container's YAML holds no secret.
 `balancer.ops.config_file.load_config` is the I/O shell: it passes the process environment
 and reads secret files relative to the config file's directory. balancer/config/schema.py
-derives the JSON Schema from the key lists and parser tables here and in model.py: a key
-added without a schema fails its test.
+derives the JSON Schema from the key lists in model.py and the parser tables in
+converters.py: a key added without a schema fails its test.
 """
 
 import hashlib
@@ -21,23 +21,24 @@ import yaml
 from balancer.balancing.health import HealthPolicy
 from balancer.config.addresses import Address
 from balancer.config.converters import (
+    ACCESS_LOG_PARSERS,
+    DISCOVERY_PARSERS,
+    HEALTH_PARSERS,
+    LIMIT_PARSERS,
+    POOL_PARSERS,
+    TIMEOUT_PARSERS,
     as_discover,
     as_host_name,
     as_network,
-    as_path,
     as_resolver,
     as_token,
     as_weight,
-    at_least,
     backend_address,
     listen_address,
 )
 from balancer.config.model import (
     BACKEND_KEYS,
-    LOG_FORMATS,
-    POLICIES,
     POOL_KEYS,
-    POOL_KINDS,
     SECRET_SUFFIX,
     TOP_KEYS,
     AccessLogConfig,
@@ -51,63 +52,16 @@ from balancer.config.model import (
 )
 from balancer.config.routing import RoutingConfig, read_routing
 from balancer.config.substitution import substitute
-from balancer.config.units import parse_duration, parse_size
 from balancer.config.yamltree import (
     ConfigError,
-    Parsers,
     Problem,
     Reader,
     as_bool,
-    as_choice,
-    as_int,
-    as_number,
-    as_ratio,
     as_str,
     compose,
     join,
 )
 
-# How each key of a flat section reads (the keys are the dataclass's fields).
-TIMEOUT_PARSERS: Parsers = {name: parse_duration for name in Timeouts.__dataclass_fields__}
-LIMIT_PARSERS: Parsers = {
-    "max_body_size": parse_size,
-    "max_header_size": parse_size,
-    "max_uri_size": parse_size,
-    "max_headers": as_int(minimum=1),
-    "max_head_size": parse_size,
-}
-HEALTH_PARSERS: Parsers = {
-    "consecutive_failures": as_int(minimum=1),
-    "ejection": parse_duration,
-    "max_ejection": parse_duration,
-    "max_ejected_share": as_ratio,
-    "retry_budget": as_ratio,
-    "retry_burst": as_number(1),
-    "check_interval": parse_duration,
-    "check_timeout": parse_duration,
-    "check_path": as_path,
-    "rise": as_int(minimum=1),
-    "fall": as_int(minimum=1),
-}
-DISCOVERY_PARSERS: Parsers = {
-    "interval": lambda raw: at_least(parse_duration(raw), 1.0, "interval"),
-    "timeout": lambda raw: at_least(parse_duration(raw), 0.1, "timeout"),
-}
-ACCESS_LOG_PARSERS: Parsers = {
-    "format": as_choice(LOG_FORMATS),
-    "path": as_str,
-}
-# the keys of a pool that are one value each (backends and spill_to are lists)
-POOL_PARSERS: Parsers = {
-    "kind": as_choice(POOL_KINDS),
-    "policy": as_choice(POLICIES),
-    "max_queue": as_int(minimum=0),
-    "queue_timeout": parse_duration,
-    "max_connections": as_int(minimum=1),
-    "max_idle": as_int(minimum=1),
-    "max_inflight": as_int(minimum=1),
-    "max_tunnels": as_int(minimum=1),
-}
 POOL_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 9110 token: header-safe
 
 

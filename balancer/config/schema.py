@@ -1,7 +1,7 @@
 """The JSON Schema of the config file, for editors (`balancer schema` prints it).
 
 Pure. Built from the same key lists (balancer/config/model.py, routing.py) and parsers
-(balancer/config/parse.py, converters.py) the config is read with, so the two cannot drift
+(balancer/config/converters.py, routing.py) the config is read with, so the two cannot drift
 apart quietly: each mapping's properties are its key tuple (TOP_KEYS, POOL_KEYS, ...), each
 flat section's values are its parsers' own `Converter.schema`, and a key with no
 schema, or a schema for a key that no longer exists, makes `config_schema()` raise SchemaGap
@@ -14,7 +14,17 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from balancer.config.addresses import parse_backend, parse_listen
-from balancer.config.converters import as_host_name, as_path, as_resolver, as_token
+from balancer.config.converters import (
+    ACCESS_LOG_PARSERS,
+    DISCOVERY_PARSERS,
+    HEALTH_PARSERS,
+    LIMIT_PARSERS,
+    TIMEOUT_PARSERS,
+    as_host_name,
+    as_path,
+    as_resolver,
+    as_token,
+)
 from balancer.config.model import (
     BACKEND_KEYS,
     POLICIES,
@@ -22,13 +32,6 @@ from balancer.config.model import (
     POOL_KINDS,
     SECRET_SUFFIX,
     TOP_KEYS,
-)
-from balancer.config.parse import (
-    ACCESS_LOG_PARSERS,
-    DISCOVERY_PARSERS,
-    HEALTH_PARSERS,
-    LIMIT_PARSERS,
-    TIMEOUT_PARSERS,
 )
 from balancer.config.routing import (
     CLASSES,

@@ -10,8 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from balancer.balancing.health import HealthPolicy
-from balancer.config.model import AccessLogConfig, DiscoveryConfig, Limits, PoolConfig, Timeouts
-from balancer.config.parse import (
+from balancer.config.converters import (
     ACCESS_LOG_PARSERS,
     DISCOVERY_PARSERS,
     HEALTH_PARSERS,
@@ -19,6 +18,7 @@ from balancer.config.parse import (
     POOL_PARSERS,
     TIMEOUT_PARSERS,
 )
+from balancer.config.model import AccessLogConfig, DiscoveryConfig, Limits, PoolConfig, Timeouts
 from balancer.config.routing import (
     LEARNING_PARSERS,
     ROUTING_PARSERS,
