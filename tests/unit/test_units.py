@@ -81,8 +81,8 @@ def test_any_scalar_is_a_number_or_a_value_error(raw: object) -> None:
             assert value >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="found while writing these tests: YAML `.nan` reads "
-                   "as a duration of nan seconds (a behaviour change, left to the team)")
-def test_nan_is_not_a_duration() -> None:
-    with pytest.raises(ValueError):
-        parse_duration(float("nan"))
+@pytest.mark.parametrize("raw", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_not_durations(raw: float) -> None:
+    """YAML's `.nan` and `.inf` read as floats: a timeout of nan seconds was accepted."""
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(raw)
