@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from balancer.balancing.load_report import LoadReport
-from balancer.balancing.selection import PowerOfTwoChoices, RoundRobin
+from balancer.balancing.selection.algorithms import PowerOfTwoChoices, RoundRobin
 from balancer.balancing.weights import (
     BackendStats,
     WeightPolicy,
