@@ -9,7 +9,8 @@ Pure (`now` is passed in). In order:
 3. else, with `over_cap`, a backend of the request's pool anyway (the selector's pick with
    no cap): the request queues there. Without it, None: the caller waits in the pool's
    queue for room.
-None as well when every backend is excluded: nothing is left to try.
+Exclusion applies in every step: a request that has tried every backend of its pool can
+still go to a spill pool with room; else it gets None, even with `over_cap` (nothing left).
 """
 
 from collections.abc import Sequence
