@@ -237,8 +237,11 @@ def test_the_weights_shown_include_load_reports_except_for_least_latency(policy:
 def test_backends_at_their_cap_are_passed_over(policy: str) -> None:
     rt = runtime(policy)
     view = View(rt)
-    first, _, third = rt.pools["p"].backends
+    first, second, third = rt.pools["p"].backends
     view.own[first] = view.own[third] = 2
+    for address, seconds in ((first, 0.001), (second, 1.0), (third, 0.001)):  # the free one
+        for _ in range(5):                                                    # is slow
+            view.stats(address).observe_latency(seconds, 200, 1, None, NOW, B)
     assert set(picks(rt, view, 20)) == {"p:2"}
 
 
