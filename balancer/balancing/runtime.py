@@ -3,9 +3,10 @@
 Pure. A reload builds a whole new Runtime and swaps one reference; requests in flight keep
 the snapshot they started with. The snapshot is immutable but for two things that are not
 configuration: each pool's selector state (a round-robin turn) and a cache of which client
-addresses are trusted proxies; neither outlives the Runtime. State that must outlive a
-reload (connections, backend stats and health, learned costs) is kept by backend address
-outside the snapshot. DNS discovery changing a name's addresses builds a new Runtime too
+addresses are trusted proxies; neither outlives the Runtime (the random source the drawing
+policies use is the caller's, shared by successive Runtimes). State that must outlive a
+reload is kept outside the snapshot: connections, backend stats and health by backend
+address, learned costs by route. DNS discovery changing a name's addresses builds a new Runtime too
 (`rediscovered`): same config and generation, the pools' backends being the fixed ones plus
 every discovered address. Choosing a backend is `balancer.balancing.selection`'s job;
 `choose` here only hands it the snapshot's pool.
