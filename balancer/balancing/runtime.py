@@ -39,8 +39,6 @@ class Runtime:
         self.weight_policy = WeightPolicy()  # the defaults: not configurable
         self.health = config.health
         self._rng = rng
-        discovered = dict(discovered or {})
-        self.discovered: Discovered = discovered
         self.pools = {pool.name: Pool(pool, selector_for(pool.policy, rng, self.weight_policy),
                                       discovered)
                       for pool in config.pools}

@@ -7,7 +7,7 @@ selector's own state (a round-robin turn) changes afterwards.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from balancer.balancing.selection.selectors import Selector
 from balancer.config.addresses import Address
@@ -22,19 +22,20 @@ class Pool:
 
     config: PoolConfig
     selector: Selector
-    discovered: Discovered = field(default_factory=dict)
+    discovered: InitVar[Discovered | None] = None  # what DNS discovery has found so far
     static_weight: dict[Address, float] = field(default_factory=dict)
     backends: tuple[Address, ...] = ()
     unresolved: tuple[str, ...] = ()  # discovered names with no address yet
     # the `spill_to` pools, in order (set by the Runtime once every pool exists)
     spill: tuple["Pool", ...] = field(default=(), compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, discovered: Discovered | None) -> None:
+        found = discovered or {}
         weights = {address: self.config.weight_of(i)
                    for i, address in enumerate(self.config.backends)}
         unresolved = []
         for target in self.config.discover:
-            addresses = self.discovered.get(target.key)
+            addresses = found.get(target.key)
             if not addresses:
                 unresolved.append(target.key)
                 continue
