@@ -153,15 +153,16 @@ class LeastLatencySelector(_Drawing):
     """least_latency: the lowest predicted latency among a few weighted probes
     (`algorithms.LeastLatency`); load reports count as requests in flight, not as weights."""
 
-    __slots__ = ("probes", "weight_policy")
+    __slots__ = ("least_latency", "weight_policy")
     reports_in_weights = False
 
     def __init__(self, rng: RandomSource, weight_policy: WeightPolicy) -> None:
-        self.probes = LeastLatency(rng, weight_policy.probes, weight_policy.latency_tolerance)
+        self.least_latency = LeastLatency(rng, weight_policy.probes,
+                                          weight_policy.latency_tolerance)
         self.weight_policy = weight_policy
 
     def __repr__(self) -> str:
-        return f"<LeastLatencySelector {self.probes!r}>"
+        return f"<LeastLatencySelector {self.least_latency!r}>"
 
     def draw(self, candidates: Sequence[Address], static: Mapping[Address, float],
              view: BackendView, now: float, hot: bool, request_class: str | None) -> Address:
@@ -185,4 +186,4 @@ class LeastLatencySelector(_Drawing):
         trust = [1.0 if p >= ahead - 0.05 else 0.0 for p in progress]
         service = predicted_service([s.latency for s in stats], request_class, now,
                                     weight_policy.latency_idle, trust)
-        return self.probes.select(candidates, weights, rif, service, scale, hot)
+        return self.least_latency.select(candidates, weights, rif, service, scale, hot)
