@@ -61,7 +61,8 @@ from balancer.proxy.replies import (
 )
 from balancer.proxy.tunnel import drop_client, tunnel
 from balancer.upstream.backends import BackendTable
-from balancer.upstream.connection import ConnectionPool, Response, UpstreamConnection
+from balancer.upstream.connection import Response, UpstreamConnection
+from balancer.upstream.pool import ConnectionPool
 from balancer.upstream.waitqueue import WaitQueue
 
 log = logging.getLogger("balancer.proxy")
@@ -319,6 +320,7 @@ class Proxy:
                 if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
                     raise BadResponse("backend switched protocols for a request that asked "
                                       "for no upgrade")
+                upstream.to_tunnel(conn)
                 return await tunnel(request, conn, response, forwarded.request_id,
                                     timeouts.tunnel_idle)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,

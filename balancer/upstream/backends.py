@@ -14,7 +14,7 @@ from balancer.balancing.health import RESTORED, BackendHealth
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
 from balancer.config.model import PoolConfig, Timeouts
-from balancer.upstream.connection import ConnectionPool
+from balancer.upstream.pool import ConnectionPool
 
 log = logging.getLogger("balancer.health")
 
