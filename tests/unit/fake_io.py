@@ -1,0 +1,112 @@
+"""A fake transport and a loop with a hand-driven clock, for protocol tests without sockets.
+
+uvicorn's pattern (`MockTransport` and `MockLoop` in its tests/protocols/test_http.py): feed a
+protocol's `data_received` byte strings, see what it wrote and whether it paused reading, and
+fire its timers by moving the clock (`advance`), never by waiting. Futures come from the
+running loop, so coroutines of the protocol under test can still be awaited.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+
+class FakeTimer:
+    """A timer of `FakeLoop`: fires when `advance` moves the clock past `when`."""
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]):
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """`time`, `call_later` and `call_at` on a clock that moves only by `advance`; anything
+    else (futures, tasks, call_soon) is the running loop's."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.timers: list[FakeTimer] = []
+        self._real = asyncio.get_running_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
+        timer = FakeTimer(when, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
+        return self.call_at(self.now + delay, callback, *args)
+
+    def pending(self) -> list[FakeTimer]:
+        return [t for t in self.timers if not t.cancelled]
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock and run the timers now due, in order."""
+        self.now += seconds
+        due = sorted((t for t in self.pending() if t.when <= self.now), key=lambda t: t.when)
+        for timer in due:
+            self.timers.remove(timer)
+            timer.callback(*timer.args)
+
+
+class FakeTransport:
+    """Records what the protocol wrote and did to its transport."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+        self.aborted = False
+        self.reading = True
+        self.extra: dict[str, Any] = {"peername": ("127.0.0.1", 40000),
+                                      "sockname": ("127.0.0.1", 8080)}
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.written += line
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+async def settle() -> None:
+    """Let tasks woken by a fed byte or a fired timer run (a few loop turns, no clock)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
