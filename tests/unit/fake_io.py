@@ -2,12 +2,17 @@
 
 uvicorn's pattern (`MockTransport` and `MockLoop` in its tests/protocols/test_http.py): feed a
 protocol's `data_received` byte strings, see what it wrote and whether it paused reading, and
-fire its timers by moving the clock (`advance`), never by waiting. Futures come from the
-running loop, so coroutines of the protocol under test can still be awaited.
+fire its timers by moving the clock (`advance`), never by waiting.
+
+Two loops: `FakeLoop` wraps the running loop (its futures, so the protocol's coroutines can be
+awaited by the test) and keeps the timers to itself, for a protocol that makes no task
+(`UpstreamConnection`); `ManualClockLoop` is a whole event loop whose clock moves only by
+`advance`, for one that makes its own tasks on the loop it is given (aiohttp's handler, whose
+tasks must await futures of that same loop).
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
@@ -57,6 +62,28 @@ class FakeLoop:
         for timer in due:
             self.timers.remove(timer)
             timer.callback(*timer.args)
+
+
+class ManualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose `time` moves only by `advance`: its timers fire when the clock
+    passes them (on the loop's next turn), however long the test really takes."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        super().__init__()
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def run(self, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `scenario` to its end on this loop, then close the loop."""
+        try:
+            self.run_until_complete(scenario())
+        finally:
+            self.close()
 
 
 class FakeTransport:
