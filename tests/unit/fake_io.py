@@ -137,3 +137,45 @@ async def settle() -> None:
     """Let tasks woken by a fed byte or a fired timer run (a few loop turns, no clock)."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+
+class ConnectedTransport(FakeTransport):
+    """A `FakeTransport` that, once closed, reports the connection lost to its protocol on
+    the next loop turn, as asyncio does."""
+
+    def __init__(self, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+
+    def close(self) -> None:
+        if not self.closing:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+        super().close()
+
+    def abort(self) -> None:
+        self.close()
+        self.aborted = True
+
+
+class FakeNetwork(FakeLoop):
+    """A `FakeLoop` whose `create_connection` connects at once to a `ConnectedTransport`, or
+    raises `refuse`, or never answers while `hang` is set."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        super().__init__(start)
+        self.transports: list[ConnectedTransport] = []
+        self.refuse: OSError | None = None
+        self.hang = False
+
+    async def create_connection(self, factory: Callable[[], asyncio.Protocol], host: str,
+                                port: int) -> tuple[ConnectedTransport, asyncio.Protocol]:
+        if self.refuse is not None:
+            raise self.refuse
+        if self.hang:
+            await self._real.create_future()
+        protocol = factory()
+        transport = ConnectedTransport(protocol)
+        self.transports.append(transport)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        return transport, protocol
