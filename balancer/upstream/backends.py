@@ -43,9 +43,9 @@ class BackendTable:
         return f"<BackendTable {len(self._pools)} backends>"
 
     def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
-        upstream = self._pools.get(address)
-        if upstream is None:
-            upstream = self._pools[address] = ConnectionPool(
+        conns = self._pools.get(address)
+        if conns is None:
+            conns = self._pools[address] = ConnectionPool(
                 self.loop,
                 address,
                 max_connections=pool.max_connections,
@@ -56,11 +56,11 @@ class BackendTable:
             )
             if self._on_connect is not None:
                 callback = self._on_connect
-                upstream.on_connect = lambda seconds: callback(address, seconds)
+                conns.on_connect = lambda seconds: callback(address, seconds)
             if address in self._retired:  # chosen on a runtime from before its retirement:
                 del self._pools[address]  # this request's connection closes when released
-                upstream.retire()
-        return upstream
+                conns.retire()
+        return conns
 
     def configure(self, wanted: Mapping[Address, PoolConfig], timeouts: Timeouts) -> None:
         """Apply new limits to kept pools and retire the pools of backends no longer listed
@@ -71,16 +71,16 @@ class BackendTable:
             self._stats.pop(address, None)
             self._health.pop(address, None)
         for address in list(self._pools):
-            upstream = self._pools[address]
+            conns = self._pools[address]
             if address not in wanted:
                 del self._pools[address]
-                upstream.retire()
+                conns.retire()
                 continue
-            upstream.max_connections = wanted[address].max_connections
-            upstream.max_idle = wanted[address].max_idle
-            upstream.max_tunnels = wanted[address].max_tunnels
-            upstream.idle_timeout = timeouts.upstream_idle
-            upstream.connect_timeout = timeouts.connect
+            conns.max_connections = wanted[address].max_connections
+            conns.max_idle = wanted[address].max_idle
+            conns.max_tunnels = wanted[address].max_tunnels
+            conns.idle_timeout = timeouts.upstream_idle
+            conns.connect_timeout = timeouts.connect
 
     def stats(self, address: Address) -> BackendStats:
         """What is known of a backend (weights, errors), kept across reloads."""
@@ -105,8 +105,8 @@ class BackendTable:
         return list(self._health.items())
 
     def inflight(self, address: Address) -> int:
-        upstream = self._pools.get(address)
-        return upstream.inflight if upstream is not None else 0
+        conns = self._pools.get(address)
+        return conns.inflight if conns is not None else 0
 
     def connection_pools(self) -> dict[Address, ConnectionPool]:
         return dict(self._pools)
@@ -120,12 +120,12 @@ class BackendTable:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for upstream in self._pools.values():
-            upstream.close()
+        for conns in self._pools.values():
+            conns.close()
         self._pools.clear()
 
     async def _sweep(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for upstream in list(self._pools.values()):
-                upstream.sweep()
+            for conns in list(self._pools.values()):
+                conns.sweep()
