@@ -84,7 +84,7 @@ async def test_an_idle_connection_past_its_timeout_is_not_reused_and_the_sweep_c
     pool.release(await exchange(pool))
     network.advance(31.0)
     conn, reused = await pool.acquire()  # the expired one is closed, a new one opened
-    assert not reused and conn.transport is network.transports[2]
+    assert not reused and conn.transport is cast(object, network.transports[2])
     assert network.transports[1].closing
 
 
