@@ -136,7 +136,7 @@ class Balancer:
     async def start(self) -> None:
         config = self.runtime.config
         self._backend_table = BackendTable(
-            asyncio.get_running_loop(),
+            asyncio.get_running_loop(), self.metrics,
             on_connect=lambda address, seconds: self.metrics.connect_latency[
                 address.key].observe(seconds))
         self._backend_table.start()
@@ -149,7 +149,7 @@ class Balancer:
         self._access_log = _open_access_log(config)  # may raise ApplyError
         self._proxy = Proxy(self.runtime, self._backend_table, self.costs, self.metrics,
                             self._access_log)
-        self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table, self.metrics)
+        self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         self._sampler = asyncio.get_running_loop().create_task(self._sample_history())

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from balancer.balancing.classify import BadTarget, Decision
 from balancer.balancing.costs import CostModel
-from balancer.balancing.health import EJECTED, RetryBudget
+from balancer.balancing.health import RetryBudget
 from balancer.balancing.load_report import parse_load_report
 from balancer.balancing.runtime import Pool, Runtime
 from balancer.balancing.weights import BackendStats
@@ -61,7 +61,9 @@ from balancer.proxy.replies import (
 )
 from balancer.proxy.tunnel import drop_client, tunnel
 from balancer.upstream.backends import BackendTable
-from balancer.upstream.connection import ConnectionPool, Response, UpstreamConnection
+from balancer.upstream.connection import Response, UpstreamConnection
+from balancer.upstream.health_events import FAILURES
+from balancer.upstream.pool import ConnectionPool
 from balancer.upstream.waitqueue import WaitQueue
 
 log = logging.getLogger("balancer.proxy")
@@ -142,11 +144,9 @@ class Proxy:
         now = self.backend_table.loop.time()
         health = self.backend_table.health(outcome.address)
         may_eject = failed and runtime.may_eject(outcome.pool, self.backend_table, now)
-        if health.observe(failed, now, runtime.health, may_eject) is EJECTED:
-            self.metrics.ejections[outcome.address.key] += 1
-            log.warning("backend %s ejected for %.0fs after %d consecutive failures",
-                        outcome.address, health.ejected_until - now,
-                        runtime.health.consecutive_failures)
+        transition = health.observe(failed, now, runtime.health, may_eject)
+        self.backend_table.health_events.on_transition(outcome.address, transition, FAILURES,
+                                                       health, runtime.health, now)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = self.backend_table.loop.time()
@@ -319,6 +319,7 @@ class Proxy:
                 if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
                     raise BadResponse("backend switched protocols for a request that asked "
                                       "for no upgrade")
+                upstream.to_tunnel(conn)
                 return await tunnel(request, conn, response, forwarded.request_id,
                                     timeouts.tunnel_idle)
             return await self._respond(request, upstream, conn, response, forwarded, timeouts,

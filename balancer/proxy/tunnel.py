@@ -62,8 +62,7 @@ async def tunnel(
 ) -> web.StreamResponse:
     """Relay bytes both ways after 101 Switching Protocols, until either side closes or
     nothing moves for `idle_timeout`; each direction stops reading its source while its
-    destination is not reading."""
-    conn.pool.to_tunnel(conn)
+    destination is not reading. The caller has moved `conn` to its pool's tunnels."""
     headers, _ = forward_response(response.headers, request_id, upgrade=True)
     reply = PlainStreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
                                headers=headers)

@@ -2,9 +2,11 @@
 
 - `connection`: one HTTP/1.1 connection to a backend (send a request, read one response,
   nothing after it).
+- `pool`: the connections to one backend (bounded, kept alive, reused).
 - `backends`: the table of backends by address: connection pools, stats, health.
+- `health_events`: the one place that acts on a health transition (count, log, slow start).
 - `waitqueue`: requests waiting for a free backend, with deadlines.
-- `monitor`: active health checks.
+- `monitor`: the health loops: active checks and the end of ejections.
 - `dns`: the DNS discovery task.
 
 Never imports `balancer.ops` or `balancer.proxy`.

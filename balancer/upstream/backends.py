@@ -1,30 +1,37 @@
-"""Connection pools to every backend, keyed by backend address, shared across reloads.
+"""The backends the balancer knows, by address: their connection pools, stats and health,
+kept across reloads.
 
-I/O shell: owns the `ConnectionPool`s and a periodic sweep that closes idle connections past
-their expiry. A reload calls `retain` with the new set of addresses; pools of removed
-backends are closed, pools of kept ones carry over with their warm connections.
+I/O shell: owns each backend's `ConnectionPool` (pool.py), its `BackendStats` (weights,
+errors, latency) and `BackendHealth`, the `HealthEvents` that acts on its health
+transitions, and a periodic sweep that closes idle connections past their expiry. Rules:
+- A reload (or DNS discovery) calls `configure` with the wanted addresses: kept backends
+  carry over with their warm connections, stats and health, and take the new limits; the
+  pools of removed ones are retired (their requests in flight finish, then their
+  connections close) and their stats and health are dropped.
+- A retired backend is not recorded again: a request chosen on an older runtime still gets
+  a pool and stats, but they are not kept.
 """
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 
-from balancer.balancing.health import RESTORED, BackendHealth
+from balancer.balancing.health import BackendHealth
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
 from balancer.config.model import PoolConfig, Timeouts
-from balancer.upstream.connection import ConnectionPool
-
-log = logging.getLogger("balancer.health")
+from balancer.metrics import Metrics
+from balancer.upstream.health_events import HealthEvents
+from balancer.upstream.pool import ConnectionPool
 
 
 class BackendTable:
-    """One ConnectionPool per backend address."""
+    """Per backend address: a ConnectionPool, BackendStats and BackendHealth."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics,
                  on_connect: Callable[[Address, float], None] | None = None) -> None:
         self.loop = loop
+        self.health_events = HealthEvents(metrics, self.stats)
         self._on_connect = on_connect
         self._pools: dict[Address, ConnectionPool] = {}
         self._stats: dict[Address, BackendStats] = {}
@@ -36,9 +43,9 @@ class BackendTable:
         return f"<BackendTable {len(self._pools)} backends>"
 
     def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
-        upstream = self._pools.get(address)
-        if upstream is None:
-            upstream = self._pools[address] = ConnectionPool(
+        conns = self._pools.get(address)
+        if conns is None:
+            conns = self._pools[address] = ConnectionPool(
                 self.loop,
                 address,
                 max_connections=pool.max_connections,
@@ -49,11 +56,11 @@ class BackendTable:
             )
             if self._on_connect is not None:
                 callback = self._on_connect
-                upstream.on_connect = lambda seconds: callback(address, seconds)
+                conns.on_connect = lambda seconds: callback(address, seconds)
             if address in self._retired:  # chosen on a runtime from before its retirement:
                 del self._pools[address]  # this request's connection closes when released
-                upstream.retire()
-        return upstream
+                conns.retire()
+        return conns
 
     def configure(self, wanted: Mapping[Address, PoolConfig], timeouts: Timeouts) -> None:
         """Apply new limits to kept pools and retire the pools of backends no longer listed
@@ -64,16 +71,16 @@ class BackendTable:
             self._stats.pop(address, None)
             self._health.pop(address, None)
         for address in list(self._pools):
-            upstream = self._pools[address]
+            conns = self._pools[address]
             if address not in wanted:
                 del self._pools[address]
-                upstream.retire()
+                conns.retire()
                 continue
-            upstream.max_connections = wanted[address].max_connections
-            upstream.max_idle = wanted[address].max_idle
-            upstream.max_tunnels = wanted[address].max_tunnels
-            upstream.idle_timeout = timeouts.upstream_idle
-            upstream.connect_timeout = timeouts.connect
+            conns.max_connections = wanted[address].max_connections
+            conns.max_idle = wanted[address].max_idle
+            conns.max_tunnels = wanted[address].max_tunnels
+            conns.idle_timeout = timeouts.upstream_idle
+            conns.connect_timeout = timeouts.connect
 
     def stats(self, address: Address) -> BackendStats:
         """What is known of a backend (weights, errors), kept across reloads."""
@@ -85,6 +92,7 @@ class BackendTable:
         return stats
 
     def health(self, address: Address) -> BackendHealth:
+        """A backend's passive and active health, kept across reloads."""
         health = self._health.get(address)
         if health is None:
             health = BackendHealth()
@@ -92,14 +100,19 @@ class BackendTable:
                 self._health[address] = health
         return health
 
+    def healths(self) -> list[tuple[Address, BackendHealth]]:
+        """Every recorded backend's health (for the ejection-expiry loop)."""
+        return list(self._health.items())
+
     def inflight(self, address: Address) -> int:
-        upstream = self._pools.get(address)
-        return upstream.inflight if upstream is not None else 0
+        conns = self._pools.get(address)
+        return conns.inflight if conns is not None else 0
 
     def connection_pools(self) -> dict[Address, ConnectionPool]:
         return dict(self._pools)
 
     def start(self, interval: float = 5.0) -> None:
+        """Sweep idle connections past their expiry every `interval` seconds."""
         self._sweeper = self.loop.create_task(self._sweep(interval))
 
     async def close(self) -> None:
@@ -107,22 +120,12 @@ class BackendTable:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for upstream in self._pools.values():
-            upstream.close()
+        for conns in self._pools.values():
+            conns.close()
         self._pools.clear()
 
     async def _sweep(self, interval: float) -> None:
-        """Close expired idle connections; bring ejected backends back (with slow start)."""
-        ticks = 0
         while True:
-            await asyncio.sleep(0.25)
-            now = self.loop.time()
-            for address, health in list(self._health.items()):
-                if health.poll(now) is RESTORED:
-                    self.stats(address).restart(now)
-                    log.info("backend %s restored after ejection %d", address, health.ejections)
-            ticks += 1
-            if ticks * 0.25 >= interval:
-                ticks = 0
-                for upstream in list(self._pools.values()):
-                    upstream.sweep()
+            await asyncio.sleep(interval)
+            for conns in list(self._pools.values()):
+                conns.sweep()

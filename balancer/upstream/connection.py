@@ -1,37 +1,35 @@
-"""Keep-alive HTTP/1.1 connections to one backend, on asyncio protocols with httptools.
+"""One keep-alive HTTP/1.1 connection to a backend, on an asyncio protocol with httptools.
 
-Rules this module keeps:
+I/O shell (its transport and timers come from the loop it is given; `ConnectionPool` in
+`pool.py` opens, reuses and closes these). Rules this module keeps:
 - One request at a time per connection (no pipelining); a connection goes back to its pool
   only after a whole response was read and both sides agreed to keep it alive.
-- Every wait has a deadline (connect, response head, each body read); a missed one raises
-  ConnectTimeout or ResponseTimeout, never hangs.
+- Every wait has a deadline (response head, each body read, each paused write); a missed one
+  raises ResponseTimeout, never hangs.
 - Flow control both ways: writes wait for `resume_writing`, and reading from the backend
-  pauses while more than HIGH_WATER bytes of its body wait for the client.
+  pauses while more than HIGH_WATER bytes of its body wait for the client (resumed under
+  LOW_WATER).
 - A reused connection that closes before any response byte is reported with
   `before_response=True`, so the caller can retry the stale keep-alive race on a fresh one.
 - Nothing after a complete response is parsed: a byte that arrives after it and before the
   next request is sent (in the same read, later, or while idle in the pool) means the backend
   spoke out of turn, and the connection is closed, never reused (response queue poisoning).
+- Each exchange starts from a clean slate: `send` forgets everything the last response left
+  (`_start_exchange`, h11's `start_next_cycle`); what outlives an exchange is the transport
+  and its flow-control state.
+- The connection knows nothing of its pool: it reports its end through `on_lost`.
 """
 
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
 from balancer.config.addresses import Address
-from balancer.http.errors import (
-    BackendClosed,
-    BadResponse,
-    ConnectFailed,
-    ConnectTimeout,
-    PoolExhausted,
-    ResponseTimeout,
-)
+from balancer.http.errors import BackendClosed, BadResponse, ResponseTimeout
 from balancer.http.headers import close_delimited_coding
-from balancer.upstream.waitqueue import WaitQueue
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -57,22 +55,19 @@ class Response:
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a backend. Drive it with `send`, `read_head`, `read_chunk`."""
 
-    def __init__(self, pool: "ConnectionPool") -> None:
-        self.pool = pool
-        self.loop = pool.loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: Address,
+                 on_lost: Callable[["UpstreamConnection"], None] | None = None) -> None:
+        self.loop = loop
+        self.address = address
+        self._on_lost = on_lost  # told once, when the transport is gone
         self.transport: asyncio.Transport | None = None
         self.requests = 0
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._fresh_parser = False
-        self._response = Response()
-        self._head_done = False
-        self._complete = True
-        self._received = False
-        self._expect_body = True
         self._body: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._error: BaseException | None = None
+        self._start_exchange(expect_body=True)
+        self._complete = True  # no request yet: a byte from the backend now is out of turn
         self._closed = False
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
@@ -85,9 +80,24 @@ class UpstreamConnection(asyncio.Protocol):
         self.body_cut = False  # answered before it had the whole request body: never reused
         self.released = False  # given back to the pool (or closed by it) since acquired
 
+    def _start_exchange(self, *, expect_body: bool) -> None:
+        """Forget the last exchange (h11's `start_next_cycle`): no response, no byte read,
+        no error, no body buffered. What outlives an exchange is set in `__init__` only."""
+        if self._fresh_parser:
+            self._parser = httptools.HttpResponseParser(self)
+            self._fresh_parser = False
+        self._response = Response()
+        self._head_done = False
+        self._complete = False
+        self._received = False
+        self._expect_body = expect_body
+        self._error: BaseException | None = None
+        self._body.clear()
+        self._buffered = 0
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("busy" if not self._complete else "idle")
-        return f"<UpstreamConnection {self.pool.address} {state} requests={self.requests}>"
+        return f"<UpstreamConnection {self.address} {state} requests={self.requests}>"
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -137,7 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
-        self.pool._forget(self)
+        if self._on_lost is not None:
+            self._on_lost(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -209,18 +220,8 @@ class UpstreamConnection(asyncio.Protocol):
         )
 
     def send(self, data: bytes, *, expect_body: bool = True) -> None:
-        """Start a request: reset the response state and write its head (and small body)."""
-        if self._fresh_parser:
-            self._parser = httptools.HttpResponseParser(self)
-            self._fresh_parser = False
-        self._response = Response()
-        self._head_done = False
-        self._complete = False
-        self._received = False
-        self._expect_body = expect_body
-        self._error = None
-        self._body.clear()
-        self._buffered = 0
+        """Start a request: forget the last exchange and write its head (and small body)."""
+        self._start_exchange(expect_body=expect_body)
         self.requests += 1
         assert self.transport is not None
         self.transport.write(data)
@@ -350,153 +351,3 @@ class UpstreamConnection(asyncio.Protocol):
 def _expire(waiter: "asyncio.Future[None]") -> None:
     if not waiter.done():
         waiter.set_exception(ResponseTimeout())
-
-
-class ConnectionPool:
-    """Bounded keep-alive connections to one backend, reused last-in first-out."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        address: Address,
-        *,
-        max_connections: int,
-        max_idle: int,
-        idle_timeout: float,
-        connect_timeout: float,
-        max_tunnels: int = 1024,
-    ) -> None:
-        self.loop = loop
-        self.address = address
-        self.max_connections = max_connections
-        self.max_tunnels = max_tunnels
-        self.max_idle = max_idle
-        self.idle_timeout = idle_timeout
-        self.connect_timeout = connect_timeout
-        self._idle: list[UpstreamConnection] = []
-        self._open: set[UpstreamConnection] = set()
-        self._tunnels: set[UpstreamConnection] = set()  # upgraded: no requests, not counted
-        self._connecting = 0
-        self._room = WaitQueue(loop, timeout_error=PoolExhausted)
-        self._closed = False
-        self.on_connect: Callable[[float], None] | None = None  # seconds each connect took
-
-    def __repr__(self) -> str:
-        return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
-                f"{len(self._idle)} idle, {len(self._room)} waiting, "
-                f"{len(self._tunnels)} tunnels]>")
-
-    @property
-    def open_count(self) -> int:
-        return len(self._open) + self._connecting
-
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
-    @property
-    def tunnel_count(self) -> int:
-        return len(self._tunnels)
-
-    def has_tunnel_room(self) -> bool:
-        return len(self._tunnels) < self.max_tunnels
-
-    def to_tunnel(self, conn: UpstreamConnection) -> None:
-        """The connection switched protocols: from now on it is no request in flight and
-        holds no room under max_connections (tunnels have their own cap, max_tunnels)."""
-        if conn in self._open:
-            self._open.discard(conn)
-            self._tunnels.add(conn)
-            self._room.wake_one()
-
-    @property
-    def inflight(self) -> int:
-        """Requests on their way to or from this backend (connections not idle)."""
-        return len(self._open) + self._connecting - len(self._idle)
-
-    async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
-        """A connection and whether it was reused; `fresh` skips idle ones."""
-        idle = self._idle
-        if not fresh:
-            now = self.loop.time()
-            while idle:
-                conn = idle.pop()
-                if conn.is_usable() and now - conn.idle_since < self.idle_timeout:
-                    conn.released = False
-                    return conn, True
-                conn.close()
-        deadline = self.loop.time() + self.connect_timeout
-        while self.open_count >= self.max_connections:
-            if idle:  # make room: its connection_lost wakes us
-                idle.pop(0).close()
-            await self._room.wait(deadline)
-        return await self._connect(), False
-
-    def release(self, conn: UpstreamConnection) -> None:
-        """Return a connection after its response: kept when reusable, else closed."""
-        conn.released = True
-        if conn.is_reusable() and not self._closed and len(self._idle) < self.max_idle:
-            conn.idle_since = self.loop.time()
-            self._idle.append(conn)
-        else:
-            conn.close()
-        self._room.wake_one()
-
-    def sweep(self) -> int:
-        """Close idle connections older than the idle timeout; returns how many."""
-        cutoff = self.loop.time() - self.idle_timeout
-        expired = [c for c in self._idle if c.idle_since < cutoff or not c.is_usable()]
-        if expired:
-            self._idle = [c for c in self._idle if c not in expired]
-            for conn in expired:
-                conn.close()
-        return len(expired)
-
-    def retire(self) -> None:
-        """The backend left the config: close the idle connections now; those in flight
-        finish their request and are closed when released."""
-        self._closed = True
-        for conn in self._idle:
-            conn.close()
-        self._idle.clear()
-        # requests waiting for room started on the config that had this backend: they get
-        # it as connections in flight are released (closed), not a 503
-
-    def close(self) -> None:
-        self.retire()
-        self._room.fail_all(PoolExhausted("balancer stopping"))
-        for conn in [*self._open, *self._tunnels]:
-            conn.close()
-
-    async def _connect(self) -> UpstreamConnection:
-        self._connecting += 1
-        address = self.address
-        started = self.loop.time()
-        factory: Callable[[], Any] = lambda: UpstreamConnection(self)  # noqa: E731
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                if address.kind == "unix":
-                    _, conn = await self.loop.create_unix_connection(factory, address.path)
-                else:
-                    _, conn = await self.loop.create_connection(factory, address.host, address.port)
-        except TimeoutError:
-            raise ConnectTimeout(f"backend {address} did not accept within "
-                                 f"{self.connect_timeout:g}s") from None
-        except OSError as exc:
-            raise ConnectFailed(f"backend {address} refused the connection "
-                                f"({exc.strerror or exc})") from None
-        finally:
-            self._connecting -= 1
-        assert isinstance(conn, UpstreamConnection)
-        if self.on_connect is not None:
-            self.on_connect(self.loop.time() - started)
-        if conn.is_usable():
-            self._open.add(conn)
-        return conn
-
-    def _forget(self, conn: UpstreamConnection) -> None:
-        self._open.discard(conn)
-        self._tunnels.discard(conn)
-        if conn in self._idle:
-            self._idle.remove(conn)
-        self._room.wake_one()

@@ -1,23 +1,26 @@
-"""Active health checks: `GET health.check_path` to every backend every `check_interval`.
+"""The health loops: active checks, and the end of passive ejections.
 
-I/O shell. Each check opens a fresh connection (TCP or unix socket), so a check never takes
-a pooled keep-alive connection from a request, and passes on a 200 within `check_timeout`.
-The verdicts go through `BackendHealth.observe_check` (pure); this module logs transitions,
-counts them, and restarts slow start for a backend that comes back.
+I/O shell. Two tasks while the balancer runs, each reading the current runtime each round:
+- active checks: `GET health.check_path` to every backend every `check_interval` (off at 0).
+  Each check opens a fresh connection (TCP or unix socket), so a check never takes a pooled
+  keep-alive connection from a request, and passes on a 200 within `check_timeout`. The
+  verdicts go through `BackendHealth.observe_check` (pure);
+- ejection expiry: every EXPIRY_POLL seconds, `BackendHealth.poll` (pure) brings back the
+  backends whose ejection time is over.
+Neither logs nor counts: their transitions go to the backend table's `HealthEvents`, the one
+place that does (health_events.py).
 """
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
-from balancer.balancing.health import EJECTED, RESTORED
 from balancer.balancing.runtime import Runtime
 from balancer.config.addresses import Address
-from balancer.metrics import Metrics
 from balancer.upstream.backends import BackendTable
+from balancer.upstream.health_events import CHECKS, EXPIRY
 
-log = logging.getLogger("balancer.health")
+EXPIRY_POLL = 0.25  # seconds: how late at most an ejected backend comes back
 
 
 async def check(address: Address, path: str, timeout: float) -> bool:
@@ -44,23 +47,24 @@ async def check(address: Address, path: str, timeout: float) -> bool:
 
 
 class HealthMonitor:
-    """Runs the checks while the balancer runs; reads the current runtime each round."""
+    """Runs the checks and the expiry loop while the balancer runs."""
 
-    def __init__(self, runtime: Callable[[], Runtime], backend_table: BackendTable,
-                 metrics: Metrics) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], backend_table: BackendTable) -> None:
         self._runtime = runtime
         self.backend_table = backend_table
-        self.metrics = metrics
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._expire())]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
 
     async def _run(self) -> None:
         while True:
@@ -77,11 +81,21 @@ class HealthMonitor:
         addresses = sorted(runtime.addresses(), key=lambda a: a.key)
         results = await asyncio.gather(
             *(check(a, policy.check_path, policy.check_timeout) for a in addresses))
+        events = self.backend_table.health_events
+        now = self.backend_table.loop.time()
         for address, ok in zip(addresses, results, strict=True):
-            transition = self.backend_table.health(address).observe_check(ok, policy)
-            if transition is EJECTED:
-                self.metrics.ejections[address.key] += 1
-                log.warning("backend %s down: %d health checks failed", address, policy.fall)
-            elif transition is RESTORED:
-                self.backend_table.stats(address).restart(self.backend_table.loop.time())
-                log.info("backend %s up: %d health checks passed", address, policy.rise)
+            health = self.backend_table.health(address)
+            events.on_transition(address, health.observe_check(ok, policy), CHECKS, health,
+                                 policy, now)
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_POLL)
+            self.restore_expired(self.backend_table.loop.time())
+
+    def restore_expired(self, now: float) -> None:
+        """Bring back the backends whose ejection is over at `now` (with slow start)."""
+        policy = self._runtime().health
+        events = self.backend_table.health_events
+        for address, health in self.backend_table.healths():
+            events.on_transition(address, health.poll(now), EXPIRY, health, policy, now)
