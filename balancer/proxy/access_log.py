@@ -1,5 +1,8 @@
 """The access log: one line per request, as text or JSON, written in batches.
 
+A line is the request's `RequestContext` (`describe_request` fills in what only the log
+needs); the formats (text, combined, json) are a contract with log pipelines.
+
 I/O shell, kept off the hot path: `record` formats one line into a list; the lines are
 written (a few `os.write`s for the batch) when the batch is large or, at the latest, by `flush`,
 which the server calls every `FLUSH_INTERVAL` seconds and at shutdown: one system call per
@@ -11,6 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+
+from aiohttp import web
 
 from balancer.config.model import AccessLogConfig
 from balancer.proxy.context import RequestContext
@@ -79,6 +84,23 @@ class AccessLog:
         self.flush()
         if self._owned:
             os.close(self._fd)
+
+
+def describe_request(ctx: RequestContext, request: web.BaseRequest, client: str) -> None:
+    """The access log's view of the request (only when there is an access log); `client`
+    is the peer's address."""
+    headers = request.headers
+    ctx.wall_started = time.time() - ctx.total_s
+    forwarded_for = headers.get("X-Forwarded-For") if ctx.runtime.is_trusted(client) else None
+    if forwarded_for:
+        client = forwarded_for.partition(",")[0].strip() or client
+    ctx.client = client
+    ctx.host = headers.get("Host", "")
+    ctx.method = request.method
+    ctx.path = request.raw_path
+    ctx.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
+    ctx.user_agent = headers.get("User-Agent", "")
+    ctx.referer = headers.get("Referer", "")
 
 
 def _open(path: str) -> int:

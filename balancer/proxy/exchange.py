@@ -1,5 +1,6 @@
-"""One exchange with a backend: send the request (head, then its body), read the response
-head, then give the client the response, whole or streamed.
+"""One exchange with a backend: read a small request body whole (`read_small_body`), send
+the request (head, then its body), read the response head, then give the client the response,
+whole or streamed (`client_head`, then `relay`).
 
 I/O shell; the rules on sending a request again are pure functions (`replayable`,
 `retryable`, `replays_stale`), tested as a table. Rules this module keeps:
@@ -22,7 +23,7 @@ from typing import cast
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
-from balancer.config.model import Limits, Timeouts
+from balancer.config.model import Config, Limits, Timeouts
 from balancer.http.errors import (
     BackendClosed,
     BadRequest,
@@ -68,6 +69,31 @@ def replays_stale(error: BackendClosed, reused: bool, streamed: bool, method: st
     """The stale keep-alive race: a reused connection closed before any byte of a response,
     for a held (not streamed) replayable request: sent again, once, on a fresh connection."""
     return reused and error.before_response and not streamed and replayable(method, headers)
+
+
+async def read_small_body(request: web.BaseRequest, config: Config,
+                          forwarded: ForwardedRequest) -> tuple[bytes, bool]:
+    """The bytes to send (head, and a body up to REPLAY_LIMIT read whole, so that it can be
+    sent again) and whether the body is streamed instead (chunked or larger)."""
+    limits, timeouts = config.limits, config.timeouts
+    length = forwarded.content_length
+    if length is not None and length > limits.max_body_size:
+        raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
+    streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
+    payload = forwarded.head
+    if request.version < HTTP11:
+        forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
+    if length and not streamed:
+        if forwarded.expect_continue:
+            await request.writer.write(CONTINUE)
+        try:
+            async with asyncio.timeout(timeouts.client_body):
+                payload += await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise BadRequest("client closed before sending the whole body") from None
+        except TimeoutError:
+            raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
+    return payload, streamed
 
 
 async def exchange(
@@ -166,15 +192,9 @@ class ClientHead:
         self.body = body
 
 
-def client_head(
-    request: web.BaseRequest,
-    upstream: ConnectionPool,
-    conn: UpstreamConnection,
-    response: Response,
-    forwarded: ForwardedRequest,
-    extra: tuple[tuple[bytes, bytes], ...],
-    draining: bool,
-) -> ClientHead:
+def client_head(request: web.BaseRequest, upstream: ConnectionPool, conn: UpstreamConnection,
+                response: Response, forwarded: ForwardedRequest,
+                extra: tuple[tuple[bytes, bytes], ...], draining: bool) -> ClientHead:
     """Frame the response for the client. A body the backend sent whole is taken, and its
     connection released, here; otherwise `relay` streams it."""
     http10 = request.version < HTTP11

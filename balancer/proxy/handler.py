@@ -19,7 +19,6 @@ Rules this module keeps:
 import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -36,8 +35,6 @@ from balancer.config.model import Config
 from balancer.http.errors import (
     BadRequest,
     BadResponse,
-    BodyTimeout,
-    BodyTooLarge,
     CodingNotImplemented,
     ConnectFailed,
     ConnectNotAllowed,
@@ -49,16 +46,9 @@ from balancer.http.errors import (
 )
 from balancer.http.headers import ForwardedRequest, UnsupportedCoding, forward_request
 from balancer.metrics import Metrics
-from balancer.proxy.access_log import AccessLog
+from balancer.proxy.access_log import AccessLog, describe_request
 from balancer.proxy.context import RequestContext
-from balancer.proxy.exchange import (
-    CONTINUE,
-    REPLAY_LIMIT,
-    client_head,
-    exchange,
-    relay,
-    retryable,
-)
+from balancer.proxy.exchange import client_head, exchange, read_small_body, relay, retryable
 from balancer.proxy.replies import (
     RequestIds,
     SentResponse,
@@ -139,7 +129,7 @@ class Proxy:
         ctx.total_s = self.clock() - ctx.started
         self.metrics.request(ctx.pool_name, ctx.request_class, reply.status, ctx.total_s)
         if self.access_log is not None:
-            _describe_request(ctx, request)
+            describe_request(ctx, request, _client_ip(request))
             ctx.status = reply.status
             if isinstance(reply, SentResponse):
                 ctx.bytes_sent = reply.body_length
@@ -217,7 +207,7 @@ class Proxy:
     async def _forward(self, request: web.BaseRequest, ctx: RequestContext,
                        forwarded: ForwardedRequest) -> web.StreamResponse:
         """The request's steps once admitted: body, route, backend, response."""
-        payload, streamed = await _read_small_body(request, ctx.runtime.config, forwarded)
+        payload, streamed = await read_small_body(request, ctx.runtime.config, forwarded)
         pool = self._route(request, ctx, forwarded)
         upstream, conn, response = await self._connect_with_retries(
             request, ctx, forwarded, pool, payload, streamed)
@@ -365,31 +355,6 @@ class Proxy:
         return queue
 
 
-async def _read_small_body(request: web.BaseRequest, config: Config,
-                           forwarded: ForwardedRequest) -> tuple[bytes, bool]:
-    """The bytes to send (head, and a body up to REPLAY_LIMIT read whole, so that it can be
-    sent again) and whether the body is streamed instead (chunked or larger)."""
-    limits, timeouts = config.limits, config.timeouts
-    length = forwarded.content_length
-    if length is not None and length > limits.max_body_size:
-        raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
-    streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
-    payload = forwarded.head
-    if request.version < HTTP11:
-        forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
-    if length and not streamed:
-        if forwarded.expect_continue:
-            await request.writer.write(CONTINUE)
-        try:
-            async with asyncio.timeout(timeouts.client_body):
-                payload += await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise BadRequest("client closed before sending the whole body") from None
-        except TimeoutError:
-            raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
-    return payload, streamed
-
-
 def _exhausted(pool: Pool, tried: list[Address], last_error: ProxyError) -> ProxyError:
     """The error once every backend of the pool was tried."""
     if isinstance(last_error, ConnectFailed | ConnectTimeout):
@@ -403,23 +368,6 @@ def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
     token, expected = forwarded.explain_token, runtime.config.admin_token
     return (token is not None and expected is not None
             and hmac.compare_digest(token, expected.encode()))
-
-
-def _describe_request(ctx: RequestContext, request: web.BaseRequest) -> None:
-    """The access log's view of the request (only when there is an access log)."""
-    headers = request.headers
-    ctx.wall_started = time.time() - ctx.total_s
-    client = _client_ip(request)
-    forwarded_for = headers.get("X-Forwarded-For") if ctx.runtime.is_trusted(client) else None
-    if forwarded_for:
-        client = forwarded_for.partition(",")[0].strip() or client
-    ctx.client = client
-    ctx.host = headers.get("Host", "")
-    ctx.method = request.method
-    ctx.path = request.raw_path
-    ctx.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
-    ctx.user_agent = headers.get("User-Agent", "")
-    ctx.referer = headers.get("Referer", "")
 
 
 def _head_size(request: web.BaseRequest) -> int:
