@@ -65,6 +65,7 @@ log = logging.getLogger("balancer.proxy")
 CLIENT_GONE = 499  # (nginx's status for "client closed request"), in metrics and access log
 Attempt = tuple[ConnectionPool, UpstreamConnection, Response]  # the backend that answered
 
+
 class _Facts:
     """The request as the classifier reads it (balancer.balancing.classify.RequestFacts)."""
 
@@ -88,6 +89,7 @@ class _Facts:
 
     def header(self, name: str) -> str | None:
         return self._request.headers.get(name)
+
 
 class Proxy:
     """Forwards requests using the current Runtime; `runtime` is swapped on reload (a request
