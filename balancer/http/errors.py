@@ -1,7 +1,9 @@
-"""What can go wrong while forwarding a request, and the one status each maps to.
+"""What can go wrong with a request, and the one status each maps to.
 
-Pure. The proxy raises these; `balancer.proxy.replies.error_response` is the one place that turns
-them into a response (status, a one-line plain-text body naming the reason, request id).
+Pure. The proxy raises these (and the client side builds them for what the HTTP parser
+refuses); `balancer.proxy.replies` turns them into what the client sees: `error_text` is the
+one-line plain-text body (status, reason, detail, request id), `error_response` the response
+through aiohttp and `closing_reply` the raw one written before a request could be parsed.
 """
 
 
@@ -73,6 +75,18 @@ class BodyTooLarge(ProxyError):
 class HeadTooLarge(ProxyError):
     status = 431
     reason = "request header fields too large"
+
+
+class HeadTimeout(ProxyError):
+    """The request head did not arrive whole within `timeouts.client_header` (slowloris)."""
+
+    status = 408
+    reason = "request timeout"
+
+
+class UriTooLong(ProxyError):
+    status = 414
+    reason = "uri too long"
 
 
 class BadRequest(ProxyError):

@@ -148,7 +148,7 @@ class Balancer:
         self.discovery.start()
         self._access_log = _open_access_log(config)  # may raise ApplyError
         self._proxy = Proxy(self.runtime, self._backend_table, self.costs, self.metrics,
-                            self._access_log)
+                            self._access_log, clock=asyncio.get_running_loop().time)
         self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table)
         self._monitor.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())

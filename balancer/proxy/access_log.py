@@ -1,5 +1,8 @@
 """The access log: one line per request, as text or JSON, written in batches.
 
+A line is the request's `RequestContext` (`describe_request` fills in what only the log
+needs); the formats (text, combined, json) are a contract with log pipelines.
+
 I/O shell, kept off the hot path: `record` formats one line into a list; the lines are
 written (a few `os.write`s for the batch) when the batch is large or, at the latest, by `flush`,
 which the server calls every `FLUSH_INTERVAL` seconds and at shutdown: one system call per
@@ -12,38 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 
+from aiohttp import web
+
 from balancer.config.model import AccessLogConfig
+from balancer.proxy.context import RequestContext
 
 FLUSH_INTERVAL = 1.0
 BATCH = 256
 ATOMIC = 4096  # PIPE_BUF: writes up to this size to a pipe are never interleaved
-
-
-class Entry:
-    """What the proxy learns about one request, filled in as it is handled."""
-
-    __slots__ = ("backend", "bytes_sent", "client", "host", "method", "path", "pool",
-                 "protocol", "referer", "request_class", "request_id", "source", "started",
-                 "status", "total_s", "upstream_s", "user_agent")
-
-    def __init__(self) -> None:
-        self.request_id = "-"
-        self.started = 0.0  # wall clock (time.time()) when the request head was read
-        self.client = "-"   # the peer, or the X-Forwarded-For client when the peer is trusted
-        self.host = ""
-        self.method = "-"
-        self.path = "-"     # the request target as the client sent it
-        self.protocol = "HTTP/1.1"
-        self.pool = "none"
-        self.request_class = "none"
-        self.source = "-"   # what decided the class: rule, learned, default, ... or spill
-        self.backend = "-"
-        self.status = 0
-        self.bytes_sent = 0
-        self.upstream_s = -1.0
-        self.total_s = 0.0
-        self.user_agent = ""
-        self.referer = ""
 
 
 class AccessLog:
@@ -63,7 +42,7 @@ class AccessLog:
         self._lines: list[str] = []
         self._format = FORMATTERS[config.format]
 
-    def record(self, entry: Entry) -> None:
+    def record(self, entry: RequestContext) -> None:
         self._lines.append(self._format(entry))
         if len(self._lines) >= BATCH:
             self.flush()
@@ -107,22 +86,39 @@ class AccessLog:
             os.close(self._fd)
 
 
+def describe_request(ctx: RequestContext, request: web.BaseRequest, client: str) -> None:
+    """The access log's view of the request (only when there is an access log); `client`
+    is the peer's address."""
+    headers = request.headers
+    ctx.wall_started = time.time() - ctx.total_s
+    forwarded_for = headers.get("X-Forwarded-For") if ctx.runtime.is_trusted(client) else None
+    if forwarded_for:
+        client = forwarded_for.partition(",")[0].strip() or client
+    ctx.client = client
+    ctx.host = headers.get("Host", "")
+    ctx.method = request.method
+    ctx.path = request.raw_path
+    ctx.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
+    ctx.user_agent = headers.get("User-Agent", "")
+    ctx.referer = headers.get("Referer", "")
+
+
 def _open(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
-def _upstream_ms(entry: Entry) -> float | None:
+def _upstream_ms(entry: RequestContext) -> float | None:
     return None if entry.upstream_s < 0 else round(entry.upstream_s * 1000, 3)
 
 
 _UNSAFE = {c: f"%{c:02X}" for c in (*range(0x21), 0x22, 0x7F)}
 
 
-def _text(entry: Entry) -> str:
+def _text(entry: RequestContext) -> str:
     upstream = _upstream_ms(entry)
     path = entry.path.translate(_UNSAFE)
     return (f'{entry.request_id} "{entry.method} {path}" {entry.status} {entry.bytes_sent} '
-            f"class={entry.request_class} pool={entry.pool} backend={entry.backend} "
+            f"class={entry.request_class} pool={entry.pool_name} backend={entry.backend} "
             f"upstream_ms={'-' if upstream is None else upstream} "
             f"total_ms={entry.total_s * 1000:.3f}\n")
 
@@ -163,11 +159,11 @@ _CLOCK = _Clock()
 _QUOTED = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, 0x7F)}
 
 
-def _combined(entry: Entry) -> str:
+def _combined(entry: RequestContext) -> str:
     """nginx's and Apache's `combined` format, then key=value fields log tools ignore."""
     upstream = _upstream_ms(entry)
     target = entry.path.translate(_UNSAFE)
-    return (f"{entry.client} - - [{_CLOCK.clf(entry.started)}] "
+    return (f"{entry.client} - - [{_CLOCK.clf(entry.wall_started)}] "
             f'"{entry.method.translate(_UNSAFE)} {target} {entry.protocol}" '
             f"{entry.status} {entry.bytes_sent} "
             f'"{entry.referer.translate(_QUOTED) or "-"}" '
@@ -175,22 +171,22 @@ def _combined(entry: Entry) -> str:
             f'host="{entry.host.translate(_QUOTED)}" '
             f"duration_ms={entry.total_s * 1000:.3f} "
             f"upstream_ms={'-' if upstream is None else upstream} "
-            f"backend={entry.backend} pool={entry.pool} class={entry.request_class} "
+            f"backend={entry.backend} pool={entry.pool_name} class={entry.request_class} "
             f"source={entry.source} request_id={entry.request_id}\n")
 
 
-def _json(entry: Entry) -> str:
+def _json(entry: RequestContext) -> str:
     """One JSON object a line; the keys are a contract (log pipelines rely on them)."""
     return json.dumps({
-        "time": _CLOCK.rfc3339(entry.started), "client": entry.client, "host": entry.host,
+        "time": _CLOCK.rfc3339(entry.wall_started), "client": entry.client, "host": entry.host,
         "method": entry.method, "target": entry.path, "protocol": entry.protocol,
         "status": entry.status, "bytes": entry.bytes_sent,
         "duration_ms": round(entry.total_s * 1000, 3), "upstream_ms": _upstream_ms(entry),
-        "backend": entry.backend, "class": entry.request_class, "pool": entry.pool,
+        "backend": entry.backend, "class": entry.request_class, "pool": entry.pool_name,
         "source": entry.source, "request_id": entry.request_id,
         "user_agent": entry.user_agent,
     }, ensure_ascii=False) + "\n"
 
 
-FORMATTERS: dict[str, Callable[[Entry], str]] = {
+FORMATTERS: dict[str, Callable[[RequestContext], str]] = {
     "text": _text, "combined": _combined, "json": _json}

@@ -35,6 +35,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config.model import Config
+from balancer.http.errors import BadRequest, HeadTimeout, HeadTooLarge, ProxyError, UriTooLong
 from balancer.proxy.replies import SentResponse, closing_reply
 
 log = logging.getLogger("balancer.client")
@@ -178,11 +179,10 @@ class ClientConnection(web_protocol.RequestHandler):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        request_id = self._server.new_request_id()
-        body = (f"431 request header fields too large: the request head is over "
-                f"{self._max_head_size} bytes (request id {request_id})\n").encode()
-        transport.write(closing_reply(431, "Request Header Fields Too Large", body, request_id)
-                        + body)
+        head, body = closing_reply(
+            HeadTooLarge(f"the request head is over {self._max_head_size} bytes"),
+            self._server.new_request_id())
+        transport.write(head + body)
         self._server.on_bad_request(431)
         log.debug("431: request head over %d bytes", self._max_head_size)
         self.force_close()
@@ -194,10 +194,10 @@ class ClientConnection(web_protocol.RequestHandler):
         if transport is None or transport.is_closing():
             return
         seconds = self._server.header_timeout
-        request_id = self._server.new_request_id()
-        body = (f"408 request timeout: the request head did not arrive within {seconds:g}s "
-                f"(request id {request_id})\n").encode()
-        transport.write(closing_reply(408, "Request Timeout", body, request_id) + body)
+        head, body = closing_reply(
+            HeadTimeout(f"the request head did not arrive within {seconds:g}s"),
+            self._server.new_request_id())
+        transport.write(head + body)
         self._server.on_bad_request(408)
         log.debug("408: request head not complete after %gs", seconds)
         self.force_close()
@@ -207,30 +207,29 @@ class ClientConnection(web_protocol.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if status != 400 or not isinstance(exc, BadHttpMessage):
             return super().handle_error(request, status, exc, message)
-        status, reason, detail = self._status_for(exc)
-        self._server.on_bad_request(status)
+        error = self._status_for(exc)
+        self._server.on_bad_request(error.status)
         request_id = self._server.new_request_id()
-        log.debug("%s: %d from %s: %s", request_id, status, request.remote, detail)
+        log.debug("%s: %d from %s: %s", request_id, error.status, request.remote, error.detail)
         # written as HTTP/1.1 whatever the request line said (as nginx does: aiohttp would say
         # HTTP/1.0 for a request it could not parse), and without the body to a HEAD request
-        body = f"{status} {reason.lower()}: {detail} (request id {request_id})\n".encode()
-        head = closing_reply(status, reason, body, request_id)
+        head, body = closing_reply(error, request_id)
         sent = head if self._refused_head else head + body
-        return cast(web.StreamResponse, SentResponse(sent, False, status, len(body)))
+        return cast(web.StreamResponse, SentResponse(sent, False, error.status, len(body)))
 
-    def _status_for(self, exc: BadHttpMessage) -> tuple[int, str, str]:
+    def _status_for(self, exc: BadHttpMessage) -> ProxyError:
+        """The refusal (414, 431 or 400) for what the parser could not take."""
         if isinstance(exc, LineTooLong):
             limit = exc.args[1] if len(exc.args) > 1 else None
             line = exc.args[0] if exc.args else b""
             uri_like = isinstance(line, bytes | bytearray) and line[:1] in (b"/", b"h", b"*")
             if limit == self._server.max_uri_size and uri_like:
-                return 414, "URI Too Long", f"the request line is over {limit} bytes"
-            return (431, "Request Header Fields Too Large",
-                    f"a header line is over {limit} bytes")
+                return UriTooLong(f"the request line is over {limit} bytes")
+            return HeadTooLarge(f"a header line is over {limit} bytes")
         text = (exc.message or "").split(":\n", 1)[0].split("\n", 1)[0].strip()
         if text == "Too many headers received":
-            return 431, "Request Header Fields Too Large", "too many header lines"
-        return 400, "Bad Request", _printable(text) or "malformed request"
+            return HeadTooLarge("too many header lines")
+        return BadRequest(_printable(text) or "malformed request")
 
 
 _REQUEST_LINE = re.compile(rb"(?:^|\n)[\r\n]*([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/")

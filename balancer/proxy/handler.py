@@ -1,38 +1,40 @@
 """The request handler: pick a backend, forward the request, stream the response back.
 
+A request goes through named steps (pingora's phases), each a method of `Proxy`, all sharing
+one `RequestContext`: `_admit` (check and rewrite the head), `_read_small_body`, `_route`
+(classify, pool, decision metrics), `_connect_with_retries` (choose, queue, exchange, retry
+budget), `_respond` (tunnel, or head, learning, body), then the metrics and the access-log
+line in `handle`. The exchange itself (sending, reading, streaming, when to send a request
+again) is `balancer.proxy.exchange`.
+
 Rules this module keeps:
 - A client never hangs: every failure becomes a response from `error_response` (one line
   of text naming the reason and the request id), or, once the response has started, a
   closed connection (so a truncated body is never mistaken for a whole one).
-- Bodies stream in both directions with back-pressure; only small request bodies (up to
-  REPLAY_LIMIT) are held, so that the stale keep-alive race can be retried on a fresh
-  connection. Larger bodies always go on a fresh connection.
-- The snapshot (`Runtime`) is read once per request; a reload never changes it midway.
+- The snapshot (`Runtime`) is read once per request, into its context; every step, learning
+  and the access log included, uses that one: a reload never changes a request midway.
+- Time is the injected `clock` (the event loop's: queue deadlines are in its time).
 """
 
 import asyncio
 import hmac
 import logging
-import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
-from balancer.balancing.classify import BadTarget, Decision
+from balancer.balancing.classify import BadTarget
 from balancer.balancing.costs import CostModel
 from balancer.balancing.health import RetryBudget
 from balancer.balancing.load_report import parse_load_report
 from balancer.balancing.runtime import Pool, Runtime
-from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
-from balancer.config.model import Limits, Timeouts
+from balancer.config.model import Config
 from balancer.http.errors import (
-    BackendClosed,
     BadRequest,
     BadResponse,
-    BodyTimeout,
-    BodyTooLarge,
     CodingNotImplemented,
     ConnectFailed,
     ConnectNotAllowed,
@@ -40,22 +42,16 @@ from balancer.http.errors import (
     HeadTooLarge,
     InternalError,
     NoBackend,
-    PoolExhausted,
     ProxyError,
 )
-from balancer.http.headers import (
-    ForwardedRequest,
-    UnsupportedCoding,
-    close_delimited_coding,
-    forward_request,
-    response_head,
-)
+from balancer.http.headers import ForwardedRequest, UnsupportedCoding, forward_request
 from balancer.metrics import Metrics
-from balancer.proxy.access_log import AccessLog, Entry
+from balancer.proxy.access_log import AccessLog, describe_request
+from balancer.proxy.context import RequestContext
+from balancer.proxy.exchange import client_head, exchange, read_small_body, relay, retryable
 from balancer.proxy.replies import (
     RequestIds,
     SentResponse,
-    StreamedResponse,
     error_response,
     version_not_supported,
 )
@@ -68,34 +64,8 @@ from balancer.upstream.waitqueue import WaitQueue
 
 log = logging.getLogger("balancer.proxy")
 
-REPLAY_LIMIT = 64 * 1024
 CLIENT_GONE = 499  # (nginx's status for "client closed request"), in metrics and access log
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Outcome:
-    """Where a request went and why: for the explain header and for learning its cost."""
-
-    __slots__ = ("address", "decision", "explain", "pool", "spilled", "stats")
-
-    def __init__(self, decision: Decision | None, pool: Pool, address: Address, spilled: bool,
-                 explain: bool, stats: BackendStats) -> None:
-        self.decision = decision
-        self.pool = pool
-        self.address = address
-        self.spilled = spilled
-        self.explain = explain
-        self.stats = stats
-
-    def header(self) -> tuple[tuple[bytes, bytes]]:
-        decision = self.decision
-        assert decision is not None
-        source = "spill" if self.spilled else decision.source
-        value = (f"class={decision.request_class}; pool={self.pool.name}; "
-                 f"backend={self.address.key}; "
-                 f"score={decision.score:.2f}; source={source}")
-        # header-safe whatever the names hold (config checks them too)
-        return ((b"X-Balancer-Decision", value.encode("ascii", "backslashreplace")),)
+Attempt = tuple[ConnectionPool, UpstreamConnection, Response]  # the backend that answered
 
 
 class _Facts:
@@ -124,84 +94,59 @@ class _Facts:
 
 
 class Proxy:
-    """Forwards requests using the current Runtime; `runtime` is swapped on reload."""
+    """Forwards requests using the current Runtime; `runtime` is swapped on reload (a request
+    keeps the one it started with). `clock` is the event loop's time."""
 
     def __init__(self, runtime: Runtime, backend_table: BackendTable, costs: CostModel,
-                 metrics: Metrics, access_log: AccessLog | None = None) -> None:
+                 metrics: Metrics, access_log: AccessLog | None = None, *,
+                 clock: Callable[[], float]) -> None:
         self.runtime = runtime
         self.access_log = access_log
         self.draining = False  # SIGTERM's grace period: every response closes its connection
         self.backend_table = backend_table
         self.costs = costs
         self.metrics = metrics
+        self.clock = clock
         self.ids = RequestIds()
         self.retry_budget = RetryBudget(runtime.health)
         self.queues: dict[str, WaitQueue] = {}
 
-    def _observe(self, runtime: Runtime, outcome: "Outcome", failed: bool) -> None:
+    def _observe(self, runtime: Runtime, ctx: RequestContext, failed: bool) -> None:
         """A backend's outcome: its error rate (weights) and passive health (ejection)."""
-        outcome.stats.observe_outcome(failed, runtime.weight_policy)
-        now = self.backend_table.loop.time()
-        health = self.backend_table.health(outcome.address)
-        may_eject = failed and runtime.may_eject(outcome.pool, self.backend_table, now)
+        pool, address, stats = ctx.chosen()
+        stats.observe_outcome(failed, runtime.weight_policy)
+        now = self.clock()
+        health = self.backend_table.health(address)
+        may_eject = failed and runtime.may_eject(pool, self.backend_table, now)
         transition = health.observe(failed, now, runtime.health, may_eject)
-        self.backend_table.health_events.on_transition(outcome.address, transition, FAILURES,
+        self.backend_table.health_events.on_transition(address, transition, FAILURES,
                                                        health, runtime.health, now)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = self.backend_table.loop.time()
-        record = Entry()
-        reply = await self._handle(request, record)
+        """One request, from its head to its metrics and access-log line."""
+        ctx = RequestContext(self.runtime, self.clock())
+        reply = await self._handle(request, ctx)
         if self.draining and isinstance(reply, web.StreamResponse) and not reply.prepared:
             reply.force_close()
-        record.total_s = self.backend_table.loop.time() - started
-        self.metrics.request(record.pool, record.request_class, reply.status, record.total_s)
-        access_log = self.access_log
-        if access_log is not None:
-            _describe_request(record, request, self.runtime)
-            record.status = reply.status
+        ctx.total_s = self.clock() - ctx.started
+        self.metrics.request(ctx.pool_name, ctx.request_class, reply.status, ctx.total_s)
+        if self.access_log is not None:
+            describe_request(ctx, request, _client_ip(request))
+            ctx.status = reply.status
             if isinstance(reply, SentResponse):
-                record.bytes_sent = reply.body_length
+                ctx.bytes_sent = reply.body_length
             elif isinstance(reply, web.Response):
-                record.bytes_sent = reply.content_length or 0
-            access_log.record(record)
+                ctx.bytes_sent = reply.content_length or 0
+            self.access_log.record(ctx)
         return reply
 
-    async def _handle(self, request: web.BaseRequest, record: Entry) -> web.StreamResponse:
-        runtime = self.runtime
-        client_ip = _client_ip(request)
-        if request.version.major != 1:
-            record.request_id = self.ids.new()
-            return version_not_supported(request, record.request_id)
-        if request.method == "CONNECT":
-            record.request_id = self.ids.new()
-            return error_response(ConnectNotAllowed(), record.request_id)
-        trusted = runtime.is_trusted(client_ip)
-        max_head = runtime.config.limits.max_head_size
-        if _head_size(request) > max_head:  # (one that came whole in one read)
-            record.request_id = self.ids.new()
-            return error_response(HeadTooLarge(f"the request head is over {max_head} bytes"),
-                                  record.request_id)
+    async def _handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+        """The request admitted and forwarded; whatever fails becomes its error response."""
+        forwarded = self._admit(request, ctx)
+        if not isinstance(forwarded, ForwardedRequest):
+            return forwarded  # refused
         try:
-            forwarded = forward_request(
-                request.method,
-                request.raw_path.encode("utf-8", "surrogateescape"),
-                request.raw_headers,
-                client_ip=client_ip,
-                trusted_client=trusted,
-                new_request_id=self.ids.new(),
-                http10=request.version < HTTP11,
-            )
-        except UnsupportedCoding as exc:
-            record.request_id = self.ids.new()
-            return error_response(CodingNotImplemented(str(exc)), record.request_id)
-        except ValueError as exc:
-            record.request_id = self.ids.new()
-            return error_response(BadRequest(str(exc)), record.request_id)
-        record.request_id = forwarded.request_id
-        explain = runtime.explain and (trusted or _has_admin_token(forwarded, runtime))
-        try:
-            return await self._forward(request, runtime, forwarded, record, explain)
+            return await self._forward(request, ctx, forwarded)
         except ProxyError as error:
             response = error_response(error, forwarded.request_id)
             if forwarded.declined_upgrade:  # the parser dropped what came after it: close
@@ -219,30 +164,66 @@ class Proxy:
             log.exception("%s: internal error", forwarded.request_id)
             return error_response(InternalError(), forwarded.request_id)
 
-    async def _forward(
-        self, request: web.BaseRequest, runtime: Runtime, forwarded: ForwardedRequest,
-        record: Entry, explain: bool,
-    ) -> web.StreamResponse:
-        limits = runtime.config.limits
-        timeouts = runtime.config.timeouts
-        length = forwarded.content_length
-        if length is not None and length > limits.max_body_size:
-            raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
-        streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
-        payload = forwarded.head
-        if request.version < HTTP11:
-            forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
-        if length and not streamed:
-            if forwarded.expect_continue:
-                await request.writer.write(CONTINUE)
-            try:
-                async with asyncio.timeout(timeouts.client_body):
-                    payload += await request.content.readexactly(length)
-            except asyncio.IncompleteReadError:
-                raise BadRequest("client closed before sending the whole body") from None
-            except TimeoutError:
-                raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
+    def _admit(self, request: web.BaseRequest,
+               ctx: RequestContext) -> ForwardedRequest | web.StreamResponse:
+        """The head checked and rewritten for the backend, or the response refusing it; sets
+        the request id and whether the client may see the explain header."""
+        runtime = ctx.runtime
+        client_ip = _client_ip(request)
+        if request.version.major != 1:
+            ctx.request_id = self.ids.new()
+            return version_not_supported(request, ctx.request_id)
+        trusted = runtime.is_trusted(client_ip)
+        try:
+            forwarded = self._rewrite(request, runtime.config, client_ip, trusted)
+        except ProxyError as refusal:
+            ctx.request_id = self.ids.new()
+            return error_response(refusal, ctx.request_id)
+        ctx.request_id = forwarded.request_id
+        ctx.explain = runtime.explain and (trusted or _has_admin_token(forwarded, runtime))
+        return forwarded
 
+    def _rewrite(self, request: web.BaseRequest, config: Config, client_ip: str,
+                 trusted: bool) -> ForwardedRequest:
+        """`forward_request`'s head for the backend; raises the error that refuses it."""
+        if request.method == "CONNECT":
+            raise ConnectNotAllowed()
+        max_head = config.limits.max_head_size
+        if _head_size(request) > max_head:  # (one that came whole in one read)
+            raise HeadTooLarge(f"the request head is over {max_head} bytes")
+        try:
+            return forward_request(
+                request.method,
+                request.raw_path.encode("utf-8", "surrogateescape"),
+                request.raw_headers,
+                client_ip=client_ip,
+                trusted_client=trusted,
+                new_request_id=self.ids.new(),
+                http10=request.version < HTTP11,
+            )
+        except UnsupportedCoding as exc:
+            raise CodingNotImplemented(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def _forward(self, request: web.BaseRequest, ctx: RequestContext,
+                       forwarded: ForwardedRequest) -> web.StreamResponse:
+        """The request's steps once admitted: body, route, backend, response."""
+        payload, streamed = await read_small_body(request, ctx.runtime.config, forwarded)
+        pool = self._route(request, ctx, forwarded)
+        upstream, conn, response = await self._connect_with_retries(
+            request, ctx, forwarded, pool, payload, streamed)
+        try:
+            return await self._respond(request, ctx, forwarded, upstream, conn, response)
+        finally:
+            if not conn.released:  # on every path, whatever was raised
+                conn.abort()
+            self._wake(ctx.pool_name)  # this backend may have room now
+
+    def _route(self, request: web.BaseRequest, ctx: RequestContext,
+               forwarded: ForwardedRequest) -> Pool:
+        """Classify the request (with routing) and count the decision; its pool."""
+        runtime = ctx.runtime
         decision = None
         if runtime.classifier is not None:
             try:
@@ -250,10 +231,8 @@ class Proxy:
             except BadTarget as exc:  # a path the backend could route differently
                 raise BadRequest(str(exc)) from None
         pool = runtime.pool_for_decision(decision)
-        record.pool = pool.name
+        ctx.route(decision, pool)
         if decision is not None:
-            record.request_class = decision.request_class
-            record.source = decision.source
             self.metrics.decisions[(decision.request_class, decision.source)] += 1
             if decision.source == "learned-escalation":
                 self.metrics.learned_overrides += 1
@@ -262,72 +241,110 @@ class Proxy:
                 raise NoBackend(f"pool {pool.name}: {', '.join(pool.unresolved)} has not "
                                 "resolved to any address (DNS discovery)")
             raise NoBackend(f"pool {pool.name} has no backends")
-        backend_table = self.backend_table
+        return pool
+
+    async def _connect_with_retries(
+        self, request: web.BaseRequest, ctx: RequestContext, forwarded: ForwardedRequest,
+        pool: Pool, payload: bytes, streamed: bool,
+    ) -> Attempt:
+        """Choose a backend (waiting in the pool's queue while none has room) and exchange
+        with it; after a failure that is safe to retry, another, while the budget allows."""
+        runtime, backend_table = ctx.runtime, self.backend_table
         self.retry_budget.on_request(runtime.health)
         tried: list[Address] = []
         last_error: ProxyError = NoBackend(f"pool {pool.name} has no backend left to try")
         queueing = pool.config.max_queue > 0
-        deadline = backend_table.loop.time() + pool.config.queue_timeout
+        deadline = self.clock() + pool.config.queue_timeout
         while True:
-            chosen = runtime.choose(pool, backend_table, backend_table.loop.time(), tried,
+            chosen = runtime.choose(pool, backend_table, self.clock(), tried,
                                     over_cap=not queueing or bool(tried),
-                                    request_class=record.request_class)
+                                    request_class=ctx.request_class)
             if chosen is None:
                 if tried:  # every backend already tried by this request
-                    if isinstance(last_error, ConnectFailed | ConnectTimeout):
-                        raise NoBackend(f"every backend of pool {pool.name} is down "
-                                        f"({len(tried)} tried; last: {last_error.detail})")
-                    raise last_error
+                    raise _exhausted(pool, tried, last_error)
                 await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue
             used_pool, address, spilled = chosen
             if spilled:
                 self.metrics.spills[pool.name] += 1
-                record.source = "spill"
+                ctx.source = "spill"
             if tried:
-                if not self.retry_budget.try_retry():  # spent only when another backend is there
-                    raise last_error
-                log.info("%s: %s from %s; retrying on %s", forwarded.request_id,
-                         last_error.reason, tried[-1], address)
-                self.metrics.retries[type(last_error).__name__] += 1
-            upstream = backend_table.get(address, used_pool.config, timeouts)
-            outcome = Outcome(decision, used_pool, address, spilled,
-                              explain and decision is not None, backend_table.stats(address))
-            record.pool = used_pool.name
-            record.backend = address.key
-            sent_at = backend_table.loop.time()
+                self._spend_retry(ctx, tried[-1], last_error, address)
+            ctx.use(used_pool, address, backend_table.stats(address), spilled)
             try:
-                conn, response = await self._exchange(
-                    request, upstream, payload, forwarded, streamed, limits, timeouts
-                )
-                record.upstream_s = backend_table.loop.time() - sent_at
-                outcome.stats.observe_latency(record.upstream_s, response.status,
-                                              backend_table.inflight(address), record.request_class,
-                                              sent_at + record.upstream_s, runtime.weight_policy)
-                self.metrics.upstream_latency[address.key].observe(record.upstream_s)
-                break
+                return await self._attempt(request, ctx, forwarded, payload, streamed)
             except ProxyError as error:
                 self._wake(used_pool.name)  # the failed attempt freed its slot
                 if error.backend_fault:
-                    self._observe(runtime, outcome, failed=True)
-                if not _retryable(error, request, streamed):
+                    self._observe(runtime, ctx, failed=True)
+                if not retryable(error, request.method, request.headers, streamed):
                     raise
                 tried.append(address)
                 last_error = error
-        try:
-            if response.status == 101:
-                if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
-                    raise BadResponse("backend switched protocols for a request that asked "
-                                      "for no upgrade")
-                upstream.to_tunnel(conn)
-                return await tunnel(request, conn, response, forwarded.request_id,
-                                    timeouts.tunnel_idle)
-            return await self._respond(request, upstream, conn, response, forwarded, timeouts,
-                                       outcome, record)
-        finally:
-            if not conn.released:  # on every path, whatever was raised
-                conn.abort()
-            self._wake(used_pool.name)  # this backend may have room now
+
+    def _spend_retry(self, ctx: RequestContext, failed: Address, error: ProxyError,
+                     address: Address) -> None:
+        """A retry on another backend spends the retry budget; spent, the last error stands."""
+        if not self.retry_budget.try_retry():  # spent only when another backend is there
+            raise error
+        log.info("%s: %s from %s; retrying on %s", ctx.request_id, error.reason, failed,
+                 address)
+        self.metrics.retries[type(error).__name__] += 1
+
+    async def _attempt(self, request: web.BaseRequest, ctx: RequestContext,
+                       forwarded: ForwardedRequest, payload: bytes, streamed: bool) -> Attempt:
+        """One exchange with the backend `ctx.use` chose, timed to the response head."""
+        pool, address, stats = ctx.chosen()
+        runtime, backend_table = ctx.runtime, self.backend_table
+        timeouts = runtime.config.timeouts
+        upstream = backend_table.get(address, pool.config, timeouts)
+        sent_at = self.clock()
+        conn, response = await exchange(request, upstream, payload, forwarded, streamed,
+                                        runtime.config.limits, timeouts)
+        ctx.upstream_s = self.clock() - sent_at
+        stats.observe_latency(ctx.upstream_s, response.status, backend_table.inflight(address),
+                              ctx.request_class, sent_at + ctx.upstream_s,
+                              runtime.weight_policy)
+        self.metrics.upstream_latency[address.key].observe(ctx.upstream_s)
+        return upstream, conn, response
+
+    async def _respond(
+        self, request: web.BaseRequest, ctx: RequestContext, forwarded: ForwardedRequest,
+        upstream: ConnectionPool, conn: UpstreamConnection, response: Response,
+    ) -> web.StreamResponse:
+        """A tunnel after 101; otherwise the head for the client, what the response teaches
+        (before its body is relayed, as the head has the load report), then the body."""
+        timeouts = ctx.runtime.config.timeouts
+        if response.status == 101:
+            if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
+                raise BadResponse("backend switched protocols for a request that asked "
+                                  "for no upgrade")
+            upstream.to_tunnel(conn)
+            return await tunnel(request, conn, response, forwarded.request_id,
+                                timeouts.tunnel_idle)
+        head = client_head(request, upstream, conn, response, forwarded, ctx.explain_header(),
+                           self.draining)
+        self._learn(ctx, head.report, response.status)
+        return await relay(request, upstream, conn, response.status, head, ctx, timeouts)
+
+    def _learn(self, ctx: RequestContext, report: bytes | None, status: int) -> None:
+        """Fold the response into the backend's weight and error rate, and the backend's
+        report of what the request cost into the route's learned cost (by the request's own
+        snapshot, whatever was reloaded meanwhile)."""
+        runtime = ctx.runtime
+        self._observe(runtime, ctx, failed=status >= 500 or status == 429)
+        if report is None:
+            return
+        parsed = parse_load_report(report)
+        if parsed is None:
+            return
+        now = self.clock()
+        _, address, stats = ctx.chosen()
+        stats.observe_report(parsed, now, runtime.weight_policy,
+                             self.backend_table.inflight(address))
+        decision = ctx.decision
+        if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
+            self.costs.observe_report(decision.template, parsed, now)
 
     def _wake(self, pool: str) -> None:
         queue = self.queues.get(pool)
@@ -340,202 +357,13 @@ class Proxy:
             queue = self.queues[pool] = WaitQueue(self.backend_table.loop)
         return queue
 
-    async def _exchange(
-        self,
-        request: web.BaseRequest,
-        upstream: ConnectionPool,
-        payload: bytes,
-        forwarded: ForwardedRequest,
-        streamed: bool,
-        limits: Limits,
-        timeouts: Timeouts,
-    ) -> tuple[UpstreamConnection, Response]:
-        """Send the request and read the response head, retrying the stale keep-alive race."""
-        expect_body = request.method != "HEAD"
-        if forwarded.upgrade is not None and not upstream.has_tunnel_room():
-            raise PoolExhausted(f"backend {upstream.address} has its {upstream.max_tunnels} "
-                                "tunnels (max_tunnels) open")
-        for attempt in (1, 2):
-            conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
-            try:
-                conn.send(payload, expect_body=expect_body)
-                if streamed and not await _send_body(request, conn, forwarded, limits, timeouts):
-                    conn.body_cut = True  # an early answer: relayed, then both sides close
-                return conn, await conn.read_head(timeouts.backend_response)
-            except BackendClosed as exc:
-                conn.abort()
-                if attempt == 1 and reused and exc.before_response and not streamed \
-                        and _replayable(request):
-                    log.debug("stale keep-alive connection to %s; retrying", upstream.address)
-                    continue
-                raise
-            except BaseException:
-                conn.abort()
-                raise
-        raise AssertionError("unreachable")
 
-    async def _respond(
-        self,
-        request: web.BaseRequest,
-        upstream: ConnectionPool,
-        conn: UpstreamConnection,
-        response: Response,
-        forwarded: ForwardedRequest,
-        timeouts: Timeouts,
-        outcome: "Outcome",
-        record: Entry,
-    ) -> web.StreamResponse:
-        extra = outcome.header() if outcome.explain else ()
-        http10 = request.version < HTTP11
-        # after an upgrade aiohttp's parser does not switch for (not websocket), the bytes that
-        # came with the request are lost: close, so that the client resends what it pipelined
-        keep_alive = request.keep_alive and not self.draining and not forwarded.declined_upgrade \
-            and not conn.body_cut  # (the rest of the client's body is unread)
-        length = response.content_length
-        coding = close_delimited_coding(response.headers) if length is None else None
-        if coding is not None:  # e.g. `Transfer-Encoding: gzip`: the body ends with the close
-            if http10:  # RFC 9112 section 6.1: no Transfer-Encoding to an HTTP/1.0 client
-                raise BadResponse("backend used a transfer coding an HTTP/1.0 client cannot "
-                                  "receive")
-            keep_alive = False
-        if conn.is_complete():
-            body = conn.take_body()
-            upstream.release(conn)
-            if body:
-                length = len(body) if coding is None else None
-            elif length is None and coding is None and request.method != "HEAD" \
-                    and response.status != 304:
-                length = 0  # an empty chunked or close-delimited body
-            head, report = response_head(
-                response.status, response.reason, response.headers, forwarded.request_id,
-                content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
-                transfer_coding=coding,
-            )
-            self._learn(report, outcome, response.status)
-            return cast(web.StreamResponse, SentResponse(
-                head + body, keep_alive, response.status, len(body), timeouts.client_send))
-
-        chunked = length is None and coding is None and not http10
-        if length is None and not chunked:
-            keep_alive = False  # the body ends with the connection
-        head, report = response_head(
-            response.status, response.reason, response.headers, forwarded.request_id,
-            content_length=length, keep_alive=keep_alive, http10=http10, extra=extra,
-            transfer_coding=b"chunked" if chunked else coding,
-        )
-        self._learn(report, outcome, response.status)
-        reply = StreamedResponse(head, chunked=chunked, keep_alive=keep_alive,
-                                 status=response.status)
-        await reply.prepare(request)
-        try:
-            while chunk := await conn.read_chunk(timeouts.backend_response):
-                record.bytes_sent += len(chunk)
-                async with asyncio.timeout(timeouts.client_send):
-                    await reply.write(chunk)  # waits while the client's buffer is full
-        except ProxyError as exc:
-            log.warning("%s: response from %s cut off: %s", forwarded.request_id,
-                        upstream.address, exc.detail)
-            drop_client(request)
-            return cast(web.StreamResponse, reply)
-        except TimeoutError:
-            log.info("%s: client took nothing for %gs; dropped", forwarded.request_id,
-                     timeouts.client_send)
-            conn.abort()
-            drop_client(request, discard=True)
-            return cast(web.StreamResponse, reply)
-        except (ConnectionError, asyncio.CancelledError):
-            conn.abort()
-            raise
-        upstream.release(conn)  # read whole: the backend is done whatever the client does
-        try:
-            async with asyncio.timeout(timeouts.client_send):
-                await reply.write_eof()
-        except TimeoutError:
-            log.info("%s: client took nothing of the end of a response for %gs; dropped",
-                     forwarded.request_id, timeouts.client_send)
-            drop_client(request, discard=True)
-        return cast(web.StreamResponse, reply)
-
-    def _learn(self, report: bytes | None, outcome: Outcome, status: int) -> None:
-        """Fold the response into the backend's weight and error rate, and the backend's
-        report of what the request cost into the route's learned cost."""
-        runtime = self.runtime
-        self._observe(runtime, outcome, failed=status >= 500 or status == 429)
-        weight_policy = runtime.weight_policy
-        if report is None:
-            return
-        parsed = parse_load_report(report)
-        if parsed is None:
-            return
-        now = self.backend_table.loop.time()
-        outcome.stats.observe_report(parsed, now, weight_policy,
-                                     self.backend_table.inflight(outcome.address))
-        decision = outcome.decision
-        if decision is not None and 200 <= status < 400 and parsed.cpu_ms is not None:
-            self.costs.observe_report(decision.template, parsed, now)
-
-
-async def _send_body(
-    request: web.BaseRequest,
-    conn: UpstreamConnection,
-    forwarded: ForwardedRequest,
-    limits: Limits,
-    timeouts: Timeouts,
-) -> bool:
-    """Stream the request body to the backend; False when the backend answered before it had
-    all of it (a 413, 401 ... that the client gets, as nginx and HAProxy relay it): the rest
-    is not sent."""
-    if forwarded.expect_continue:
-        await request.writer.write(CONTINUE)
-    total = 0
-    chunked = forwarded.chunked
-    content = request.content
-    while True:
-        if conn.answered():
-            return False
-        try:
-            async with asyncio.timeout(timeouts.client_body):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BodyTimeout(f"nothing of the body for {timeouts.client_body:g}s") from None
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limits.max_body_size:
-            raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")
-        try:
-            if chunked:
-                await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk),
-                                 timeouts.backend_response)
-            else:
-                await conn.write(chunk, timeouts.backend_response)
-        except BackendClosed:
-            if conn.answered():  # it answered, then closed without reading the rest
-                return False
-            raise
-    if forwarded.content_length is not None and total < forwarded.content_length:
-        raise BadRequest("client closed before sending the whole body")
-    if chunked:
-        await conn.write(b"0\r\n\r\n", timeouts.backend_response)
-    return True
-
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-def _replayable(request: web.BaseRequest) -> bool:
-    """May be sent again once a backend may have read (and executed) it: an idempotent method
-    or a request carrying an Idempotency-Key (RFC 9110 section 9.2.2)."""
-    return request.method in IDEMPOTENT or "Idempotency-Key" in request.headers
-
-
-def _retryable(error: ProxyError, request: web.BaseRequest, streamed: bool) -> bool:
-    """Safe to send again elsewhere: the connection never came up (nothing was sent), or a
-    replayable request whose connection broke before any byte of a response."""
-    if isinstance(error, ConnectFailed | ConnectTimeout):
-        return True
-    return (isinstance(error, BackendClosed) and error.before_response and not streamed
-            and _replayable(request))
+def _exhausted(pool: Pool, tried: list[Address], last_error: ProxyError) -> ProxyError:
+    """The error once every backend of the pool was tried."""
+    if isinstance(last_error, ConnectFailed | ConnectTimeout):
+        return NoBackend(f"every backend of pool {pool.name} is down "
+                         f"({len(tried)} tried; last: {last_error.detail})")
+    return last_error
 
 
 def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
@@ -543,23 +371,6 @@ def _has_admin_token(forwarded: ForwardedRequest, runtime: Runtime) -> bool:
     token, expected = forwarded.explain_token, runtime.config.admin_token
     return (token is not None and expected is not None
             and hmac.compare_digest(token, expected.encode()))
-
-
-def _describe_request(record: Entry, request: web.BaseRequest, runtime: Runtime) -> None:
-    """The access log's view of the request (only when there is an access log)."""
-    headers = request.headers
-    record.started = time.time() - record.total_s
-    client = _client_ip(request)
-    forwarded_for = headers.get("X-Forwarded-For") if runtime.is_trusted(client) else None
-    if forwarded_for:
-        client = forwarded_for.partition(",")[0].strip() or client
-    record.client = client
-    record.host = headers.get("Host", "")
-    record.method = request.method
-    record.path = request.raw_path
-    record.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
-    record.user_agent = headers.get("User-Agent", "")
-    record.referer = headers.get("Referer", "")
 
 
 def _head_size(request: web.BaseRequest) -> int:

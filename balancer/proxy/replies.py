@@ -1,9 +1,11 @@
 """What the proxy writes back itself: request ids, error responses, raw serialised responses.
 
-I/O shell (aiohttp response objects), no state. `error_response` is the one place that
-turns a failure into what the client sees: a one-line plain-text body naming the reason and
-the request id, `X-Request-Id`, `Retry-After` on 503, and the connection closed after a 400,
-408 or 413 (what is left of such a request can be neither trusted nor skipped).
+I/O shell (aiohttp response objects), no state. `error_text` is the one body of every error
+the balancer answers itself, `error_response` (through aiohttp) and `closing_reply` (raw,
+before a request could be parsed) the two ways it goes out: a one-line plain-text body
+naming the reason and the request id, `X-Request-Id`, `Retry-After` on 503 (aiohttp's way
+only), and the connection closed after a 400, 408 or 413 (what is left of such a request can
+be neither trusted nor skipped).
 """
 
 import asyncio
@@ -31,10 +33,17 @@ class RequestIds:
         return f"{self._prefix}-{next(self._counter):x}"
 
 
-def error_response(error: ProxyError, request_id: str) -> web.Response:
-    """The one place that turns a failure into what the client sees."""
+def error_text(error: ProxyError, request_id: str) -> str:
+    """The body of every error the balancer answers itself: one line of plain text,
+    `<status> <reason>: <detail> (request id <id>)` (no detail when it only repeats the
+    reason)."""
     detail = "" if error.detail == error.reason else f": {error.detail}"
-    text = f"{error.status} {error.reason}{detail} (request id {request_id})\n"
+    return f"{error.status} {error.reason}{detail} (request id {request_id})\n"
+
+
+def error_response(error: ProxyError, request_id: str) -> web.Response:
+    """The one place that turns a failure into what the client sees (through aiohttp)."""
+    text = error_text(error, request_id)
     headers = {"X-Request-Id": request_id}
     if error.status == 503:
         headers["Retry-After"] = "1"
@@ -64,22 +73,28 @@ class PlainStreamResponse(web.StreamResponse):
         self.headers.popall("Server", None)
 
 
-def closing_reply(status: int, reason: str, body: bytes, request_id: str) -> bytes:
-    """The head of a refusal written before (or instead of) aiohttp's response machinery: as
-    HTTP/1.1 whatever the request line said (as nginx does), `Connection: close`, the one-line
-    plain-text `body` counted in Content-Length (the caller appends it, or not for a HEAD)."""
-    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
+# the reason phrases (RFC 9110) of the refusals written raw, by status
+PHRASES = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
+           431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
+
+
+def closing_reply(error: ProxyError, request_id: str) -> tuple[bytes, bytes]:
+    """(head, body) of a refusal written before (or instead of) aiohttp's response machinery:
+    as HTTP/1.1 whatever the request line said (as nginx does), `Connection: close`, the
+    `error_text` body counted in Content-Length (the caller sends it, or not for a HEAD)."""
+    body = error_text(error, request_id).encode()
+    head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"X-Request-Id: %s\r\n\r\n" % (status, reason.encode(),
+            b"X-Request-Id: %s\r\n\r\n" % (error.status, PHRASES[error.status].encode(),
                                            formatdate(usegmt=True).encode(), len(body),
                                            request_id.encode()))
+    return head, body
 
 
 def version_not_supported(request: web.BaseRequest, request_id: str) -> web.StreamResponse:
     """505, written as HTTP/1.1 whatever version the request line claimed."""
     error = VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor}")
-    body = f"{error.status} {error.reason}: {error.detail} (request id {request_id})\n".encode()
-    head = closing_reply(505, "HTTP Version Not Supported", body, request_id)
+    head, body = closing_reply(error, request_id)
     return cast(web.StreamResponse, SentResponse(head + body, False, 505, len(body)))
 
 

@@ -56,6 +56,40 @@ class _TunnelFeed:
             self.done.set_result(None)
 
 
+class _ToClient:
+    """Takes the backend's bytes to the client (the connection's tunnel sink), and stops
+    reading the backend while the client's buffer is over CLIENT_HIGH_WATER; an empty read
+    (the backend closed) ends the tunnel."""
+
+    def __init__(self, request: web.BaseRequest, conn: UpstreamConnection,
+                 done: "asyncio.Future[None]", active: list[float]) -> None:
+        self.request = request
+        self.client = request.transport
+        self.conn = conn
+        self.done = done
+        self.active = active
+        self.waiting: asyncio.Task[None] | None = None
+
+    def __call__(self, data: bytes) -> None:
+        self.active[0] = self.conn.loop.time()
+        client = self.client
+        if data and client is not None and not client.is_closing():
+            client.write(data)
+            if client.get_write_buffer_size() > CLIENT_HIGH_WATER and self.waiting is None \
+                    and self.conn.transport is not None:
+                self.conn.transport.pause_reading()
+                self.waiting = asyncio.ensure_future(self._resume())
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    async def _resume(self) -> None:
+        await self.request.writer.drain()  # returns when the client's transport has room again
+        self.waiting = None
+        backend = self.conn.transport
+        if backend is not None and not backend.is_closing():
+            backend.resume_reading()
+
+
 async def tunnel(
     request: web.BaseRequest, conn: UpstreamConnection, response: Response, request_id: str,
     idle_timeout: float,
@@ -67,32 +101,13 @@ async def tunnel(
     reply = PlainStreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
                                headers=headers)
     await reply.prepare(request)
-    client = request.transport
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    waiting: list[asyncio.Task[None]] = []
     active = [loop.time()]  # when a byte last went either way
-
-    async def resume_backend() -> None:
-        await request.writer.drain()  # returns when the client's transport has room again
-        waiting.clear()
-        if conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.resume_reading()
-
-    def to_client(data: bytes) -> None:
-        active[0] = loop.time()
-        if data and client is not None and not client.is_closing():
-            client.write(data)
-            if client.get_write_buffer_size() > CLIENT_HIGH_WATER and not waiting \
-                    and conn.transport is not None:
-                conn.transport.pause_reading()
-                waiting.append(asyncio.ensure_future(resume_backend()))
-        elif not done.done():
-            done.set_result(None)
-
-    feed = _TunnelFeed(request, conn, done, active)
+    to_client = _ToClient(request, conn, done, active)
+    to_backend = _TunnelFeed(request, conn, done, active)
     conn.open_tunnel(to_client)
-    request.protocol.set_parser(feed)  # type: ignore[arg-type]
+    request.protocol.set_parser(to_backend)  # type: ignore[arg-type]
     try:
         while (left := active[0] + idle_timeout - loop.time()) > 0:
             try:
@@ -102,7 +117,7 @@ async def tunnel(
             except TimeoutError:
                 continue  # bytes moved meanwhile: wait out the rest from the last one
     finally:
-        for task in (*waiting, feed.waiting):
+        for task in (to_client.waiting, to_backend.waiting):
             if task is not None:
                 task.cancel()
         conn.close()

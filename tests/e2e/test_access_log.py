@@ -5,6 +5,7 @@ behind a trusted proxy, and reopening on SIGUSR1 (logrotate's postrotate), also 
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -17,8 +18,12 @@ import aiohttp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from balancer.balancing.runtime import Runtime
+from balancer.config.addresses import parse_backend
 from balancer.config.model import AccessLogConfig
-from balancer.proxy.access_log import FORMATTERS, AccessLog, Entry
+from balancer.config.parse import parse_config
+from balancer.proxy.access_log import FORMATTERS, AccessLog
+from balancer.proxy.context import RequestContext
 from tests.conftest import Backend, Process, Running, one_pool_config, wait_for
 
 # The combined log format as log tools match it (GoAccess' COMBINED, the ELK/Grok
@@ -34,15 +39,27 @@ KEYS = ["time", "client", "host", "method", "target", "protocol", "status", "byt
         "user_agent"]
 
 
-def entry(**fields: object) -> Entry:
-    record = Entry()
-    record.started = 1796571602.25  # 2026-12-06T15:40:02.250Z
+RUNTIME = Runtime(parse_config("listen: 127.0.0.1:0\npools:\n"
+                               "  io: {backends: ['http://127.0.0.1:8101']}\n"
+                               "  p: {backends: ['http://b:1']}\n", "test.yaml"),
+                  1, random.Random(0))
+
+
+def entry(**fields: object) -> RequestContext:
+    """A request's context as the proxy hands it to the log (`pool` and `backend` by name)."""
+    record = RequestContext(RUNTIME, 0.0)
+    record.wall_started = 1796571602.25  # 2026-12-06T15:40:02.250Z
+    pool, backend = fields.pop("pool", None), fields.pop("backend", None)
+    if pool is not None:
+        record.pool = RUNTIME.pools[str(pool)]
+    if backend is not None:
+        record.address = parse_backend(f"http://{backend}")
     for name, value in fields.items():
         setattr(record, name, value)
     return record
 
 
-def lines_of(tmp_path: Path, log_format: str, *entries: Entry) -> list[str]:
+def lines_of(tmp_path: Path, log_format: str, *entries: RequestContext) -> list[str]:
     path = tmp_path / f"access-{log_format}.log"
     log = AccessLog(AccessLogConfig(format=log_format, path=str(path)))  # type: ignore[arg-type]
     for record in entries:

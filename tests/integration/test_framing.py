@@ -249,12 +249,12 @@ async def test_a_websocket_upgrade_keeps_the_bytes_sent_with_it(proxied: Started
 async def test_an_error_while_answering_releases_the_backend_connection(
     proxied: Started, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from balancer.proxy import handler as proxy
+    from balancer.proxy.context import RequestContext
 
-    def broken(self: proxy.Outcome) -> tuple[tuple[bytes, bytes]]:
+    def broken(self: RequestContext) -> tuple[tuple[bytes, bytes], ...]:
         raise UnicodeEncodeError("latin-1", "", 0, 1, "not latin-1")
 
-    monkeypatch.setattr(proxy.Outcome, "header", broken)
+    monkeypatch.setattr(RequestContext, "explain_header", broken)
     lb, _ = await proxied(extra="trusted_proxies: [127.0.0.1]\n"
                                 "routing: {explain: true, classes: {light_cpu: default}}\n")
     for _ in range(3):

@@ -4,6 +4,7 @@ state carries over; the access log writes one line per request."""
 import asyncio
 import contextlib
 import json
+import random
 import re
 import select
 import socket
@@ -219,16 +220,21 @@ async def test_an_access_log_that_cannot_be_opened_refuses_the_reload(
 
 
 def test_access_log_lines_are_written_whole_in_pipe_atomic_chunks(tmp_path: Path) -> None:
+    from balancer.balancing.runtime import Runtime
     from balancer.config.model import AccessLogConfig
-    from balancer.proxy.access_log import AccessLog, Entry
+    from balancer.config.parse import parse_config
+    from balancer.proxy.access_log import AccessLog
+    from balancer.proxy.context import RequestContext
 
     path = tmp_path / "access.log"
     log = AccessLog(AccessLogConfig(format="json", path=str(path)))
+    runtime = Runtime(parse_config(one_pool_config("http://127.0.0.1:1"), "t.yaml"), 1,
+                      random.Random(0))
     writes: list[int] = []
     real_write = log._write
     log._write = lambda data: (writes.append(len(data)), real_write(data))  # type: ignore[method-assign]
     for index in range(300):
-        entry = Entry()
+        entry = RequestContext(runtime, 0.0)
         entry.request_id = f"r{index}"
         entry.path = "/p" + "x" * (index % 50)
         log.record(entry)

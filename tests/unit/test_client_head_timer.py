@@ -9,7 +9,7 @@ from typing import cast
 
 from aiohttp import web
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.proxy.client import ClientConnection, ProxyServer
 from tests.unit.fake_io import FakeTransport, ManualClockLoop, settle
 

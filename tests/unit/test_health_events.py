@@ -12,7 +12,7 @@ from balancer.balancing.health import EJECTED, RESTORED, BackendHealth, HealthPo
 from balancer.balancing.runtime import Runtime
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address, parse_backend
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.metrics import Metrics
 from balancer.upstream.backends import BackendTable
 from balancer.upstream.health_events import CHECKS, EXPIRY, FAILURES, Cause, HealthEvents
