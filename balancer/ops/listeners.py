@@ -1,20 +1,24 @@
-"""Listening sockets: bind one for an address, say what it is bound to, and the record of a
-socket being served (`Listener`). Used by the single process and the supervisor alike.
+"""Listening sockets: bind one for an address, say what it is bound to (used by the single
+process and the supervisor alike), and the set a single process serves on (`ListenerSet`).
 
-I/O shell. A bind error is turned into words here (`bind_error`); deciding what it means
-(refuse a reload, fail the start) is the caller's.
+I/O shell. A bind error is turned into words here (`bind_error`, `CannotListen`); deciding
+what it means (refuse a reload, fail the start) is the caller's.
 """
 
 import contextlib
+import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from balancer.config.addresses import Address
+
+log = logging.getLogger("balancer")
 
 
 def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
@@ -75,3 +79,57 @@ def find_listener(listeners: list[Listener], address: Address, admin: bool) -> L
         if listener.address == address or listener.bound == address.key:
             return listener
     return None
+
+
+class CannotListen(Exception):
+    """An address that cannot be bound; the message names it and says why."""
+
+
+class ListenerSet:
+    """The sockets one process serves on: public ones (with SO_REUSEPORT when `reuse_port`:
+    a supervisor's workers share them) and its admin one (never shared)."""
+
+    def __init__(self, *, reuse_port: bool = False) -> None:
+        self.reuse_port = reuse_port
+        self.listeners: list[Listener] = []
+
+    def bound(self, *, admin: bool) -> list[str]:
+        return [listener.bound for listener in self.listeners if listener.admin == admin]
+
+    async def serve_on(self, wanted: list[tuple[Address, bool]],
+                       runner: Callable[[bool], web.BaseRunner]) -> None:
+        """Serve on exactly `wanted` (address, admin): bind every new socket first (so a bind
+        error changes nothing: CannotListen), then start them on `runner(admin)`, then close
+        the listeners no longer wanted. Connections accepted by a closed listener carry on
+        until they end."""
+        kept, fresh = self._bind_new(wanted)
+        for address, admin, sock in fresh:
+            site = web.SockSite(runner(admin), sock)
+            await site.start()
+            listener = Listener(address, admin, describe(sock), site)
+            kept.append(listener)
+            log.info("%slistening on %s", "admin " if listener.admin else "", listener.bound)
+        for listener in self.listeners:
+            if listener not in kept:
+                await listener.site.stop()
+                log.info("stopped listening on %s", listener.bound)
+        self.listeners = kept
+
+    def _bind_new(self, wanted: list[tuple[Address, bool]]
+                  ) -> tuple[list[Listener], list[tuple[Address, bool, socket.socket]]]:
+        """(the listeners kept as they are, new sockets bound for the other addresses)"""
+        kept: list[Listener] = []
+        fresh: list[tuple[Address, bool, socket.socket]] = []
+        try:
+            for address, admin in wanted:
+                existing = find_listener(self.listeners, address, admin)
+                if existing is not None:
+                    kept.append(existing)
+                else:
+                    reuse_port = self.reuse_port and not admin  # the admin port: never
+                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
+        except (OSError, UnicodeError) as exc:
+            for _, _, sock in fresh:
+                sock.close()
+            raise CannotListen(f"cannot listen on {address}: {bind_error(exc)}") from None
+        return kept, fresh

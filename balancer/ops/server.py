@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import time
 from typing import Any
 
@@ -33,7 +32,7 @@ from balancer.ops.config_file import load_config
 from balancer.ops.filewatch import watch_file
 from balancer.ops.history import INTERVAL, History, take_snapshot
 from balancer.ops.lifecycle import CannotStart, SignalQueue, stop_when_orphaned
-from balancer.ops.listeners import Listener, bind, bind_error, describe, find_listener
+from balancer.ops.listeners import CannotListen, ListenerSet
 from balancer.ops.reloads import ReloadOutcome, Reloads
 from balancer.ops.status import status_document
 from balancer.proxy.access_log import FLUSH_INTERVAL, AccessLog
@@ -64,13 +63,12 @@ class Balancer:
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry: CollectorRegistry | None = None  # start() builds it
-        # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
-        # them; a single process must not share its ports with a second instance unawares
         self.history = History()
-        self.reuse_port = reuse_port
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads = Reloads()
-        self._listeners: list[Listener] = []
+        # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
+        # them; a single process must not share its ports with a second instance unawares
+        self._listeners = ListenerSet(reuse_port=reuse_port)
         self._public: web.ServerRunner | None = None
         self._server: ProxyServer | None = None
         self._admin: web.AppRunner | None = None
@@ -150,39 +148,18 @@ class Balancer:
         await self._listen(config)
 
     async def _listen(self, config: Config) -> None:
-        """Serve on exactly the config's addresses: bind every new socket first (so a bind
-        error changes nothing), then start them, then close the listeners no longer wanted.
-        Connections accepted by a closed listener carry on until they end."""
+        """Serve on exactly the config's addresses (ListenerSet.serve_on); ApplyError when
+        one cannot be bound, and then nothing changed."""
         assert self._public is not None and self._admin is not None
+        public, admin = self._public, self._admin
         wanted: list[tuple[Address, bool]] = [(address, False) for address in config.listen]
         admin_address = self.admin_override or config.admin
         if admin_address is not None:
             wanted.append((admin_address, True))
-        kept: list[Listener] = []
-        fresh: list[tuple[Address, bool, socket.socket]] = []
         try:
-            for address, admin in wanted:
-                existing = find_listener(self._listeners, address, admin)
-                if existing is not None:
-                    kept.append(existing)
-                else:
-                    reuse_port = self.reuse_port and not admin  # the admin port: never
-                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
-        except (OSError, UnicodeError) as exc:
-            for _, _, sock in fresh:
-                sock.close()
-            raise ApplyError(f"cannot listen on {address}: {bind_error(exc)}") from None
-        for address, admin, sock in fresh:
-            site = web.SockSite(self._admin if admin else self._public, sock)
-            await site.start()
-            listener = Listener(address, admin, describe(sock), site)
-            kept.append(listener)
-            log.info("%slistening on %s", "admin " if listener.admin else "", listener.bound)
-        for listener in self._listeners:
-            if listener not in kept:
-                await listener.site.stop()
-                log.info("stopped listening on %s", listener.bound)
-        self._listeners = kept
+            await self._listeners.serve_on(wanted, lambda is_admin: admin if is_admin else public)
+        except CannotListen as exc:
+            raise ApplyError(str(exc)) from None
 
     @property
     def draining(self) -> bool:
@@ -196,7 +173,7 @@ class Balancer:
 
     @property
     def public_addresses(self) -> list[str]:
-        return [listener.bound for listener in self._listeners if not listener.admin]
+        return self._listeners.bound(admin=False)
 
     @property
     def client_connections(self) -> int:
@@ -206,7 +183,7 @@ class Balancer:
 
     @property
     def admin_address(self) -> str | None:
-        return next((listener.bound for listener in self._listeners if listener.admin), None)
+        return next(iter(self._listeners.bound(admin=True)), None)
 
     # -- what the admin listener shows (AdminSource) ---------------------------------------
 
@@ -333,7 +310,7 @@ class Balancer:
         for runner in (self._public, self._admin):
             if runner is not None:
                 await runner.cleanup()
-        self._listeners = []
+        self._listeners.listeners = []
         for task in (self._flusher, self._sampler):
             if task is not None:
                 task.cancel()
