@@ -18,7 +18,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from hypothesis import HealthCheck, settings
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.ops.server import Balancer
 
 ROOT = Path(__file__).resolve().parent.parent

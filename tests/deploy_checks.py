@@ -23,7 +23,8 @@ import yaml
 from backends.__main__ import _parser as backends_parser
 from balancer.cli import _parser as balancer_parser
 from balancer.config import model as balancer_config
-from balancer.config.model import Config, parse_config
+from balancer.config.model import Config
+from balancer.config.parse import parse_config
 from balancer.ops.admin import build_admin_app
 from balancer.ops.server import Balancer
 from tests.conftest import ROOT

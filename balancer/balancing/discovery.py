@@ -1,6 +1,6 @@
 """DNS discovery's decisions: what a resolution's answer does to a name's set of addresses.
 
-Pure: no sockets, no clock (`now` is passed in). The I/O shell (`discovery_dns`) asks the
+Pure: no sockets, no clock (`now` is passed in). The I/O shell (`balancer.upstream.dns`) asks the
 resolver and feeds each answer to `observe`, which returns the step to take: the new set,
 what joined and what left, and when to resolve again. The rules it keeps:
 - an answer with addresses replaces the set; the next resolution is after the interval, or

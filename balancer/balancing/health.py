@@ -1,7 +1,8 @@
-"""Passive health (outlier ejection) and the retry budget.
+"""Backend health, passive (outlier ejection on request failures) and active (checks), and
+the retry budget.
 
-Pure (`now` is passed in). Decide, then do: `observe` returns the transition (`EJECTED`,
-`RESTORED` or None) and the caller logs it and updates metrics. Rules:
+Pure (`now` is passed in). Decide, then do: `observe`, `observe_check` and `poll` return the
+transition (`EJECTED`, `RESTORED` or None) and the caller logs it and updates metrics. Rules:
 - `consecutive_failures` backend faults in a row (refused, reset, timed out, invalid
   response) eject a backend for `ejection` x the number of times it has been ejected (capped
   at `max_ejection`); once that time has passed it is used again (and ramps up again);
@@ -10,6 +11,9 @@ Pure (`now` is passed in). Decide, then do: `observe` returns the transition (`E
   outage of a few `ejection`s would keep it out for as long again once it is back;
 - at most `max_ejected_share` of a pool is ejected at once; past that, failures are counted
   but nobody more is ejected;
+- with active checks on (`check_interval`), `fall` failed checks in a row take a backend out
+  (down) until `rise` pass in a row, whatever its passive state; the I/O shell
+  (`balancer.upstream.monitor`) runs the checks;
 - a pool whose backends are all unavailable uses all of them (panic), as Envoy does: an
   ejected backend is a guess, a 503 to every client is a certainty.
 """
@@ -39,7 +43,8 @@ class HealthPolicy:
 
 
 class BackendHealth:
-    """One backend's passive health."""
+    """One backend's health: ejected for a while by request failures (passive), down by
+    failed checks (active); `is_ejected` is either."""
 
     __slots__ = ("checks_failed", "checks_passed", "down", "ejected_until", "ejections",
                  "failures", "served")

@@ -1,7 +1,8 @@
 """What predicts a backend's latency: its requests in flight (RIF) and how long it takes.
 
-Pure (`now` is passed in). The `least_latency` policy (balancer.balancing.selection.LeastLatency)
-ranks backends by predicted latency = service estimate x (RIF + 1) / weight, where:
+Pure (`now` is passed in). The `least_latency` policy
+(`balancer.balancing.selection.selectors.LeastLatencySelector`) ranks backends by predicted
+latency = service estimate x (RIF + 1) / weight, where:
 
 - RIF is the balancer's own count of requests in flight to the backend plus what the
   backend's last fresh load report showed beyond it (`named_metrics.inflight`, which our

@@ -6,7 +6,8 @@ Pure (`now` is passed in). Per backend a `BackendStats` keeps:
   each new value, at most x2 or /2 per report) so a step in reported load cannot make the
   weights overshoot or oscillate; a report older than `report_ttl` is ignored;
 - a moving average of fast failures (5xx, 429, connection errors), which divides its weight;
-- when it joined (or came back), for slow start.
+- when it joined (or came back), for slow start;
+- for least_latency, its latency and requests-in-flight estimates (`balancer.balancing.latency`).
 `effective_weights` combines them with the static weights of the config and mean-normalised
 report weights, and applies an exploration floor (`min_share` of the largest weight), so one
 bad report can never starve a healthy backend.
@@ -21,6 +22,9 @@ from balancer.balancing.load_report import LoadReport
 
 @dataclass(frozen=True, slots=True)
 class WeightPolicy:
+    """The constants of weights and of least_latency; not configurable: every Runtime uses
+    the defaults (tests build their own to vary one)."""
+
     report_ttl: float = 3.0        # seconds a load report stays valid
     slow_start: float = 10.0       # seconds over which a new backend ramps up to full weight
     slow_start_floor: float = 0.1  # share of its weight a new backend starts with

@@ -5,7 +5,6 @@ reported as `file:line:col: routing.rules[2].class: ...`, all at once.
 """
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -13,6 +12,7 @@ import yaml
 
 from balancer.config.units import parse_duration, parse_size
 from balancer.config.yamltree import (
+    Parsers,
     Reader,
     as_bool,
     as_choice,
@@ -85,41 +85,83 @@ def _milliseconds(raw: object) -> float:
     return parse_duration(raw if isinstance(raw, str) else f"{raw}ms") * 1000
 
 
+def _threshold(raw: object) -> float | None:
+    """`auto` (None) or a duration in milliseconds."""
+    if raw == "auto":
+        return None
+    return parse_duration(raw) * 1000
+
+
+def _regex(raw: object) -> str:
+    text = as_str(raw)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+def _method(raw: object) -> str:
+    text = as_str(raw).upper()
+    if not METHOD.match(text):
+        raise ValueError(f"{raw!r} is not an HTTP method")
+    return text
+
+
+LEARNING_PARSERS: Parsers = {
+    "alpha": as_ratio, "min_samples": as_int(minimum=1), "max_routes": as_int(minimum=1),
+    "hysteresis": as_ratio, "max_cv": as_number(0),
+}
+ROUTING_PARSERS: Parsers = {
+    "io_threshold": as_ratio,
+    "explain": as_bool,
+    "encoded_slashes": as_choice(ENCODED_SLASHES),
+    "default_class": as_choice(CLASSES),
+}
+RULE_PARSERS: Parsers = {
+    "path": as_str, "path_regex": _regex, "host": as_str, "content_type": as_str,
+    "cpu_ms": _milliseconds, "io_ratio": as_ratio, "pin": as_bool,
+}
+
+
 def read_routing(reader: Reader, node: yaml.Node, pools: set[str]) -> RoutingConfig | None:
     entries = reader.mapping(node, "routing", ROUTING_KEYS, required=("classes",))
     if entries is None:
         return None
-    values: dict[str, object] = {}
+    cpu_threshold_ms = None
     if "cpu_threshold" in entries:
-        values["cpu_threshold_ms"] = reader.convert(
-            entries["cpu_threshold"], "routing.cpu_threshold", _threshold)
-    if "io_threshold" in entries:
-        values["io_threshold"] = reader.convert(entries["io_threshold"], "routing.io_threshold",
-                                                as_ratio)
-    if "explain" in entries:
-        values["explain"] = reader.convert(entries["explain"], "routing.explain", as_bool)
-    if "encoded_slashes" in entries:
-        values["encoded_slashes"] = reader.convert(
-            entries["encoded_slashes"], "routing.encoded_slashes", as_choice(ENCODED_SLASHES))
+        cpu_threshold_ms = reader.convert(entries["cpu_threshold"], "routing.cpu_threshold",
+                                          _threshold)
+    values = reader.fields(entries, "routing", ROUTING_PARSERS)
     classes = _classes(reader, entries.get("classes"), pools)
-    values["classes"] = classes
+    _check_default_class(reader, entries, values.get("default_class"), classes)
+    rules: tuple[Rule, ...] = ()
+    if "rules" in entries:
+        rules = tuple(
+            rule for index, item in enumerate(reader.sequence(entries["rules"], "routing.rules"))
+            if (rule := _rule(reader, index, item, pools)) is not None)
+    return RoutingConfig(
+        cpu_threshold_ms=cpu_threshold_ms,
+        classes=classes,
+        rules=rules,
+        learning=reader.section(entries.get("learning"), "routing.learning", Learning,
+                                LEARNING_PARSERS),
+        **values,
+    )
+
+
+def _check_default_class(
+    reader: Reader, entries: dict[str, yaml.Node], default: RequestClass | None,
+    classes: tuple[tuple[RequestClass, str], ...],
+) -> None:
+    """The default class (light_cpu unless set) has a pool."""
     if "default_class" in entries:
-        default = reader.convert(entries["default_class"], "routing.default_class",
-                                 as_choice(CLASSES))
         if default is not None and classes and default not in dict(classes):
             reader.fail(entries["default_class"], "routing.default_class",
                         f"class '{default}' has no pool in routing.classes")
-        values["default_class"] = default
     elif classes and "light_cpu" not in dict(classes):
         reader.fail(entries["classes"], "routing.classes",
                     "map light_cpu to a pool, or set routing.default_class")
-    if "rules" in entries:
-        values["rules"] = tuple(
-            rule for index, item in enumerate(reader.sequence(entries["rules"], "routing.rules"))
-            if (rule := _rule(reader, index, item, pools)) is not None)
-    if "learning" in entries:
-        values["learning"] = _learning(reader, entries["learning"])
-    return RoutingConfig(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
 
 
 def _classes(reader: Reader, node: yaml.Node | None,
@@ -140,50 +182,31 @@ def _classes(reader: Reader, node: yaml.Node | None,
     return tuple(out)
 
 
-def _threshold(raw: object) -> float | None:
-    """`auto` (None) or a duration in milliseconds."""
-    if raw == "auto":
-        return None
-    return parse_duration(raw) * 1000
-
-
 def _rule(reader: Reader, index: int, node: yaml.Node, pools: set[str]) -> Rule | None:
     path = join("routing.rules", index)
     entries = reader.mapping(node, path, RULE_KEYS)
     if entries is None:
         return None
-    values: dict[str, object] = {"index": index}
-    for key, parse in (("path", as_str), ("path_regex", _regex), ("host", as_str),
-                       ("content_type", as_str), ("cpu_ms", _milliseconds),
-                       ("io_ratio", as_ratio), ("pin", as_bool)):
-        if key in entries:
-            values[key] = reader.convert(entries[key], join(path, key), parse)
+    request_class = None
     if "class" in entries:
-        values["request_class"] = reader.convert(entries["class"], join(path, "class"),
-                                                 as_choice(CLASSES))
-    if "pool" in entries:
-        pool = reader.convert(entries["pool"], join(path, "pool"), as_str)
-        if pool is not None and pool not in pools:
-            reader.fail(entries["pool"], join(path, "pool"),
-                        f"no pool named '{pool}' (defined: {', '.join(sorted(pools))})")
-        values["pool"] = pool
-    if "methods" in entries:
-        methods = []
-        for i, item in enumerate(reader.sequence(entries["methods"], join(path, "methods"),
-                                                 allow_scalar=True)):
-            method = reader.convert(item, join(join(path, "methods"), i), _method)
-            if method is not None:
-                methods.append(method)
-        values["methods"] = tuple(methods)
-    if "headers" in entries:
-        values["headers"] = _headers(reader, entries["headers"], join(path, "headers"))
-    if "body_size" in entries:
-        size_path = join(path, "body_size")
-        sizes = reader.mapping(entries["body_size"], size_path, ("min", "max")) or {}
-        for key in ("min", "max"):
-            if key in sizes:
-                values[f"body_{key}"] = reader.convert(sizes[key], join(size_path, key),
-                                                       parse_size)
+        request_class = reader.convert(entries["class"], join(path, "class"), as_choice(CLASSES))
+    body_min, body_max = _body_size(reader, entries.get("body_size"), join(path, "body_size"))
+    rule = Rule(
+        index=index,
+        request_class=request_class,
+        pool=_rule_pool(reader, entries.get("pool"), join(path, "pool"), pools),
+        methods=_methods(reader, entries.get("methods"), join(path, "methods")),
+        headers=_headers(reader, entries.get("headers"), join(path, "headers")),
+        body_min=body_min,
+        body_max=body_max,
+        **reader.fields(entries, path, RULE_PARSERS),
+    )
+    _check_rule(reader, node, path, entries)
+    return rule
+
+
+def _check_rule(reader: Reader, node: yaml.Node, path: str, entries: dict[str, yaml.Node]) -> None:
+    """A rule matches on path or path_regex, and gives a class, a cost hint, or a pool."""
     if "path" in entries and "path_regex" in entries:
         reader.fail(entries["path_regex"], join(path, "path_regex"),
                     "a rule has path or path_regex, not both")
@@ -193,28 +216,46 @@ def _rule(reader: Reader, index: int, node: yaml.Node, pools: set[str]) -> Rule 
     elif not gives and "pool" not in entries:
         reader.fail(node, path,
                     "a rule needs a class, a cost hint (cpu_ms and/or io_ratio), or a pool")
-    clean = {k: v for k, v in values.items() if v is not None}
-    return Rule(**clean)  # type: ignore[arg-type]
 
 
-def _regex(raw: object) -> str:
-    text = as_str(raw)
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
-    return text
+def _rule_pool(reader: Reader, node: yaml.Node | None, path: str, pools: set[str]) -> str | None:
+    if node is None:
+        return None
+    pool = reader.convert(node, path, as_str)
+    if pool is not None and pool not in pools:
+        reader.fail(node, path, f"no pool named '{pool}' (defined: {', '.join(sorted(pools))})")
+    return pool
 
 
-def _method(raw: object) -> str:
-    text = as_str(raw).upper()
-    if not METHOD.match(text):
-        raise ValueError(f"{raw!r} is not an HTTP method")
-    return text
+def _methods(reader: Reader, node: yaml.Node | None, path: str) -> tuple[str, ...]:
+    if node is None:
+        return ()
+    methods = []
+    for i, item in enumerate(reader.sequence(node, path, allow_scalar=True)):
+        method = reader.convert(item, join(path, i), _method)
+        if method is not None:
+            methods.append(method)
+    return tuple(methods)
 
 
-def _headers(reader: Reader, node: yaml.Node, path: str) -> tuple[tuple[str, str | None], ...]:
+def _body_size(
+    reader: Reader, node: yaml.Node | None, path: str
+) -> tuple[int | None, int | None]:
+    """`body_size: {min: 1KiB, max: 1MiB}`: the rule's body_min and body_max."""
+    if node is None:
+        return None, None
+    sizes = reader.mapping(node, path, ("min", "max")) or {}
+    found = [reader.convert(sizes[key], join(path, key), parse_size) if key in sizes else None
+             for key in ("min", "max")]
+    return found[0], found[1]
+
+
+def _headers(
+    reader: Reader, node: yaml.Node | None, path: str
+) -> tuple[tuple[str, str | None], ...]:
     """`{Name: value}` matches that value; `{Name: true}` matches the header's presence."""
+    if node is None:
+        return ()
     out: list[tuple[str, str | None]] = []
     for name, value_node in (reader.mapping(node, path) or {}).items():
         raw = reader.value(value_node, join(path, name))
@@ -225,19 +266,3 @@ def _headers(reader: Reader, node: yaml.Node, path: str) -> tuple[tuple[str, str
         else:
             reader.fail(value_node, join(path, name), "expected a value to match, or true")
     return tuple(out)
-
-
-LEARNING_PARSERS: dict[str, Callable[[object], object]] = {
-    "alpha": as_ratio, "min_samples": as_int(minimum=1), "max_routes": as_int(minimum=1),
-    "hysteresis": as_ratio, "max_cv": as_number(0),
-}
-
-
-def _learning(reader: Reader, node: yaml.Node) -> Learning | None:
-    fields = LEARNING_PARSERS
-    values = {}
-    for key, value_node in (reader.mapping(node, "routing.learning", fields) or {}).items():
-        value = reader.convert(value_node, join("routing.learning", key), fields[key])
-        if value is not None:
-            values[key] = value
-    return Learning(**values)  # type: ignore[arg-type]

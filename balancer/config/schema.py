@@ -1,8 +1,9 @@
 """The JSON Schema of the config file, for editors (`balancer schema` prints it).
 
-Pure. Built from the same key lists and parsers `balancer/config/model.py` reads with, so the two
-cannot drift apart quietly: each mapping's properties are its key tuple (TOP_KEYS, POOL_KEYS,
-...), each flat section's values are its parsers' own `Converter.schema`, and a key with no
+Pure. Built from the same key lists (balancer/config/model.py, routing.py) and parsers
+(balancer/config/converters.py, routing.py) the config is read with, so the two cannot drift
+apart quietly: each mapping's properties are its key tuple (TOP_KEYS, POOL_KEYS, ...), each
+flat section's values are its parsers' own `Converter.schema`, and a key with no
 schema, or a schema for a key that no longer exists, makes `config_schema()` raise SchemaGap
 (tests/unit/test_schema.py builds it, and checks its verdict against `check` on mutated configs).
 What the schema cannot say (a spill_to naming an undefined pool, an address listed twice, a
@@ -13,22 +14,24 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from balancer.config.addresses import parse_backend, parse_listen
-from balancer.config.model import (
+from balancer.config.converters import (
     ACCESS_LOG_PARSERS,
-    BACKEND_KEYS,
     DISCOVERY_PARSERS,
     HEALTH_PARSERS,
     LIMIT_PARSERS,
+    TIMEOUT_PARSERS,
+    as_host_name,
+    as_path,
+    as_resolver,
+    as_token,
+)
+from balancer.config.model import (
+    BACKEND_KEYS,
     POLICIES,
     POOL_KEYS,
     POOL_KINDS,
     SECRET_SUFFIX,
-    TIMEOUT_PARSERS,
     TOP_KEYS,
-    _resolver,
-    as_host_name,
-    as_path,
-    as_token,
 )
 from balancer.config.routing import (
     CLASSES,
@@ -74,7 +77,7 @@ FUNCTION_SCHEMAS: dict[Callable[[object], object], Schema] = {
     parse_backend: BACKEND,
     as_path: {"type": "string", "pattern": r"^/[^ \r\n]*$", "description": "a path, e.g. /x"},
     as_token: {"type": "string", "minLength": 16, "pattern": r"^\S+$"},
-    _resolver: {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.%]+\](:[0-9]+)?|[0-9.]+(:[0-9]+)?"
+    as_resolver: {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.%]+\](:[0-9]+)?|[0-9.]+(:[0-9]+)?"
                 r"|[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*)$",
                 "description": "a DNS server: ip, ip:port or [v6]:port (port 53 by default)"},
     as_host_name: {"type": "string", "pattern": r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*"
@@ -163,7 +166,7 @@ def top() -> Schema:
         "admin_token": nullable(token),
         "admin_token_file": nullable(value(schema_of(as_str))),
         "admin_allowed_hosts": {"type": "array", "items": value(schema_of(as_host_name))},
-        "resolvers": nullable(one_or_list(value(schema_of(_resolver)))),
+        "resolvers": nullable(one_or_list(value(schema_of(as_resolver)))),
         "discovery": section("discovery", DISCOVERY_PARSERS,
                              {"interval": at_least(1.0), "timeout": at_least(0.1)}),
         "watch": value(schema_of(as_bool)),

@@ -4,6 +4,7 @@ Pure: each parser takes the YAML scalar (str, int or float) and returns seconds 
 or raises ValueError with a message that says what would have been accepted.
 """
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -28,6 +29,8 @@ def parse_duration(value: object) -> float:
         if match is None:
             raise ValueError(f"{value!r} is not a duration (expected e.g. 250ms, 2s, 1m)")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    if not math.isfinite(seconds):  # YAML's .nan and .inf are floats
+        raise ValueError(f"{value!r} is not a duration (expected e.g. 250ms, 2s, 1m)")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative (a duration must be >= 0)")
     return seconds
@@ -48,8 +51,3 @@ def parse_size(value: object) -> int:
         raise ValueError(f"{value!r} is negative (a size must be >= 0)")
     return size
 
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"

@@ -7,13 +7,14 @@ pass reports every error in the file, not only the first.
 """
 
 import difflib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+Parsers = Mapping[str, Callable[[object], object]]  # a section's keys and how each one reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,9 @@ class Reader:
         entries: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             try:
-                key = self._constructor.construct_object(key_node, deep=True)
-            except yaml.YAMLError as exc:  # e.g. a tag no safe constructor knows
-                self.fail(key_node, path, f"invalid key: {_yaml_problem(exc)}")
+                key = self._construct(key_node)
+            except _Unreadable as exc:  # e.g. a tag no safe constructor knows
+                self.fail(key_node, path, f"invalid key: {exc}")
                 continue
             if not isinstance(key, str):
                 self.fail(key_node, path, f"keys must be strings, got {key!r}")
@@ -177,10 +178,26 @@ class Reader:
             self.fail(node, path, f"expected a single value, got {_describe(node)}")
             return None
         try:
+            return self._construct(node)
+        except _Unreadable as exc:
+            self.fail(node, path, f"invalid value: {exc}")
+            return None
+
+    def _construct(self, node: yaml.Node) -> object:
+        """The node's value; _Unreadable (with the reason) when its tag cannot read it.
+
+        PyYAML's safe constructors raise YAMLError for an unknown tag, but plain ValueError,
+        KeyError or AttributeError for a bad scalar under a known one (`!!int x`,
+        `!!bool maybe`, `!!timestamp nope`): all of them are the file's fault."""
+        try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.fail(node, path, f"invalid value: {_yaml_problem(exc)}")
-            return None
+            raise _Unreadable(_yaml_problem(exc)) from None
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            if isinstance(node, yaml.ScalarNode):
+                raise _Unreadable(f"{node.value!r} cannot be read as {tag}") from None
+            raise _Unreadable(f"{_describe(node)} holds a value its tag cannot read") from None
 
     def convert(self, node: yaml.Node, path: str, parse: Callable[[object], T]) -> T | None:
         """Apply a parser that raises ValueError with a message; record the message as a problem."""
@@ -195,6 +212,34 @@ class Reader:
         except ValueError as exc:
             self.fail(node, path, str(exc))
             return None
+
+    def fields(
+        self, entries: Mapping[str, yaml.Node], path: str, parsers: Parsers
+    ) -> dict[str, Any]:
+        """The entries `parsers` names, each converted by its own parser; a bad one is recorded
+        and left out, so the dataclass built from them keeps that field's default. The values
+        are typed Any: each is what its parser returns, and a key of `parsers` is a field name
+        (tests/unit/test_config_parsers.py checks every table against its dataclass)."""
+        values: dict[str, Any] = {}
+        for key, parse in parsers.items():
+            if key in entries:
+                value = self.convert(entries[key], join(path, key), parse)
+                if value is not None:
+                    values[key] = value
+        return values
+
+    def section[S](
+        self, node: yaml.Node | None, path: str, cls: Callable[..., S], parsers: Parsers
+    ) -> S:
+        """A flat section: each key is a field of `cls`, read with its own parser; the keys of
+        `parsers` are the only ones known. An absent section is `cls()`, all defaults."""
+        if node is None:
+            return cls()
+        return cls(**self.fields(self.mapping(node, path, parsers) or {}, path, parsers))
+
+
+class _Unreadable(Exception):
+    """A node its tag's constructor cannot read; the message says why."""
 
 
 def _describe(node: yaml.Node) -> str:
@@ -272,9 +317,11 @@ def _str(raw: object) -> str:
 as_str = Converter(_str, {"type": "string", "minLength": 1})
 
 
-def as_choice(choices: Collection[str]) -> Converter[str]:
-    def parse(raw: object) -> str:
-        if raw not in choices:
-            raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
-        return str(raw)
+def as_choice[C: str](choices: Collection[C]) -> Converter[C]:
+    """One of `choices` (typed as they are, e.g. a Literal)."""
+    def parse(raw: object) -> C:
+        for choice in choices:
+            if raw == choice:
+                return choice
+        raise ValueError(f"unknown value {raw!r} (expected one of: {', '.join(choices)})")
     return Converter(parse, {"enum": list(choices)})

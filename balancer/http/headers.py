@@ -106,106 +106,170 @@ def forward_request(
 ) -> ForwardedRequest:
     """Build the upstream head; raises ValueError for a request a backend could misread
     (UnsupportedCoding for a transfer coding other than chunked before chunked). `upgrades`:
-    the protocols (lower case) an Upgrade may ask for."""
+    the protocols (lower case) an Upgrade may ask for.
+
+    Four steps: sort the client's headers (validating the framing and Host as they come),
+    settle the framing and Host, choose the upgrade, write the upstream head."""
     out = ForwardedRequest()
     target, authority = origin_form(target)
     if authority is not None:
         out.target = target
-    kept: list[tuple[bytes, bytes, bytes]] = []
-    named: set[bytes] = set()
-    forwarded_for: list[bytes] = []
-    forwarded_proto = forwarded_host = None
-    via: list[bytes] = []
-    request_id: bytes | None = None
-    upgrade_value: bytes | None = None
+    seen = _sort_headers(out, headers, authority, trusted_client=trusted_client, http10=http10)
+    _settle_framing_and_host(out, seen, authority, http10=http10)
+    _choose_upgrade(out, seen, upgrades)
+    out.head = _upstream_head(out, seen, method, target, client_ip, new_request_id, proto)
+    return out
+
+
+class _Sorted:
+    """The client's headers, sorted by what the balancer does with them."""
+
+    __slots__ = ("forwarded_for", "forwarded_host", "forwarded_proto", "kept", "named",
+                 "request_id", "upgrade", "via")
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[bytes, bytes, bytes]] = []  # (lower name, name, value) to forward
+        self.named: set[bytes] = set()  # what Connection nominates as hop-by-hop
+        self.forwarded_for: list[bytes] = []
+        self.forwarded_proto: bytes | None = None
+        self.forwarded_host: bytes | None = None
+        self.via: list[bytes] = []
+        self.request_id: bytes | None = None
+        self.upgrade: bytes | None = None  # the Upgrade header, if any
+
+
+# the headers the balancer reads (or drops) and writes itself, besides hop-by-hop, framing, Host
+_TAKEN = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via",
+                    b"x-request-id", b"expect", b"x-balancer-token"})
+
+
+def _sort_headers(
+    out: ForwardedRequest, headers: Headers, authority: bytes | None, *, trusted_client: bool,
+    http10: bool,
+) -> _Sorted:
+    """Drop hop-by-hop headers (noting what Connection names), check and take the framing
+    and Host, take the headers the balancer writes itself, drop `_` aliases of those, keep
+    the rest. Ordinary headers cost no call here: this loop runs for every request."""
+    seen = _Sorted()
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"connection":
-                named |= _tokens(value)
+                seen.named |= _tokens(value)
             elif lname == b"transfer-encoding":
-                if http10:  # RFC 9112 section 6.1: faulty framing (a 1.0 hop reads by length)
-                    raise ValueError("Transfer-Encoding in an HTTP/1.0 request")
-                codings = [c.strip().lower() for c in value.split(b",")]
-                if codings[-1] != b"chunked" or out.chunked:
-                    raise ValueError("unsupported Transfer-Encoding")
-                if len(codings) > 1:
-                    raise UnsupportedCoding(
-                        "transfer codings other than chunked are not implemented")
-                out.chunked = True
+                _transfer_encoding(out, value, http10=http10)
             elif lname == b"upgrade":
-                upgrade_value = value
-            continue
-        if lname == b"content-length":
-            if out.content_length is not None or not value.strip().isdigit():
-                raise ValueError("invalid or repeated Content-Length")
-            out.content_length = int(value)
-            continue  # written by the balancer from the length it read
+                seen.upgrade = value
+        elif lname == b"content-length":
+            _content_length(out, value)  # written by the balancer from the length it read
         elif lname == b"host":
-            if out.host is not None:
-                raise ValueError("repeated Host header")
-            if not _HOST.fullmatch(value):  # RFC 9110 section 7.2: 400
-                raise ValueError("invalid Host header")
-            out.host = value
-            if authority is not None:
-                continue  # replaced by the absolute URI's authority
-        elif lname == b"x-forwarded-for":
-            if trusted_client:
-                forwarded_for.append(value)
-            continue
-        elif lname == b"x-forwarded-proto":
-            forwarded_proto = value if trusted_client else None
-            continue
-        elif lname == b"x-forwarded-host":
-            forwarded_host = value if trusted_client else None
-            continue
-        elif lname == b"via":
-            via.append(value)
-            continue
-        elif lname == b"x-request-id":
-            if _REQUEST_ID.fullmatch(value):
-                request_id = value
-            continue
-        elif lname == b"expect":
-            out.expect_continue = value.strip().lower() == b"100-continue"
-            continue
-        elif lname == b"x-balancer-token":
-            out.explain_token = value
-            continue
-        elif b"_" in lname and lname.replace(b"_", b"-") in _NOT_WITH_UNDERSCORES:
-            continue
-        kept.append((lname, name, value))
+            _host(out, value)
+            if authority is None:  # else replaced by the absolute URI's authority
+                seen.kept.append((lname, name, value))
+        elif lname in _TAKEN:
+            _take(out, seen, lname, value, trusted_client=trusted_client)
+        elif b"_" not in lname or lname.replace(b"_", b"-") not in _NOT_WITH_UNDERSCORES:
+            seen.kept.append((lname, name, value))
+    return seen
+
+
+def _transfer_encoding(out: ForwardedRequest, value: bytes, *, http10: bool) -> None:
+    """Only `chunked`, in one Transfer-Encoding header, and never in an HTTP/1.0 request."""
+    if http10:  # RFC 9112 section 6.1: faulty framing (a 1.0 hop reads by length)
+        raise ValueError("Transfer-Encoding in an HTTP/1.0 request")
+    codings = [c.strip().lower() for c in value.split(b",")]
+    if codings[-1] != b"chunked" or out.chunked:
+        raise ValueError("unsupported Transfer-Encoding")
+    if len(codings) > 1:
+        raise UnsupportedCoding("transfer codings other than chunked are not implemented")
+    out.chunked = True
+
+
+def _content_length(out: ForwardedRequest, value: bytes) -> None:
+    if out.content_length is not None or not value.strip().isdigit():
+        raise ValueError("invalid or repeated Content-Length")
+    out.content_length = int(value)
+
+
+def _host(out: ForwardedRequest, value: bytes) -> None:
+    if out.host is not None:
+        raise ValueError("repeated Host header")
+    if not _HOST.fullmatch(value):  # RFC 9110 section 7.2: 400
+        raise ValueError("invalid Host header")
+    out.host = value
+
+
+def _take(
+    out: ForwardedRequest, seen: _Sorted, lname: bytes, value: bytes, *, trusted_client: bool
+) -> None:
+    """A header in _TAKEN: believed (X-Forwarded-* from a trusted client only), never
+    forwarded as sent."""
+    if lname == b"x-forwarded-for":
+        if trusted_client:
+            seen.forwarded_for.append(value)
+    elif lname == b"x-forwarded-proto":
+        seen.forwarded_proto = value if trusted_client else None
+    elif lname == b"x-forwarded-host":
+        seen.forwarded_host = value if trusted_client else None
+    elif lname == b"via":
+        seen.via.append(value)
+    elif lname == b"x-request-id":
+        if _REQUEST_ID.fullmatch(value):
+            seen.request_id = value
+    elif lname == b"expect":
+        out.expect_continue = value.strip().lower() == b"100-continue"
+    else:  # x-balancer-token
+        out.explain_token = value
+
+
+def _settle_framing_and_host(
+    out: ForwardedRequest, seen: _Sorted, authority: bytes | None, *, http10: bool
+) -> None:
+    """One framing at most; the Host is the absolute URI's authority, else the header, which
+    only an HTTP/1.0 request may lack (it is then sent empty)."""
     if out.chunked and out.content_length is not None:
         raise ValueError("both Content-Length and Transfer-Encoding")
     if authority is not None:
         out.host = authority
-        kept.append((b"host", b"Host", authority))
+        seen.kept.append((b"host", b"Host", authority))
     if out.host is None:
         if not http10:
             raise ValueError("missing Host header")  # RFC 9112 section 3.2
         # an HTTP/1.0 request names no authority: the upstream HTTP/1.1 request says so with
         # an empty Host (RFC 9112 section 3.2), rather than inventing one
-        kept.append((b"host", b"Host", b""))
-    if upgrade_value is not None and b"upgrade" in named:
-        if _tokens(upgrade_value) <= upgrades:
-            out.upgrade = upgrade_value
+        seen.kept.append((b"host", b"Host", b""))
+
+
+def _choose_upgrade(out: ForwardedRequest, seen: _Sorted, upgrades: frozenset[bytes]) -> None:
+    """An upgrade needs `Connection: upgrade` too, and only the protocols in `upgrades`."""
+    if seen.upgrade is not None and b"upgrade" in seen.named:
+        if _tokens(seen.upgrade) <= upgrades:
+            out.upgrade = seen.upgrade
         else:
             out.declined_upgrade = True
-    named -= SET_BY_BALANCER
 
+
+def _upstream_head(
+    out: ForwardedRequest, seen: _Sorted, method: str, target: bytes, client_ip: str,
+    new_request_id: str, proto: bytes,
+) -> bytes:
+    """The request line, the kept headers but those Connection names (it can never name
+    the framing, Host or one the balancer sets), then the balancer's own headers and the
+    framing, written by the balancer itself."""
+    dropped = seen.named - SET_BY_BALANCER
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for lname, name, value in kept:
-        if lname not in named:
+    for lname, name, value in seen.kept:
+        if lname not in dropped:
             parts += (name, b": ", value, b"\r\n")
-    out.request_id = (request_id or new_request_id.encode()).decode("ascii")
-    forwarded_for.append(client_ip.encode("ascii"))
-    parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n",
-              b"X-Forwarded-Proto: ", forwarded_proto or proto, b"\r\n")
-    host = forwarded_host or out.host
+    out.request_id = (seen.request_id or new_request_id.encode()).decode("ascii")
+    seen.forwarded_for.append(client_ip.encode("ascii"))
+    parts += (b"X-Forwarded-For: ", b", ".join(seen.forwarded_for), b"\r\n",
+              b"X-Forwarded-Proto: ", seen.forwarded_proto or proto, b"\r\n")
+    host = seen.forwarded_host or out.host
     if host:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")
-    via.append(VIA)
-    parts += (b"Via: ", b", ".join(via), b"\r\n",
+    seen.via.append(VIA)
+    parts += (b"Via: ", b", ".join(seen.via), b"\r\n",
               b"X-Request-Id: ", out.request_id.encode("ascii"), b"\r\n")
     if out.upgrade is not None:
         parts += (b"Connection: upgrade\r\nUpgrade: ", out.upgrade, b"\r\n")
@@ -214,8 +278,7 @@ def forward_request(
     elif out.content_length is not None:
         parts.append(b"Content-Length: %d\r\n" % out.content_length)
     parts.append(b"\r\n")
-    out.head = b"".join(parts)
-    return out
+    return b"".join(parts)
 
 
 def _response_headers(

@@ -6,7 +6,8 @@ config file's directory; an unreadable file is a located ConfigError like any ot
 
 import os
 
-from balancer.config.model import Config, parse_config
+from balancer.config.model import Config
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError, Problem, decode
 
 

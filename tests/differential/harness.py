@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import h11
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.ops.server import Balancer
 
 T = TypeVar("T")

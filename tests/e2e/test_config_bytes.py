@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from balancer import cli
-from balancer.config.model import Config, parse_config
+from balancer.config.model import Config
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
 from balancer.ops.config_file import load_config
 from balancer.ops.server import ApplyError, Balancer

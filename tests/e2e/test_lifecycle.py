@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.ops.config_file import load_config
 from balancer.ops.server import Balancer
 from balancer.ops.supervisor import Supervisor

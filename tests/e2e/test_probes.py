@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.ops.admin import build_admin_app
 from balancer.ops.server import Balancer
 from tests.conftest import Backend, Process, Running, one_pool_config

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import yaml
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from tests.conftest import ROOT, Backend, Process, Running, one_pool_config
 
 BackendFactory = Callable[..., Awaitable[Backend]]

@@ -58,7 +58,7 @@ async def test_an_unfinished_head_over_the_limit_is_cut_before_client_header(
 
 
 def test_max_head_size_is_configurable() -> None:
-    from balancer.config.model import parse_config
+    from balancer.config.parse import parse_config
 
     config = parse_config(one_pool_config("http://127.0.0.1:1",
                                           extra="limits: {max_head_size: 1MiB}\n"), "t.yaml")

@@ -267,7 +267,7 @@ async def test_an_error_while_answering_releases_the_backend_connection(
 
 
 def test_pool_and_backend_names_must_be_header_safe() -> None:
-    from balancer.config.model import parse_config
+    from balancer.config.parse import parse_config
     from balancer.config.yamltree import ConfigError
 
     for pools in ("  caf\u00e9\u0100: {backends: [http://127.0.0.1:1]}\n",

@@ -303,7 +303,7 @@ async def test_connection_limit_reached_is_503_with_retry_after(
     config = one_pool_config(backend.url, extra="timeouts: {connect: 200ms}\n")
     lb = await balancer_factory(config + "    max_connections: 1\n")
     slow = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-    upstream_pools = lb.balancer.backend_table.pools
+    upstream_pools = lb.balancer.backend_table.connection_pools
     await wait_for(lambda: any(p.open_count for p in upstream_pools().values()), what="busy")
     async with session.get(f"{lb.url}/fast") as resp:
         assert resp.status == 503

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
 from tests.conftest import Backend, Running, wait_for
 

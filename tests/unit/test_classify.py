@@ -12,7 +12,7 @@ from balancer.balancing.classify import (
     query_keys,
 )
 from balancer.balancing.costs import CostModel
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.config.routing import Learning, RoutingConfig
 from balancer.config.yamltree import ConfigError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from balancer.config.addresses import Address, parse_backend, parse_listen
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.config.units import parse_duration, parse_size
 from balancer.config.yamltree import ConfigError
 from balancer.ops.config_file import load_config

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from balancer.balancing.discovery import Failed, NameState, Resolved, observe, wanted_names
 from balancer.balancing.runtime import Runtime
 from balancer.config.addresses import Address
-from balancer.config.model import Discover, DiscoveryConfig, _resolver, parse_config
+from balancer.config.converters import as_resolver
+from balancer.config.model import Discover, DiscoveryConfig
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
 
 
@@ -176,7 +178,7 @@ def test_a_pool_whose_names_never_resolved_has_no_backend_and_names_them() -> No
                            st.integers(-5, 70000))))
 def test_any_resolver_entry_parses_to_an_ip_and_port_or_says_why(raw: object) -> None:
     try:
-        host, port = _resolver(raw)
+        host, port = as_resolver(raw)
     except ValueError as exc:
         assert "DNS server" in str(exc) or "port" in str(exc)
         return

@@ -10,10 +10,10 @@ from balancer.balancing.health import BackendHealth
 from balancer.balancing.latency import LatencyEstimate, predicted_service
 from balancer.balancing.load_report import LoadReport
 from balancer.balancing.runtime import Pool, Runtime
-from balancer.balancing.selection import LeastLatency
+from balancer.balancing.selection.algorithms import LeastLatency
 from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 
 B = WeightPolicy()
 NOW = 1000.0
@@ -373,7 +373,7 @@ def test_slow_start_scale_draws_only_below_one_and_falls_back_to_the_first_drawn
 
 
 def test_weighted_sample_boundaries() -> None:
-    from balancer.balancing.selection import weighted_sample
+    from balancer.balancing.selection.algorithms import weighted_sample
     # a point that lands exactly at the end of a weight belongs to the next one
     assert weighted_sample(Script(0.5), [1.0, 1.0], 1) == [1]
     # rounding that leaves the point past every weight takes the last one left

@@ -13,7 +13,7 @@ from balancer.balancing.health import BackendHealth
 from balancer.balancing.runtime import Runtime
 from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 
 B = WeightPolicy()
 

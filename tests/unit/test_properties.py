@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from balancer.balancing.classify import BadTarget, Classifier, path_template, routed_path
 from balancer.balancing.costs import CostModel
-from balancer.config.model import TOP_KEYS, Config, parse_config
+from balancer.config.model import TOP_KEYS, Config
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
 from tests.conftest import ROOT
 from tests.unit.test_classify import Facts

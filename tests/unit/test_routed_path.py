@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from balancer.balancing import classify
 from balancer.balancing.classify import BadTarget, Classifier, path_template, routed_path
-from balancer.config.model import ConfigError, parse_config
+from balancer.config.parse import parse_config
+from balancer.config.yamltree import ConfigError
 from tests.unit.test_classify import Facts
 
 EXAMPLES = 5_000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 200

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.config.schema import SchemaGap, config_schema, mapping
 from balancer.config.yamltree import ConfigError
 from tests.unit.test_config import MINIMAL, ROUTING_EXAMPLE

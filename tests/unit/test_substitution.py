@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balancer.config.model import parse_config
+from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
 from balancer.ops.config_file import load_config
 

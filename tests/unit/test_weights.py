@@ -1,13 +1,10 @@
-"""Selection and weights: seeded random source, fake clock, no I/O."""
+"""Weights: fake clock, no I/O (the draws that use them: test_selection.py)."""
 
 import itertools
-import random
-from collections import Counter
 
 import pytest
 
 from balancer.balancing.load_report import LoadReport
-from balancer.balancing.selection import PowerOfTwoChoices, RoundRobin
 from balancer.balancing.weights import (
     BackendStats,
     WeightPolicy,
@@ -25,27 +22,6 @@ def report(rps: float, utilisation: float, eps: float = 0.0) -> LoadReport:
 
 def settled(now: float = 100.0) -> BackendStats:
     return BackendStats(now - 1000)  # long past slow start
-
-
-def test_picks_follow_the_weights_within_5_percent_over_10k_picks() -> None:
-    chooser = PowerOfTwoChoices(random.Random(42))
-    weights = [1.0, 2.0, 5.0, 2.0]
-    picks = Counter(chooser.select(range(4), weights, lambda i: 0) for _ in range(10_000))
-    for index, weight in enumerate(weights):
-        expected = 10_000 * weight / sum(weights)
-        assert abs(picks[index] - expected) <= 0.05 * expected, (index, picks[index], expected)
-
-
-def test_the_colder_of_the_two_draws_wins() -> None:
-    chooser = PowerOfTwoChoices(random.Random(1))
-    inflight = {0: 5, 1: 0, 2: 0}
-    picks = Counter(chooser.select([0, 1, 2], [1.0, 1.0, 1.0], inflight.__getitem__)
-                    for _ in range(3000))
-    assert picks[0] == 0  # the hot backend never wins against a cold one
-    assert abs(picks[1] - picks[2]) < 300
-    two = Counter(chooser.select([0, 1], [1.0, 1.0], {0: 1, 1: 0}.__getitem__)
-                  for _ in range(100))
-    assert two == {1: 100}
 
 
 def test_report_weight_is_rps_over_utilisation_with_an_error_penalty() -> None:
@@ -118,89 +94,6 @@ def test_damping_approaches_a_step_without_overshoot() -> None:
 def test_static_weights_multiply_in() -> None:
     weights = effective_weights([settled(), settled()], [3.0, 1.0], 100.0, B)
     assert weights == [3.0, 1.0]
-
-
-class FixedView:
-    """Backends with fixed stats and health and nothing in flight (a BackendView)."""
-
-    def __init__(self, stats: dict[object, BackendStats], healths: dict[object, object]) -> None:
-        self._stats, self._healths = stats, healths
-
-    def inflight(self, address: object) -> int:
-        return 0
-
-    def stats(self, address: object) -> BackendStats:
-        return self._stats[address]
-
-    def health(self, address: object) -> object:
-        return self._healths[address]
-
-
-def test_plain_least_request_ignores_reported_weights() -> None:
-    from balancer.balancing.health import BackendHealth
-    from balancer.balancing.runtime import Runtime
-    from balancer.config.model import parse_config
-
-    def runtime(policy: str) -> Runtime:
-        return Runtime(parse_config(
-            "listen: 127.0.0.1:0\npools:\n  p:\n    policy: " + policy +
-            "\n    backends: [http://127.0.0.1:1, http://127.0.0.1:2]\n"), 1, random.Random(3))
-
-    for policy, expected_share in (("least_request", 0.5), ("weighted_least_request", 0.8)):
-        rt = runtime(policy)
-        pool = rt.pools["p"]
-        stats = {a: settled() for a in pool.backends}
-        stats[pool.backends[0]].observe_report(report(100, 0.1), 100.0, B)
-        stats[pool.backends[1]].observe_report(report(100, 0.4), 100.0, B)  # 4:1
-        healths = {a: BackendHealth() for a in pool.backends}
-        view = FixedView(stats, healths)
-        picks = Counter(rt.choose(pool, view, 100.5)[1] for _ in range(4000))  # type: ignore[arg-type,index]
-        share = picks[pool.backends[0]] / 4000
-        assert abs(share - expected_share) < 0.04, (policy, share)
-
-
-# -- round robin, and the edges of the weighted draw ---------------------------------------------
-
-def test_round_robin_takes_each_in_turn_and_refuses_an_empty_list() -> None:
-    robin = RoundRobin()
-    assert [robin.select("abc") for _ in range(7)] == list("abcabca")
-    assert repr(robin) == "<RoundRobin next=1>"
-    assert [robin.select("xy") for _ in range(3)] == list("yxy")  # a shorter list next
-    with pytest.raises(LookupError, match=r"^no candidates$"):
-        robin.select([])
-
-
-def test_round_robin_below_a_cap_skips_full_backends_and_goes_on_after_its_pick() -> None:
-    robin = RoundRobin()
-    load = {"a": 0, "b": 2, "c": 1, "d": 0}
-    picks = [robin.select_below("abcd", load.__getitem__, 2) for _ in range(5)]
-    assert picks == ["a", "c", "d", "a", "c"]  # b is at the cap
-    assert robin.select_below("abcd", load.__getitem__, 1) == "d"  # only a and d are below 1
-    assert robin.select_below("abcd", load.__getitem__, 0) is None
-    assert robin.select_below("", load.__getitem__, 5) is None
-
-
-class Draws:
-    """A random source that returns the given values in turn."""
-
-    def __init__(self, *values: float) -> None:
-        self.values = iter(values)
-
-    def random(self) -> float:
-        return next(self.values)
-
-
-def test_a_draw_on_a_boundary_goes_to_the_next_backend() -> None:
-    # first draw: 0.5 x 2 = 1.0, exactly past a's share, so b; second (b skipped): a;
-    # nothing in flight: the first drawn wins
-    assert PowerOfTwoChoices(Draws(0.5, 0.5)).select("ab", [1.0, 1.0], lambda c: 0) == "b"
-    # a draw at the very end of the range (rounding) falls to the last candidate
-    assert PowerOfTwoChoices(Draws(1.0, 1.0)).select("abc", [0.1, 0.2, 0.3], lambda c: 0) == "c"
-
-
-def test_a_single_candidate_is_taken_without_drawing() -> None:
-    assert PowerOfTwoChoices(Draws()).select(["only"], [3.0], lambda c: 0) == "only"
-    assert repr(PowerOfTwoChoices(Draws())) == "<PowerOfTwoChoices p2c>"
 
 
 # -- weights: exact figures ------------------------------------------------------------------------

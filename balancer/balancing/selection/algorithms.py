@@ -1,6 +1,9 @@
-"""Choosing a backend within a pool.
+"""The drawing rules: round robin, power of two choices, least latency, over a candidate list.
 
-Pure: selectors hold only their own counters and take the candidate list as an argument.
+Pure: each holds only its own counter or random source and takes the candidates (and what it
+compares them by) as arguments; it knows nothing of backends, pools or health. The policy
+selectors of `balancer.balancing.selection.selectors` gather those arguments from the live
+backends and call these.
 """
 
 from collections.abc import Callable, Sequence
