@@ -3,7 +3,8 @@
 import signal
 
 # Before anything else (the imports below take a while): a SIGHUP that arrives before the
-# reload handler is installed waits, blocked, and is then handled as a reload (cli, server).
+# reload handler is installed waits, blocked, and is then handled as a reload (cli,
+# balancer.ops.lifecycle).
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 # SIGUSR1 (reopen the access log) before the handler is in place must not end the process
 # (its default action): a worker that is still starting opens the log afresh anyway

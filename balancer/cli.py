@@ -1,7 +1,10 @@
 """`balancer run -c FILE`, `balancer check -c FILE`, `balancer schema` (the config's JSON Schema)
 and `balancer --version`: the only place errors become exit codes.
 
-Exit codes: 0 success, 2 invalid config (each problem as `file:line:col: message` on stderr).
+Exit codes: 0 success (`run`: stopped by SIGTERM/SIGINT, every worker drained); 1 could not
+start (an address that cannot be bound, an access log that cannot be opened, a worker that
+would not start) or a worker exited non-zero; 2 invalid config or arguments (each problem as
+`file:line:col: message` on stderr).
 """
 
 import argparse
@@ -16,15 +19,18 @@ from collections.abc import Coroutine
 from typing import Any
 
 from balancer import __version__
-from balancer.config.addresses import parse_listen
+from balancer.config.addresses import Address, parse_listen
 from balancer.config.model import Config
 from balancer.config.schema import config_schema
 from balancer.config.yamltree import ConfigError
 from balancer.ops.config_file import load_config
+from balancer.ops.lifecycle import CannotStart
 from balancer.ops.server import serve
 from balancer.ops.supervisor import shared_listen_problems, supervise, workers_from_arg
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+OK, FAILED, INVALID = 0, 1, 2  # the exit codes the docstring lists
+log = logging.getLogger("balancer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,39 +77,62 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(config_schema(), indent=2))
-        return 0
+        return OK
     if args.command != "check":
         hold_sighup()  # until serve() or supervise() has its handler (then it is a reload)
     config = _load(args.config)
     if config is None:
-        return 2
+        return INVALID
     if args.command == "check":
-        backends = sum(len(pool.backends) for pool in config.pools)
-        names = sum(len(pool.discover) for pool in config.pools)
-        discovered = f", {names} discovered name(s)" if names else ""
-        print(f"{args.config}: ok ({len(config.listen)} listener(s), {len(config.pools)} pool(s), "
-              f"{backends} backend(s){discovered}, digest {config.digest})")
-        return 0
+        _print_summary(args.config, config)
+        return OK
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s balancer[%(process)d] %(levelname)s %(message)s")
     _raise_open_file_limit()
     if args.command == "worker":
-        return _run(serve(config, args.config, admin=parse_listen(args.admin),
-                          worker=args.index))
+        return _serve(config, args.config, admin=parse_listen(args.admin), worker=args.index)
+    return _serve_with_workers(config, args.config, args.workers, args.log_level)
+
+
+def _print_summary(path: str, config: Config) -> None:
+    backends = sum(len(pool.backends) for pool in config.pools)
+    names = sum(len(pool.discover) for pool in config.pools)
+    discovered = f", {names} discovered name(s)" if names else ""
+    print(f"{path}: ok ({len(config.listen)} listener(s), {len(config.pools)} pool(s), "
+          f"{backends} backend(s){discovered}, digest {config.digest})")
+
+
+def _serve_with_workers(config: Config, path: str, workers_arg: str, log_level: str) -> int:
+    """`run`: one process, or a supervisor and its workers (`--workers`)."""
     try:
-        workers = workers_from_arg(args.workers)
+        workers = workers_from_arg(workers_arg)
     except ValueError:
-        print(f"balancer: --workers {args.workers!r}: expected a number >= 1 or auto",
+        print(f"balancer: --workers {workers_arg!r}: expected a number >= 1 or auto",
               file=sys.stderr)
-        return 2
+        return INVALID
     if workers == 1:
-        return _run(serve(config, args.config))
+        return _serve(config, path)
     problems = shared_listen_problems(config, workers)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        return 2
-    return _run(supervise(config, args.config, workers, args.log_level))
+        return INVALID
+    try:
+        clean = _run(supervise(config, path, workers, log_level))
+    except CannotStart as exc:
+        log.error("%s", exc)
+        return FAILED
+    return OK if clean else FAILED
+
+
+def _serve(config: Config, path: str, *, admin: Address | None = None,
+           worker: int | None = None) -> int:
+    try:
+        _run(serve(config, path, admin=admin, worker=worker))
+    except CannotStart as exc:
+        log.error("%s", exc)
+        return FAILED
+    return OK
 
 
 def hold_sighup() -> None:
@@ -121,7 +150,7 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _run(main: Coroutine[Any, Any, int]) -> int:
+def _run[T](main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it

@@ -9,8 +9,8 @@ a label; route templates are exported by the admin `/status`, not here.
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -21,8 +21,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from balancer.ops.server import Balancer
+from balancer.balancing.discovery import NameState
+from balancer.balancing.health import RetryBudget
+from balancer.balancing.runtime import BackendView, Runtime
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -73,60 +74,47 @@ class Metrics:
 
 
 class MetricsCollector(Collector):
-    """Builds every metric family at scrape time."""
+    """Builds every metric family at scrape time, from the counters and what it is handed of
+    the live state: the runtime in force, the backends, the clock they are measured on, the
+    proxy's retry budget and the discovered names."""
 
-    def __init__(self, balancer: "Balancer") -> None:
-        self.balancer = balancer
+    def __init__(self, metrics: Metrics, *, runtime: Callable[[], Runtime],
+                 backends: BackendView, clock: Callable[[], float], retry_budget: RetryBudget,
+                 discovered: Callable[[], Iterable[NameState]]) -> None:
+        self.metrics = metrics
+        self.runtime = runtime
+        self.backends = backends
+        self.clock = clock
+        self.retry_budget = retry_budget
+        self.discovered = discovered
 
     def collect(self) -> Iterator[Metric]:
-        balancer = self.balancer
-        metrics = balancer.metrics
-        yield _counters("balancer_requests", "Requests answered",
-                        ["pool", "class", "status_class"], metrics.requests)
-        yield _histograms("balancer_request_duration_seconds",
-                          "Time from request to response handed to the client",
-                          ["pool", "class"], metrics.latency)
-        yield _histograms("balancer_upstream_response_seconds",
-                          "Time from sending to a backend to its response head",
-                          ["backend"], metrics.upstream_latency)
-        yield _histograms("balancer_upstream_connect_seconds",
-                          "Time to open a new connection to a backend",
-                          ["backend"], metrics.connect_latency)
-        yield _counters("balancer_classifications", "Classification decisions",
-                        ["class", "source"], metrics.decisions)
-        yield CounterMetricFamily("balancer_learned_overrides",
-                                  "Decisions where a learned cost overrode a matching rule",
-                                  value=metrics.learned_overrides)
-        yield _counters("balancer_bad_requests", "Malformed or too slow requests refused "
-                        "before reaching the proxy", ["status"], metrics.bad_requests)
-        yield _counters("balancer_retries", "Requests sent again to another backend",
-                        ["reason"], metrics.retries)
-        yield _counters("balancer_spills", "Requests sent to a spill_to pool because every "
-                        "backend of their pool was at its in-flight cap", ["pool"],
-                        metrics.spills)
-        proxy = balancer.proxy
+        yield from _request_families(self.metrics)
+        yield from self._state()
+        yield from self._backends()
+
+    def _state(self) -> Iterator[Metric]:
+        """The retry budget, the config and the discovered names."""
+        metrics = self.metrics
         yield CounterMetricFamily("balancer_retry_budget_exhausted",
                                   "Retries refused because the retry budget was spent",
-                                  value=proxy.retry_budget.exhausted if proxy else 0)
+                                  value=self.retry_budget.exhausted)
         yield _counters("balancer_config_reloads", "Config reloads by result", ["result"],
                         metrics.reloads)
         yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",
-                                value=balancer.runtime.generation)
+                                value=self.runtime().generation)
         yield _counters("balancer_discovery_failures",
                         "DNS resolutions of a discovered name that failed or found no "
                         "address (the last good set kept)", ["name"], metrics.discovery_failures)
         addresses = GaugeMetricFamily("balancer_discovery_addresses",
                                       "Addresses a discovered name resolves to", labels=["name"])
-        if balancer.discovery is not None:
-            for state in balancer.discovery.states():
-                addresses.add_metric([state.key], len(state.addresses or ()))
+        for state in self.discovered():
+            addresses.add_metric([state.key], len(state.addresses or ()))
         yield addresses
-        yield from self._backends()
 
     def _backends(self) -> Iterator[Metric]:
-        balancer = self.balancer
-        runtime, backend_table = balancer.runtime, balancer.backend_table
-        now = backend_table.loop.time()
+        runtime, backends = self.runtime(), self.backends
+        now = self.clock()
         labels = ["pool", "backend"]
         weight = GaugeMetricFamily("balancer_backend_weight", "Effective selection weight",
                                    labels=labels)
@@ -137,15 +125,42 @@ class MetricsCollector(Collector):
         ejections = CounterMetricFamily("balancer_backend_ejections", "Passive ejections",
                                         labels=labels)
         for name, pool in runtime.pools.items():
-            weights = runtime.weights(pool, backend_table, now)
+            weights = runtime.weights(pool, backends, now)
             for address, value in zip(pool.backends, weights, strict=True):
                 key = [name, address.key]
                 weight.add_metric(key, value)
-                inflight.add_metric(key, backend_table.inflight(address))
-                health = backend_table.health(address)
+                inflight.add_metric(key, backends.inflight(address))
+                health = backends.health(address)
                 healthy.add_metric(key, 0.0 if health.is_ejected(now) else 1.0)
-                ejections.add_metric(key, balancer.metrics.ejections[address.key])
+                ejections.add_metric(key, self.metrics.ejections[address.key])
         yield from (weight, inflight, healthy, ejections)
+
+
+def _request_families(metrics: Metrics) -> Iterator[Metric]:
+    """What the request path counted: requests, latencies, decisions, retries, spills."""
+    yield _counters("balancer_requests", "Requests answered",
+                    ["pool", "class", "status_class"], metrics.requests)
+    yield _histograms("balancer_request_duration_seconds",
+                      "Time from request to response handed to the client",
+                      ["pool", "class"], metrics.latency)
+    yield _histograms("balancer_upstream_response_seconds",
+                      "Time from sending to a backend to its response head",
+                      ["backend"], metrics.upstream_latency)
+    yield _histograms("balancer_upstream_connect_seconds",
+                      "Time to open a new connection to a backend",
+                      ["backend"], metrics.connect_latency)
+    yield _counters("balancer_classifications", "Classification decisions",
+                    ["class", "source"], metrics.decisions)
+    yield CounterMetricFamily("balancer_learned_overrides",
+                              "Decisions where a learned cost overrode a matching rule",
+                              value=metrics.learned_overrides)
+    yield _counters("balancer_bad_requests", "Malformed or too slow requests refused "
+                    "before reaching the proxy", ["status"], metrics.bad_requests)
+    yield _counters("balancer_retries", "Requests sent again to another backend",
+                    ["reason"], metrics.retries)
+    yield _counters("balancer_spills", "Requests sent to a spill_to pool because every "
+                    "backend of their pool was at its in-flight cap", ["pool"],
+                    metrics.spills)
 
 
 def _key(labels: object) -> list[str]:
@@ -168,10 +183,10 @@ def _histograms(name: str, documentation: str, labels: list[str],
     return family
 
 
-def build_registry(balancer: "Balancer") -> CollectorRegistry:
+def build_registry(collector: MetricsCollector) -> CollectorRegistry:
     """The balancer's metrics and its process's (`balancer_process_cpu_seconds_total`,
     `_resident_memory_bytes`, `_open_fds`, ...: prometheus-client's, read from /proc)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(balancer))
+    registry.register(collector)
     ProcessCollector(namespace="balancer", registry=registry)
     return registry

@@ -3,7 +3,10 @@
 (the last 15 minutes, JSON), `/metrics`, `POST /reload`, `POST /login` (the login form's,
 with an admin token).
 
-I/O shell. It is bound only to the `admin` address, never to a public listener.
+I/O shell. It is bound only to the `admin` address, never to a public listener. One app
+serves both kinds of process: it asks what it shows of an `AdminSource`, which the single
+process (`balancer.ops.server.Balancer`) and the supervisor (which answers for its workers)
+implement; the routes, the guard and the probes' wording are the same for both.
 """
 
 import contextlib
@@ -13,29 +16,63 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from balancer.config.addresses import Address
+from balancer.config.model import Config
+from balancer.ops.reloads import ReloadOutcome
 
-if TYPE_CHECKING:
-    from balancer.config.model import Config
-    from balancer.ops.server import Balancer
-
-BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Application:
+class AdminSource(Protocol):
+    """What the admin listener asks of the process it serves."""
+
+    @property
+    def config(self) -> Config:
+        """The config in force: the guard reads the token and the admin address from it."""
+        ...
+
+    @property
+    def draining(self) -> bool:
+        """From SIGTERM on: /healthz and /readyz answer 503 `draining`."""
+        ...
+
+    def not_ready(self) -> str | None:
+        """Why /readyz answers 503 when not draining (`starting`, ...); None: ready."""
+        ...
+
+    async def status_document(self) -> dict[str, Any]:
+        """`/status`."""
+        ...
+
+    async def history_document(self, since: float | None) -> dict[str, Any]:
+        """`/status/history`: the points after `since` (wall clock), or all of them."""
+        ...
+
+    async def exposition(self) -> bytes:
+        """`/metrics`, in Prometheus' text format."""
+        ...
+
+    async def reload(self) -> ReloadOutcome:
+        """POST /reload: read the config file again; on any error keep the current one."""
+        ...
+
+
+SOURCE: web.AppKey[AdminSource] = web.AppKey("source")
+
+
+def build_admin_app(source: AdminSource, *, check_token: bool = True) -> web.Application:
     """`check_token` False: a worker's private socket (in the supervisor's 0700 directory),
     served without any guard."""
-    middlewares = [guard_middleware(_balancer_guard)] if check_token else []
+    middlewares = [guard_middleware(_source_guard)] if check_token else []
     app = web.Application(middlewares=middlewares)
-    app[BALANCER] = balancer
+    app[SOURCE] = source
     app.router.add_get("/", status_page)
     app.router.add_post("/login", login)
     app.router.add_get("/healthz", healthz)
@@ -49,7 +86,7 @@ def build_admin_app(balancer: "Balancer", *, check_token: bool = True) -> web.Ap
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[BALANCER].registry)
+    body = await request.app[SOURCE].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -68,15 +105,15 @@ class Guard:
     allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, config: "Config") -> "Guard":
+    def of(cls, config: Config) -> "Guard":
         return cls(config.admin_token, config.admin, config.admin_allowed_hosts)
 
 
 GUARD_KEY: web.RequestKey[Guard] = web.RequestKey("guard", Guard)
 
 
-def _balancer_guard(request: web.Request) -> Guard:
-    return Guard.of(request.app[BALANCER].runtime.config)
+def _source_guard(request: web.Request) -> Guard:
+    return Guard.of(request.app[SOURCE].config)
 
 
 def guard_middleware(get_guard: Callable[[web.Request], Guard]) -> Middleware:
@@ -238,85 +275,24 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 503 `starting` until the public listeners serve the first config, 503
-    `draining` from SIGTERM on (the grace period), else 200."""
-    balancer = request.app[BALANCER]
-    if balancer.draining:
-        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
-    if not balancer.public_addresses:
-        return web.Response(status=503, text="starting\n", headers={"Cache-Control": "no-store"})
+    """Readiness: 503 `draining` from SIGTERM on (the grace period), 503 with the source's
+    reason while it cannot serve (a single process: `starting` until the public listeners
+    serve the first config), else 200."""
+    source = request.app[SOURCE]
+    reason = "draining" if source.draining else source.not_ready()
+    if reason is not None:
+        return web.Response(status=503, text=f"{reason}\n", headers={"Cache-Control": "no-store"})
     return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
-    if request.app[BALANCER].draining:
+    if request.app[SOURCE].draining:
         return web.Response(status=503, text="draining\n")
     return web.Response(text="ok\n")
 
 
-def status_document(balancer: "Balancer") -> dict[str, Any]:
-    runtime = balancer.runtime
-    backend_table = balancer.backend_table
-    connections = backend_table.connection_pools()
-    now = backend_table.loop.time()
-    pools = []
-    for pool in runtime.pools.values():
-        backends = []
-        weights = runtime.weights(pool, backend_table, now)
-        for address, weight in zip(pool.backends, weights, strict=True):
-            upstream = connections.get(address)
-            health = backend_table.health(address)
-            stats = backend_table.stats(address)
-            report = stats.report
-            backends.append({
-                "address": address.url,
-                "healthy": not health.is_ejected(now),
-                "state": "down" if health.down else "ejected" if health.is_ejected(now) else "up",
-                "ejections": health.ejections,
-                "weight": round(weight, 4),
-                "error_rate": round(stats.error_rate, 4),
-                "last_report": None if report is None else {
-                    "cpu_utilization": report.cpu_utilization, "rps": report.rps,
-                    "eps": report.eps, **{f"named.{k}": v for k, v in report.named.items()}},
-                "report_age_s": None if stats.report_at == float("-inf")
-                else round(now - stats.report_at, 3),
-                "inflight": upstream.inflight if upstream else 0,
-                "open_connections": upstream.open_count if upstream else 0,
-                "idle_connections": upstream.idle_count if upstream else 0,
-            })
-        pools.append({"name": pool.name, "kind": pool.config.kind, "backends": backends,
-                      "unresolved": list(pool.unresolved)})
-    costs = balancer.costs
-    routes = [
-        {"route": r.template, "class": r.learned_class, "cpu_ms": round(r.cpu_ms, 3),
-         "io_share": round(r.io_share, 3), "samples": r.samples,
-         "confidence": round(costs.confidence(r), 3), "confident": costs.is_confident(r)}
-        for r in sorted(costs.routes(), key=lambda r: -r.samples)
-    ]
-    return {
-        "generation": runtime.generation,
-        "digest": runtime.config.digest,
-        "config": runtime.config.source,
-        "listen": balancer.public_addresses,
-        "client_connections": balancer.client_connections,
-        "pools": pools,
-        "routes": routes,
-        "discovery": [
-            {"name": s.key, "addresses": None if s.addresses is None
-             else [a.url for a in s.addresses], "failures": s.total_failures,
-             "last_error": s.last_error or None,
-             "next_in_s": round(max(0.0, s.next_at - now), 3)}
-            for s in (balancer.discovery.states() if balancer.discovery else [])],
-        "reloads": [
-            {"ok": r.ok, "generation": r.generation, "digest": r.digest, "at": r.at,
-             "ms": round(r.seconds * 1000, 3), "errors": list(r.errors)}
-            for r in balancer.reloads
-        ],
-    }
-
-
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(status_document(request.app[BALANCER]))
+    return web.json_response(await request.app[SOURCE].status_document())
 
 
 def since_param(request: web.Request) -> float | None:
@@ -329,12 +305,10 @@ def since_param(request: web.Request) -> float | None:
 
 async def history(request: web.Request) -> web.Response:
     """The last 15 minutes, one point a second (balancer.ops.history), for the page's charts."""
-    document = request.app[BALANCER].history.document(since_param(request))
+    document = await request.app[SOURCE].history_document(since_param(request))
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
 async def reload(request: web.Request) -> web.Response:
-    outcome = await request.app[BALANCER].reload()
-    body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
-            "errors": list(outcome.errors)}
-    return web.json_response(body, status=200 if outcome.ok else 422)
+    outcome = await request.app[SOURCE].reload()
+    return web.json_response(outcome.answer(), status=200 if outcome.ok else 422)

@@ -5,20 +5,21 @@ latency histograms per pool, backends' in-flight and weights, queues, spills, ej
 learned route costs, reloads); `History.add(snapshot)` turns two consecutive snapshots into
 one point (rates, p50/p99 from the histogram deltas) and the events between them (reloads,
 ejections, route class changes). No clock, no I/O: the server's sampler task takes a
-snapshot every `INTERVAL` seconds (`take_snapshot`, the only function here that reads the
-live balancer) and the request path pays nothing. Bounded: `CAPACITY` points, `EVENTS`
-events, at most `ROUTES` routes per point; pools and backends are bounded by the config.
+snapshot every `INTERVAL` seconds (`take_snapshot`, the only function here that reads live
+counters, those it is handed) and the request path pays nothing. Bounded: `CAPACITY` points,
+`EVENTS` events, at most `ROUTES` routes per point; pools and backends are bounded by the
+config.
 """
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from balancer.metrics import BUCKETS
-
-if TYPE_CHECKING:
-    from balancer.ops.server import Balancer
+from balancer.balancing.costs import CostModel
+from balancer.balancing.runtime import BackendView, Runtime
+from balancer.metrics import BUCKETS, Metrics
+from balancer.ops.reloads import ReloadOutcome
 
 INTERVAL = 1.0
 CAPACITY = 900  # 15 minutes of 1 s points
@@ -160,11 +161,14 @@ class History:
                 "events": list(self.events)}
 
 
-# -- the shell: read the live balancer's counters ------------------------------------------------
+# -- the shell: read the live counters ------------------------------------------------------------
 
-def take_snapshot(balancer: "Balancer", at: float) -> Snapshot:
-    """A copy of the counters `History` needs (a few dictionary walks, once a second)."""
-    metrics = balancer.metrics
+def take_snapshot(at: float, metrics: Metrics, runtime: Runtime, backends: BackendView,
+                  now: float, queues: Mapping[str, Sized], costs: CostModel,
+                  reloads: Iterable[ReloadOutcome]) -> Snapshot:
+    """A copy of the counters `History` needs (a few dictionary walks, once a second). `at`:
+    the wall clock; `now`: the backends' clock (ejections are measured on it); `queues`: the
+    proxy's wait queues by pool."""
     requests: dict[tuple[str, str], int] = collections.defaultdict(int)
     for (pool_name, _, status_class), count in list(metrics.requests.items()):
         requests[(pool_name, status_class)] += count
@@ -173,26 +177,26 @@ def take_snapshot(balancer: "Balancer", at: float) -> Snapshot:
         counts = latency.setdefault(pool_name, [0] * len(histogram.counts))
         for i, count in enumerate(histogram.counts):
             counts[i] += count
-    runtime, backend_table = balancer.runtime, balancer.backend_table
-    now = backend_table.loop.time()
-    backends = []
-    for pool in runtime.pools.values():
-        weights = runtime.weights(pool, backend_table, now)
-        for address, weight in zip(pool.backends, weights, strict=True):
-            health = backend_table.health(address)
-            state = "down" if health.down else "ejected" if health.is_ejected(now) else "up"
-            backends.append(BackendSample(pool.name, address.key, backend_table.inflight(address),
-                                          pool.config.inflight_cap, weight, state))
-    proxy = balancer.proxy
-    queues = {name: len(proxy.queues[name]) if proxy and name in proxy.queues else 0
-              for name in runtime.pools}
-    costs = balancer.costs
     routes = sorted(costs.routes(), key=lambda r: -r.samples)[:ROUTES]
     return Snapshot(
         at=at, requests=dict(requests),
         latency={name: tuple(counts) for name, counts in latency.items()},
-        backends=tuple(backends), queues=queues, spills=dict(metrics.spills),
-        ejections=dict(metrics.ejections),
+        backends=_backend_samples(runtime, backends, now),
+        queues={name: len(queues[name]) if name in queues else 0 for name in runtime.pools},
+        spills=dict(metrics.spills), ejections=dict(metrics.ejections),
         routes={r.template: (r.cpu_ms, r.learned_class) for r in routes},
         threshold_ms=costs.threshold_ms,
-        reloads=tuple((r.at, r.ok, r.generation) for r in balancer.reloads))
+        reloads=tuple((r.at, r.ok, r.generation) for r in reloads))
+
+
+def _backend_samples(runtime: Runtime, backends: BackendView,
+                     now: float) -> tuple[BackendSample, ...]:
+    samples = []
+    for pool in runtime.pools.values():
+        weights = runtime.weights(pool, backends, now)
+        for address, weight in zip(pool.backends, weights, strict=True):
+            health = backends.health(address)
+            state = "down" if health.down else "ejected" if health.is_ejected(now) else "up"
+            samples.append(BackendSample(pool.name, address.key, backends.inflight(address),
+                                         pool.config.inflight_cap, weight, state))
+    return tuple(samples)

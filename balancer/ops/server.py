@@ -1,8 +1,10 @@
-"""Lifecycle: bind the listeners, serve, reload on SIGHUP, drain on SIGTERM/SIGINT.
+"""The single process: the `Balancer` (listeners, proxy, admin listener, backends) and
+`serve`, its life: start, reload on SIGHUP, drain on SIGTERM/SIGINT.
 
-Reads like a script: `serve()` starts the Balancer, then waits for signals. Signal handlers
-only record what arrived; the main loop does the work. A reload builds a whole new Runtime
-and swaps one reference; a config that fails to load leaves the old one serving.
+Reads like a script: `serve()` starts the Balancer, then waits for signals
+(balancer.ops.lifecycle). A reload builds a whole new Runtime and swaps one reference; a
+config that fails to load leaves the old one serving. The Balancer is an `AdminSource`: the
+admin listener (balancer.ops.admin) asks it for what it shows.
 """
 
 import asyncio
@@ -12,13 +14,11 @@ import logging
 import os
 import random
 import signal
-import socket
-import stat
 import time
-from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from balancer.balancing.costs import CostModel
 from balancer.balancing.runtime import Runtime
@@ -26,11 +26,15 @@ from balancer.config.addresses import Address
 from balancer.config.model import Config
 from balancer.config.routing import RoutingConfig
 from balancer.config.yamltree import ConfigError
-from balancer.metrics import Metrics, build_registry
+from balancer.metrics import Metrics, MetricsCollector, build_registry
 from balancer.ops.admin import build_admin_app
 from balancer.ops.config_file import load_config
 from balancer.ops.filewatch import watch_file
 from balancer.ops.history import INTERVAL, History, take_snapshot
+from balancer.ops.lifecycle import CannotStart, SignalQueue, stop_when_orphaned
+from balancer.ops.listeners import CannotListen, ListenerSet
+from balancer.ops.reloads import ReloadOutcome, Reloads
+from balancer.ops.status import status_document
 from balancer.proxy.access_log import FLUSH_INTERVAL, AccessLog
 from balancer.proxy.client import ProxyServer
 from balancer.proxy.handler import Proxy
@@ -41,58 +45,15 @@ from balancer.upstream.monitor import HealthMonitor
 log = logging.getLogger("balancer")
 
 
-@dataclass(frozen=True, slots=True)
-class ReloadOutcome:
-    ok: bool
-    generation: int
-    digest: str
-    errors: tuple[str, ...] = ()
-    at: float = 0.0        # wall clock when it ended
-    seconds: float = 0.0   # how long reading, checking and swapping took
-
-
 def _cost_model(config: Config) -> CostModel:
     routing = config.routing or RoutingConfig()
     return CostModel(routing.learning, cpu_threshold_ms=routing.cpu_threshold_ms,
                      io_threshold=routing.io_threshold)
 
 
-def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
-    """A listening, non-blocking socket for a listen address (port 0 picks a free port)."""
-    if address.kind == "unix":
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.stat(address.path).st_mode):
-                os.unlink(address.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sockaddr: str | tuple[Any, ...] = address.path
-    else:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def describe(sock: socket.socket) -> str:
-    name = sock.getsockname()
-    if isinstance(name, str):
-        return f"unix:{name}"
-    host, port = name[0], name[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class Balancer:
-    """The running balancer: listeners, the proxy, the admin listener, connection pools."""
+    """The running balancer: listeners, the proxy, the admin listener, connection pools.
+    An `AdminSource` (balancer.ops.admin) for its own admin listener."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,
                  reuse_port: bool = False, admin: Address | None = None) -> None:
@@ -101,15 +62,13 @@ class Balancer:
         self.runtime = Runtime(config, generation=1, rng=self.rng)
         self.costs = _cost_model(config)
         self.metrics = Metrics()
-        self.registry = build_registry(self)
+        self.registry: CollectorRegistry | None = None  # start() builds it
+        self.history = History()
+        self.admin_override = admin  # a worker's private admin socket, whatever the config says
+        self.reloads = Reloads()
         # SO_REUSEPORT on the public listeners: only for a supervisor's workers, which share
         # them; a single process must not share its ports with a second instance unawares
-        self.history = History()
-        self.reuse_port = reuse_port
-        self.admin_override = admin  # a worker's private admin socket, whatever the config says
-        self.reloads: list[ReloadOutcome] = []
-        self._reload_lock = asyncio.Lock()
-        self._listeners: list[Listener] = []
+        self._listeners = ListenerSet(reuse_port=reuse_port)
         self._public: web.ServerRunner | None = None
         self._server: ProxyServer | None = None
         self._admin: web.AppRunner | None = None
@@ -133,8 +92,18 @@ class Balancer:
         assert self._backend_table is not None, "start() first"
         return self._backend_table
 
+    @property
+    def config(self) -> Config:
+        """The config in force."""
+        return self.runtime.config
+
     async def start(self) -> None:
-        config = self.runtime.config
+        """Backends, discovery, the access log and the proxy; then the public and admin
+        listeners. Raises ApplyError (a log or an address it cannot open): stop() then."""
+        await self._start_data_path(self.runtime.config)
+        await self._start_servers(self.runtime.config)
+
+    async def _start_data_path(self, config: Config) -> None:
         self._backend_table = BackendTable(
             asyncio.get_running_loop(), self.metrics,
             on_connect=lambda address, seconds: self.metrics.connect_latency[
@@ -151,8 +120,15 @@ class Balancer:
                             self._access_log, clock=asyncio.get_running_loop().time)
         self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table)
         self._monitor.start()
+        self.registry = build_registry(MetricsCollector(
+            self.metrics, runtime=lambda: self.runtime, backends=self._backend_table,
+            clock=self._backend_table.loop.time, retry_budget=self._proxy.retry_budget,
+            discovered=self.discovery.states))
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
+
+    async def _start_servers(self, config: Config) -> None:
+        assert self._proxy is not None
         server = self._server = ProxyServer(
             self._proxy.handle, config,
             on_bad_request=self.metrics.bad_request,
@@ -172,39 +148,18 @@ class Balancer:
         await self._listen(config)
 
     async def _listen(self, config: Config) -> None:
-        """Serve on exactly the config's addresses: bind every new socket first (so a bind
-        error changes nothing), then start them, then close the listeners no longer wanted.
-        Connections accepted by a closed listener carry on until they end."""
+        """Serve on exactly the config's addresses (ListenerSet.serve_on); ApplyError when
+        one cannot be bound, and then nothing changed."""
         assert self._public is not None and self._admin is not None
+        public, admin = self._public, self._admin
         wanted: list[tuple[Address, bool]] = [(address, False) for address in config.listen]
         admin_address = self.admin_override or config.admin
         if admin_address is not None:
             wanted.append((admin_address, True))
-        kept: list[Listener] = []
-        fresh: list[tuple[Address, bool, socket.socket]] = []
         try:
-            for address, admin in wanted:
-                existing = _find(self._listeners, address, admin)
-                if existing is not None:
-                    kept.append(existing)
-                else:
-                    reuse_port = self.reuse_port and not admin  # the admin port: never
-                    fresh.append((address, admin, bind(address, reuse_port=reuse_port)))
-        except (OSError, UnicodeError) as exc:
-            for _, _, sock in fresh:
-                sock.close()
-            raise ApplyError(f"cannot listen on {address}: {bind_error(exc)}") from None
-        for address, admin, sock in fresh:
-            site = web.SockSite(self._admin if admin else self._public, sock)
-            await site.start()
-            listener = Listener(address, admin, describe(sock), site)
-            kept.append(listener)
-            log.info("%slistening on %s", "admin " if listener.admin else "", listener.bound)
-        for listener in self._listeners:
-            if listener not in kept:
-                await listener.site.stop()
-                log.info("stopped listening on %s", listener.bound)
-        self._listeners = kept
+            await self._listeners.serve_on(wanted, lambda is_admin: admin if is_admin else public)
+        except CannotListen as exc:
+            raise ApplyError(str(exc)) from None
 
     @property
     def draining(self) -> bool:
@@ -218,7 +173,7 @@ class Balancer:
 
     @property
     def public_addresses(self) -> list[str]:
-        return [listener.bound for listener in self._listeners if not listener.admin]
+        return self._listeners.bound(admin=False)
 
     @property
     def client_connections(self) -> int:
@@ -228,7 +183,25 @@ class Balancer:
 
     @property
     def admin_address(self) -> str | None:
-        return next((listener.bound for listener in self._listeners if listener.admin), None)
+        return next(iter(self._listeners.bound(admin=True)), None)
+
+    # -- what the admin listener shows (AdminSource) ---------------------------------------
+
+    def not_ready(self) -> str | None:
+        return None if self.public_addresses else "starting"
+
+    async def status_document(self) -> dict[str, Any]:
+        return status_document(
+            self.runtime, self.backend_table, self.costs, now=self.backend_table.loop.time(),
+            listen=self.public_addresses, client_connections=self.client_connections,
+            discovery=self.discovery.states() if self.discovery else [], reloads=self.reloads)
+
+    async def history_document(self, since: float | None) -> dict[str, Any]:
+        return self.history.document(since)
+
+    async def exposition(self) -> bytes:
+        assert self.registry is not None, "start() first"
+        return generate_latest(self.registry)
 
     async def _flush_access_log(self) -> None:
         while True:
@@ -238,7 +211,10 @@ class Balancer:
 
     async def _sample_history(self) -> None:
         while True:
-            self.history.add(take_snapshot(self, time.time()))
+            self.history.add(take_snapshot(
+                time.time(), self.metrics, self.runtime, self.backend_table,
+                self.backend_table.loop.time(), self._proxy.queues if self._proxy else {},
+                self.costs, self.reloads))
             await asyncio.sleep(INTERVAL)
 
     def reopen_access_log(self) -> None:
@@ -255,42 +231,33 @@ class Balancer:
     async def reload(self) -> ReloadOutcome:
         """Load, validate and swap in the config file; on any error keep the current one.
         One reload at a time (SIGHUP and POST /reload queue behind each other)."""
-        async with self._reload_lock:
-            return await self._reload()
-
-    async def _reload(self) -> ReloadOutcome:
-        current = self.runtime
-        started = time.perf_counter()
-        if self.config_path is None:
-            outcome = ReloadOutcome(False, current.generation, current.config.digest,
-                                    ("no config file to reload from",))
-        else:
-            try:
-                config = load_config(self.config_path)
-                outcome = await self._swap(config)
-            except ConfigError as exc:
-                outcome = ReloadOutcome(False, current.generation, current.config.digest,
-                                        tuple(str(p) for p in exc.problems))
-            except ApplyError as exc:
-                outcome = ReloadOutcome(False, current.generation, current.config.digest,
-                                        (f"{self.config_path}: {exc}",))
-            except Exception as exc:  # a bug must not end the process: refuse, keep serving
-                log.exception("reload failed")
-                outcome = ReloadOutcome(False, current.generation, current.config.digest,
-                                        (f"{self.config_path}: internal error while reloading: "
-                                         f"{type(exc).__name__}: {exc}",))
-        outcome = replace(outcome, at=time.time(),
-                          seconds=round(time.perf_counter() - started, 6))
-        self.reloads.append(outcome)
+        outcome = await self.reloads.run(self._reload)
         self.metrics.reloads["ok" if outcome.ok else "error"] += 1
-        del self.reloads[:-20]
         if outcome.ok:
             log.info("reloaded config: generation %d (%s) in %.1f ms", outcome.generation,
                      outcome.digest, outcome.seconds * 1000)
         else:
             for error in outcome.errors:
-                log.error("reload refused, keeping generation %d: %s", current.generation, error)
+                log.error("reload refused, keeping generation %d: %s", outcome.generation,
+                          error)
         return outcome
+
+    async def _reload(self) -> ReloadOutcome:
+        current = self.runtime
+        if self.config_path is None:
+            return ReloadOutcome(False, current.generation, current.config.digest,
+                                 ("no config file to reload from",))
+        try:
+            return await self._swap(load_config(self.config_path))
+        except ConfigError as exc:
+            errors = tuple(str(p) for p in exc.problems)
+        except ApplyError as exc:
+            errors = (f"{self.config_path}: {exc}",)
+        except Exception as exc:  # a bug must not end the process: refuse, keep serving
+            log.exception("reload failed")
+            errors = (f"{self.config_path}: internal error while reloading: "
+                      f"{type(exc).__name__}: {exc}",)
+        return ReloadOutcome(False, current.generation, current.config.digest, errors)
 
     def _rediscovered(self, discovered: Discovered) -> None:
         """DNS discovery changed a name's addresses: swap in a runtime with them; backends
@@ -343,7 +310,7 @@ class Balancer:
         for runner in (self._public, self._admin):
             if runner is not None:
                 await runner.cleanup()
-        self._listeners = []
+        self._listeners.listeners = []
         for task in (self._flusher, self._sampler):
             if task is not None:
                 task.cancel()
@@ -357,12 +324,6 @@ class Balancer:
             self._access_log.close()
 
 
-def bind_error(exc: OSError | UnicodeError) -> str:
-    if isinstance(exc, UnicodeError):  # the IDNA codec refused the host (`.0.0.1`)
-        return "not a valid host name"
-    return exc.strerror or str(exc)
-
-
 def _aiohttp_timeout(seconds: float) -> float:
     """aiohttp reads a timeout of 0 as "no limit"; ours means "at once"."""
     return max(seconds, 0.001)
@@ -371,24 +332,6 @@ def _aiohttp_timeout(seconds: float) -> float:
 class ApplyError(Exception):
     """A valid config that cannot be put in place here (an address that cannot be bound, an
     access log that cannot be opened): at start the balancer exits, on reload it refuses."""
-
-
-@dataclass(eq=False, slots=True)
-class Listener:
-    address: Address  # as configured (port 0 = any)
-    admin: bool
-    bound: str        # what it is bound to, as host:port or unix:/path
-    site: web.SockSite
-
-
-def _find(listeners: list["Listener"], address: Address, admin: bool) -> "Listener | None":
-    """The listener already serving `address` (port 0 matches the port it got)."""
-    for listener in listeners:
-        if listener.admin != admin:
-            continue
-        if listener.address == address or listener.bound == address.key:
-            return listener
-    return None
 
 
 def _open_access_log(config: Config) -> AccessLog | None:
@@ -402,72 +345,65 @@ def _open_access_log(config: Config) -> AccessLog | None:
 
 
 async def serve(config: Config, config_path: str | None, *, admin: Address | None = None,
-                worker: int | None = None) -> int:
-    """Run until SIGTERM or SIGINT; reload on SIGHUP. Returns the exit code.
+                worker: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT; reload on SIGHUP. Raises `CannotStart` when the config
+    cannot be put in place (balancer.cli turns that into the exit code).
 
     As a worker of a supervisor (`worker` is its index), the admin listener is the private
     `admin` socket, and the worker drains and exits if the supervisor goes away.
     """
-    loop = asyncio.get_running_loop()
     balancer = Balancer(config, config_path, admin=admin, reuse_port=worker is not None)
-    try:
-        await balancer.start()
-    except ApplyError as exc:
-        log.error("%s: %s", config.source, exc)
-        await balancer.stop()
-        return 1
-    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, received.put_nowait, sig)
-    release_sighup()
-    loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_access_log)
-    orphan_watch = file_watch = None
-    if worker is not None:
-        orphan_watch = loop.create_task(_exit_when_orphaned(os.getppid(), received))
-    elif config_path is not None:  # a supervisor watches for its workers
-        file_watch = loop.create_task(watch_file(
-            config_path, lambda: balancer.runtime.config.watch,
-            lambda: received.put_nowait(signal.SIGHUP), config.digest))
+    await _start(balancer)
+    signals = SignalQueue(on_usr1=balancer.reopen_access_log)
+    watcher = _watch(balancer, signals, worker)
     # Everything made so far (modules, the runtime, the app) lives as long as the process:
     # out of the collector's sight, full collections stop walking it (a 50-rule reload's
     # slowest builds fell from 14-16 ms to under 4 ms)
     gc.freeze()
     log.info("serving config generation %d (%s)", balancer.runtime.generation,
              balancer.runtime.config.digest)
-    while True:
-        sig = await received.get()
-        if sig == signal.SIGHUP:
-            await balancer.reload()
-            continue
-        grace = balancer.runtime.config.timeouts.grace
-        if grace > 0 and not balancer.draining:
-            balancer.draining = True
-            log.info("%s: grace period of %gs: still serving, /healthz answers 503, every "
-                     "response closes its connection (signal again to skip)", sig.name, grace)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    while (sig := await received.get()) == signal.SIGHUP:
-                        await balancer.reload()
-        log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
-        break
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        loop.remove_signal_handler(sig)
-    for task in (orphan_watch, file_watch):
-        if task is not None:
-            task.cancel()
+    sig = await _grace_period(balancer, signals, await signals.until_stop(balancer.reload))
+    log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
+    signals.close()
+    if watcher is not None:
+        watcher.cancel()
     await balancer.stop()
     log.info("stopped")
-    return 0
 
 
-def release_sighup() -> None:
-    """Unblock SIGHUP once its handler is installed (the CLI blocks it from the start): one
-    that arrived meanwhile is delivered now, as a reload."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+async def _start(balancer: Balancer) -> None:
+    try:
+        await balancer.start()
+    except ApplyError as exc:
+        await balancer.stop()
+        raise CannotStart(f"{balancer.runtime.config.source}: {exc}") from None
 
 
-async def _exit_when_orphaned(parent: int, received: "asyncio.Queue[signal.Signals]") -> None:
-    while os.getppid() == parent:
-        await asyncio.sleep(1.0)
-    log.error("supervisor (pid %d) is gone", parent)
-    received.put_nowait(signal.SIGTERM)
+def _watch(balancer: Balancer, signals: SignalQueue,
+           worker: int | None) -> "asyncio.Task[None] | None":
+    """A worker watches for its supervisor's end; a single process with a config file
+    watches the file (a supervisor watches it for its workers)."""
+    loop = asyncio.get_running_loop()
+    if worker is not None:
+        return loop.create_task(stop_when_orphaned(os.getppid(), signals))
+    if balancer.config_path is None:
+        return None
+    return loop.create_task(watch_file(
+        balancer.config_path, lambda: balancer.runtime.config.watch,
+        lambda: signals.put(signal.SIGHUP), balancer.runtime.config.digest))
+
+
+async def _grace_period(balancer: Balancer, signals: SignalQueue,
+                        sig: signal.Signals) -> signal.Signals:
+    """After the first SIGTERM/SIGINT: keep serving for `timeouts.grace` (still reloading on
+    SIGHUP), or until a second stop signal; the signal that ends it."""
+    grace = balancer.runtime.config.timeouts.grace
+    if grace <= 0 or balancer.draining:
+        return sig
+    balancer.draining = True
+    log.info("%s: grace period of %gs: still serving, /healthz answers 503, every "
+             "response closes its connection (signal again to skip)", sig.name, grace)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            sig = await signals.until_stop(balancer.reload)
+    return sig

@@ -13,7 +13,10 @@ private unix socket in a directory of the supervisor's. The supervisor:
 - on SIGHUP (or POST /reload) validates the file itself first: a bad file is reported once
   and no worker is signalled; a good one is passed on as SIGHUP, and the supervisor waits
   until every worker serves the new digest;
-- on SIGTERM/SIGINT passes SIGTERM on and waits for the workers to drain, then exits 0.
+- on SIGTERM/SIGINT passes SIGTERM on and waits for the workers to drain, then tells
+  `balancer.cli` whether every worker exited 0.
+The supervisor is an `AdminSource` (balancer.ops.admin): the admin listener is the same app
+as a single process's, asking the supervisor for what it shows.
 """
 
 import asyncio
@@ -31,25 +34,26 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer.config.addresses import Address
 from balancer.config.model import Config
 from balancer.config.yamltree import ConfigError
-from balancer.ops.admin import Guard, guard_middleware, livez, login, since_param, status_page
+from balancer.ops.admin import build_admin_app
 from balancer.ops.aggregate import ExpositionMerge, merge_history, merge_status
 from balancer.ops.cgroup import worker_count
 from balancer.ops.config_file import load_config
 from balancer.ops.filewatch import watch_file
-from balancer.ops.server import ReloadOutcome, bind, bind_error, describe, release_sighup
+from balancer.ops.lifecycle import CannotStart, SignalQueue
+from balancer.ops.listeners import bind, bind_error, describe
+from balancer.ops.reloads import ReloadOutcome, Reloads
 
 log = logging.getLogger("balancer.supervisor")
 
 RESTART_BACKOFF = (0.5, 30.0)  # first delay, longest delay, for a worker that keeps crashing
 STABLE_AFTER = 10.0            # a worker that ran this long resets its back-off
-SUPERVISOR: web.AppKey["Supervisor"] = web.AppKey("supervisor")
 
 
 def shared_listen_problems(config: Config, workers: int) -> list[str]:
@@ -83,12 +87,11 @@ class Supervisor:
         self.config_path = config_path
         self.log_level = log_level
         self.generation = 1
-        self.reloads: list[ReloadOutcome] = []
+        self.reloads = Reloads()
         self.stopping = False
         self._dir = tempfile.mkdtemp(prefix="balancer-workers-")
         self.workers = [Worker(i, os.path.join(self._dir, f"worker-{i}.sock"))
                         for i in range(workers)]
-        self._reload_lock = asyncio.Lock()
         self._admin: web.AppRunner | None = None
         self._admin_site: web.SockSite | None = None
         self.expositions = ExpositionMerge(workers)  # remembers: summed counters never drop
@@ -164,19 +167,8 @@ class Supervisor:
             await self._spawn(worker)
         await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
         if self.config.admin is not None:
-            app = web.Application(middlewares=[
-                guard_middleware(lambda request: Guard.of(request.app[SUPERVISOR].config))])
-            app[SUPERVISOR] = self
-            app.router.add_get("/", status_page)
-            app.router.add_post("/login", login)
-            app.router.add_get("/healthz", _healthz)
-            app.router.add_get("/livez", livez)
-            app.router.add_get("/readyz", _readyz)
-            app.router.add_get("/status", _status)
-            app.router.add_get("/status/history", _history)
-            app.router.add_get("/metrics", _metrics)
-            app.router.add_post("/reload", _reload)
-            self._admin = web.AppRunner(app, handle_signals=False, access_log=None,
+            self._admin = web.AppRunner(build_admin_app(self), handle_signals=False,
+                                        access_log=None,
                                         shutdown_timeout=1.0)
             await self._admin.setup()
             try:
@@ -201,11 +193,9 @@ class Supervisor:
     async def reload(self) -> ReloadOutcome:
         """Validate the file here; only a valid one is passed on to the workers. One reload
         at a time (SIGHUP and POST /reload queue behind each other)."""
-        async with self._reload_lock:
-            return await self._reload()
+        return await self.reloads.run(self._reload)
 
     async def _reload(self) -> ReloadOutcome:
-        started = time.perf_counter()
         try:
             config = load_config(self.config_path)
             problems = shared_listen_problems(config, len(self.workers))
@@ -215,33 +205,32 @@ class Supervisor:
             log.exception("reload failed")
             problems = [f"{self.config_path}: internal error while reloading: "
                         f"{type(exc).__name__}: {exc}"]
-        if problems:
-            outcome = ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
-            for problem in problems:
-                log.error("reload refused, no worker signalled, keeping generation %d: %s",
-                          self.generation, problem)
-        else:
-            await self._signal_workers()
-            errors = await self._await_digest(config.digest)
-            if not errors:
-                if config.admin != self.config.admin and config.admin is not None \
-                        and self._admin is not None:
-                    try:
-                        await self._listen_admin(config.admin)
-                    except (OSError, UnicodeError) as exc:
-                        errors.append(f"cannot listen on {config.admin} (admin): "
-                                      f"{bind_error(exc)}")
-                self.generation += 1
-                self.config = config
-            outcome = ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))
-            log.log(logging.ERROR if errors else logging.INFO,
-                    "reload passed to %d workers: generation %d (%s)%s", len(self.workers),
-                    self.generation, config.digest, "; " + "; ".join(errors) if errors else "")
-        outcome = ReloadOutcome(outcome.ok, outcome.generation, outcome.digest, outcome.errors,
-                                at=time.time(), seconds=round(time.perf_counter() - started, 6))
-        self.reloads.append(outcome)
-        del self.reloads[:-20]
-        return outcome
+        if not problems:
+            return await self._pass_on(config)
+        for problem in problems:
+            log.error("reload refused, no worker signalled, keeping generation %d: %s",
+                      self.generation, problem)
+        return ReloadOutcome(False, self.generation, self.config.digest, tuple(problems))
+
+    async def _pass_on(self, config: Config) -> ReloadOutcome:
+        """A valid config: SIGHUP to the workers, wait until they all serve it, then move
+        the admin listener if its address changed."""
+        await self._signal_workers()
+        errors = await self._await_digest(config.digest)
+        if not errors:
+            if config.admin != self.config.admin and config.admin is not None \
+                    and self._admin is not None:
+                try:
+                    await self._listen_admin(config.admin)
+                except (OSError, UnicodeError) as exc:
+                    errors.append(f"cannot listen on {config.admin} (admin): "
+                                  f"{bind_error(exc)}")
+            self.generation += 1
+            self.config = config
+        log.log(logging.ERROR if errors else logging.INFO,
+                "reload passed to %d workers: generation %d (%s)%s", len(self.workers),
+                self.generation, config.digest, "; " + "; ".join(errors) if errors else "")
+        return ReloadOutcome(not errors, self.generation, config.digest, tuple(errors))
 
     async def _signal_workers(self) -> None:
         """SIGHUP to every running worker, each once it is ready: one still starting (its
@@ -281,8 +270,8 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(sig)
 
-    async def stop(self) -> int:
-        """SIGTERM to every worker; wait for them to drain; 0 when all exited 0."""
+    async def stop(self) -> bool:
+        """SIGTERM to every worker; wait for them to drain; whether all exited 0."""
         self.stopping = True  # from now on /healthz answers 503
         running = [w.process for w in self.workers
                    if w.process is not None and w.process.returncode is None]
@@ -308,102 +297,68 @@ class Supervisor:
                 os.unlink(worker.admin_socket)
         with contextlib.suppress(OSError):
             os.rmdir(self._dir)
-        return 0 if all(code == 0 for code in codes) else 1
+        return all(code == 0 for code in codes)
+
+    # -- what the admin listener shows (AdminSource) ---------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """From SIGTERM on."""
+        return self.stopping
+
+    def not_ready(self) -> str | None:
+        """The admin listener opens only once every worker serves the first config; later,
+        not ready while no worker runs."""
+        running = any(w.process is not None and w.process.returncode is None
+                      for w in self.workers)
+        return None if running else "no worker running"
+
+    async def status_document(self) -> dict[str, Any]:
+        """The workers' documents merged; the generation and reloads are the supervisor's."""
+        documents = await self.worker_status()
+        merged = merge_status(documents)
+        merged["generation"] = self.generation
+        merged["reloads"] = [outcome.as_dict() for outcome in self.reloads]
+        merged["workers"] = [
+            {"index": w.index, "pid": w.process.pid if w.process else None,
+             "running": d is not None, "restarts": w.restarts,
+             "digest": d["digest"] if d else None, "generation": d["generation"] if d else None}
+            for w, d in zip(self.workers, documents, strict=True)]
+        return merged
+
+    async def history_document(self, since: float | None) -> dict[str, Any]:
+        path = "/status/history" + (f"?since={since}" if since is not None else "")
+        texts = await asyncio.gather(*(self._worker_get(w, path) for w in self.workers))
+        return merge_history([None if t is None else _json(t) for t in texts],
+                             [outcome.as_dict() for outcome in self.reloads])
+
+    async def exposition(self) -> bytes:
+        texts = await asyncio.gather(*(self._worker_get(w, "/metrics") for w in self.workers))
+        registry = CollectorRegistry(auto_describe=False)  # one scrape's worth
+        registry.register(_MergedMetrics(self, list(texts)))
+        return generate_latest(registry)
 
 
-async def supervise(config: Config, config_path: str, workers: int, log_level: str) -> int:
-    loop = asyncio.get_running_loop()
+async def supervise(config: Config, config_path: str, workers: int, log_level: str) -> bool:
+    """Run the workers until SIGTERM or SIGINT; reload on SIGHUP. Whether every worker
+    exited 0 in the end; raises `CannotStart` when they could not all start (balancer.cli
+    turns both into the exit code)."""
     supervisor = Supervisor(config, config_path, workers, log_level)
-    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, received.put_nowait, sig)
-    release_sighup()
-    loop.add_signal_handler(signal.SIGUSR1, supervisor.forward, signal.SIGUSR1)
+    signals = SignalQueue(on_usr1=lambda: supervisor.forward(signal.SIGUSR1))
     try:
         await supervisor.start()
     except RuntimeError as exc:
-        log.error("%s", exc)
         await supervisor.stop()
-        return 1
-    file_watch = loop.create_task(watch_file(
+        raise CannotStart(str(exc)) from None
+    file_watch = asyncio.get_running_loop().create_task(watch_file(
         config_path, lambda: supervisor.config.watch,
-        lambda: received.put_nowait(signal.SIGHUP), supervisor.config.digest))
-    while True:
-        sig = await received.get()
-        if sig == signal.SIGHUP:
-            await supervisor.reload()
-            continue
-        log.info("%s: stopping %d workers", sig.name, len(supervisor.workers))
-        break
+        lambda: signals.put(signal.SIGHUP), supervisor.config.digest))
+    sig = await signals.until_stop(supervisor.reload)
+    log.info("%s: stopping %d workers", sig.name, len(supervisor.workers))
     file_watch.cancel()
-    code = await supervisor.stop()
+    clean = await supervisor.stop()
     log.info("stopped")
-    return code
-
-
-# -- the admin listener ---------------------------------------------------------------------
-
-async def _healthz(request: web.Request) -> web.Response:
-    if request.app[SUPERVISOR].stopping:
-        return web.Response(status=503, text="draining\n")
-    return web.Response(text="ok\n")
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    """503 from SIGTERM on, or while no worker runs (the admin listener opens only once every
-    worker serves the first config)."""
-    supervisor = request.app[SUPERVISOR]
-    if supervisor.stopping:
-        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
-    if not any(w.process is not None and w.process.returncode is None
-               for w in supervisor.workers):
-        return web.Response(status=503, text="no worker running\n",
-                            headers={"Cache-Control": "no-store"})
-    return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
-
-
-async def _status(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    documents = await supervisor.worker_status()
-    merged = merge_status(documents)
-    merged["generation"] = supervisor.generation
-    merged["reloads"] = [
-        {"ok": r.ok, "generation": r.generation, "digest": r.digest, "at": r.at,
-         "ms": round(r.seconds * 1000, 3), "errors": list(r.errors)}
-        for r in supervisor.reloads]
-    merged["workers"] = [
-        {"index": w.index, "pid": w.process.pid if w.process else None,
-         "running": d is not None, "restarts": w.restarts,
-         "digest": d["digest"] if d else None, "generation": d["generation"] if d else None}
-        for w, d in zip(supervisor.workers, documents, strict=True)]
-    return web.json_response(merged)
-
-
-async def _history(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    since = request.query.get("since")
-    path = "/status/history" + (f"?since={since_param(request)}" if since else "")
-    texts = await asyncio.gather(*(supervisor._worker_get(w, path) for w in supervisor.workers))
-    reloads = [{"at": r.at, "ok": r.ok, "generation": r.generation} for r in supervisor.reloads]
-    merged = merge_history([None if t is None else _json(t) for t in texts], reloads)
-    return web.json_response(merged, headers={"Cache-Control": "no-store"})
-
-
-async def _reload(request: web.Request) -> web.Response:
-    outcome = await request.app[SUPERVISOR].reload()
-    body = {"ok": outcome.ok, "generation": outcome.generation, "digest": outcome.digest,
-            "errors": list(outcome.errors)}
-    return web.json_response(body, status=200 if outcome.ok else 422)
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    texts = await asyncio.gather(*(supervisor._worker_get(w, "/metrics")
-                                   for w in supervisor.workers))
-    registry = CollectorRegistry(auto_describe=False)  # one scrape's worth
-    registry.register(_MergedMetrics(supervisor, list(texts)))
-    body = generate_latest(registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return clean
 
 
 class _MergedMetrics(Collector):

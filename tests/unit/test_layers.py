@@ -6,6 +6,8 @@ those inside functions and under `if TYPE_CHECKING:`).
   and none of the modules that reach the clock, the network, the OS or randomness. Time and
   randomness come in as arguments (`now`, a random source), as the STYLE asks.
 - `balancer.proxy` and `balancer.upstream` (the data path) never import `balancer.ops`.
+- No two modules of `balancer` import each other, directly or round a longer loop, at any level
+  (a type-only import is a dependency too: it is what a reader must hold in mind).
 """
 
 import ast
@@ -86,3 +88,60 @@ def test_the_checker_sees_every_kind_of_import() -> None:
               "def f() -> None:\n    from ..ops import server\n    from . import costs\n")
     seen = imports(source, "balancer.balancing")
     assert {"os.path", "balancer.ops.server", "balancer.balancing.costs"} <= seen
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Each module of `balancer` and the modules of `balancer` it imports."""
+    return {name: {i for i in imports_of(name) if i in MODULES and i != name} for name in MODULES}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted: every
+    module in one reaches every other one through imports."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph.get(node, ())):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_cycle_finder_sees_a_long_loop_and_nothing_else() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """Counting imports inside functions and under TYPE_CHECKING: a cycle there still means
+    neither module can be read (or tested, or moved) without the other."""
+    graph = module_graph()
+    cycles = import_cycles(graph)
+    edges = [f"{a} -> {b}" for cycle in cycles for a in cycle for b in sorted(graph[a])
+             if b in cycle]
+    assert not cycles, "modules that import each other:\n" + "\n".join(edges)
