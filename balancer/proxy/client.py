@@ -212,10 +212,10 @@ class ClientConnection(web_protocol.RequestHandler):
         request_id = self._server.new_request_id()
         log.debug("%s: %d from %s: %s", request_id, error.status, request.remote, error.detail)
         # written as HTTP/1.1 whatever the request line said (as nginx does: aiohttp would say
-        # HTTP/1.0 for a request it could not parse), and without the body to a HEAD request
-        head, body = closing_reply(error, request_id)
-        sent = head if self._refused_head else head + body
-        return cast(web.StreamResponse, SentResponse(sent, False, error.status, len(body)))
+        # HTTP/1.0 for a request it could not parse); to what looks like a HEAD, no body and
+        # `Content-Length: 0`, so that a wrong guess still frames the answer right
+        head, body = closing_reply(error, request_id, with_body=not self._refused_head)
+        return cast(web.StreamResponse, SentResponse(head + body, False, error.status, len(body)))
 
     def _status_for(self, exc: BadHttpMessage) -> ProxyError:
         """The refusal (414, 431 or 400) for what the parser could not take."""
@@ -238,7 +238,8 @@ _REQUEST_LINE = re.compile(rb"(?:^|\n)[\r\n]*([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r
 def _last_request_is_head(recent: bytes) -> bool:
     """Whether the last request line in the bytes last read (the request that could not be
     parsed, whose method the parser does not tell) is a HEAD's. A guess, for the error answer
-    only: a body that contains a request line can mislead it, and the answer closes anyway."""
+    only: a body that contains a request line, or a malformed request glued to the body before
+    it, can mislead it; the answer is framed right either way (see handle_error)."""
     lines = _REQUEST_LINE.findall(recent)
     return bool(lines) and lines[-1] == b"HEAD"
 

@@ -78,11 +78,14 @@ PHRASES = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
 
 
-def closing_reply(error: ProxyError, request_id: str) -> tuple[bytes, bytes]:
+def closing_reply(error: ProxyError, request_id: str,
+                  with_body: bool = True) -> tuple[bytes, bytes]:
     """(head, body) of a refusal written before (or instead of) aiohttp's response machinery:
     as HTTP/1.1 whatever the request line said (as nginx does), `Connection: close`, the
-    `error_text` body counted in Content-Length (the caller sends it, or not for a HEAD)."""
-    body = error_text(error, request_id).encode()
+    `error_text` body counted in Content-Length. Without the body (`with_body=False`, for a
+    request that may be a HEAD) the head says `Content-Length: 0`: right framing whatever the
+    request's method turns out to have been."""
+    body = error_text(error, request_id).encode() if with_body else b""
     head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
             b"X-Request-Id: %s\r\n\r\n" % (error.status, PHRASES[error.status].encode(),

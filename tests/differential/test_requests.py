@@ -175,6 +175,8 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
        requests(framings=tuple(f for f, kind in FRAMINGS.items() if kind == "reject")))
 @example(PLAIN, spec(b"Content-Length: 1", b"Content-Length: 2", method="POST", body=b"ab",
                      kind="reject", why="content-length twice, different values"))
+@example(spec(b"Content-Length: 1", method="HEAD", body=b"\x00", kind="plain", why=""),
+         spec(b"Content-Length: 0, 1", kind="reject", why="content-length list"))
 def test_a_valid_request_is_answered_whatever_is_pipelined_after_it(
         harness: Harness, valid: RequestSpec, malformed: RequestSpec) -> None:
     """Was the malformed one's 400 only (aiohttp parsed the whole read before dispatching)."""
