@@ -145,3 +145,31 @@ def test_no_import_cycle_between_modules() -> None:
     edges = [f"{a} -> {b}" for cycle in cycles for a in cycle for b in sorted(graph[a])
              if b in cycle]
     assert not cycles, "modules that import each other:\n" + "\n".join(edges)
+
+
+LONG = 40  # lines, decorators and docstring included
+
+
+def long_functions(source: str, where: str) -> list[str]:
+    """Functions over LONG lines whose docstring does not say why (a line "Long because ...")."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = node.end_lineno - node.lineno + 1 if node.end_lineno else 0
+            if length > LONG and "Long because" not in (ast.get_docstring(node) or ""):
+                found.append(f"{where}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_the_length_rule_sees_a_long_function_and_accepts_a_reason() -> None:
+    body = "".join(f"    x = {i}\n" for i in range(LONG))
+    assert long_functions(f"def f() -> None:\n{body}", "m") == [f"m:1 f ({LONG + 1} lines)"]
+    reason = '    """Long because it is a table."""\n'
+    assert long_functions(f"async def f() -> None:\n{reason}{body}", "m") == []
+    assert long_functions(f"def f() -> None:\n{body[:-10]}\n", "m") == []
+
+
+def test_no_function_is_over_40_lines_without_a_reason() -> None:
+    """The STYLE's rule: anything over 40 lines needs a reason, written where it is read."""
+    found = [f for name, path in MODULES.items() for f in long_functions(path.read_text(), name)]
+    assert not found, "split these, or say why in the docstring:\n" + "\n".join(found)
