@@ -23,7 +23,8 @@ from prometheus_client.registry import Collector
 
 from balancer.balancing.discovery import NameState
 from balancer.balancing.health import RetryBudget
-from balancer.balancing.runtime import BackendView, Runtime
+from balancer.balancing.runtime import Runtime
+from balancer.balancing.selection.selectors import BackendView
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -26,8 +26,6 @@ from balancer.config.addresses import Address
 from balancer.config.model import Config, PoolConfig
 from balancer.config.routing import CLASSES, RequestClass
 
-__all__ = ["BackendView", "Discovered", "Pool", "Runtime"]
-
 
 class Runtime:
     """Config plus the objects built from it, for one config generation."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from balancer.balancing.costs import CostModel
-from balancer.balancing.runtime import BackendView, Runtime
+from balancer.balancing.runtime import Runtime
+from balancer.balancing.selection.selectors import BackendView
 from balancer.metrics import BUCKETS, Metrics
 from balancer.ops.reloads import ReloadOutcome
 

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 from balancer.balancing.costs import CostModel
 from balancer.balancing.discovery import NameState
-from balancer.balancing.runtime import Pool, Runtime
+from balancer.balancing.runtime import Runtime
+from balancer.balancing.selection.pool import Pool
 from balancer.config.addresses import Address
 from balancer.ops.reloads import ReloadOutcome
 from balancer.upstream.backends import BackendTable

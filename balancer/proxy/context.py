@@ -12,7 +12,8 @@ Rules:
 """
 
 from balancer.balancing.classify import Decision
-from balancer.balancing.runtime import Pool, Runtime
+from balancer.balancing.runtime import Runtime
+from balancer.balancing.selection.pool import Pool
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
 

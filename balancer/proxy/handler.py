@@ -29,7 +29,8 @@ from balancer.balancing.classify import BadTarget
 from balancer.balancing.costs import CostModel
 from balancer.balancing.health import RetryBudget
 from balancer.balancing.load_report import parse_load_report
-from balancer.balancing.runtime import Pool, Runtime
+from balancer.balancing.runtime import Runtime
+from balancer.balancing.selection.pool import Pool
 from balancer.config.addresses import Address
 from balancer.config.model import Config
 from balancer.http.errors import (

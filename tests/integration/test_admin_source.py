@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from balancer.config.model import Config, parse_config
+from balancer.config.model import Config
+from balancer.config.parse import parse_config
 from balancer.ops.admin import AdminSource, build_admin_app
 from balancer.ops.reloads import ReloadOutcome
 

@@ -5,9 +5,11 @@ those inside functions and under `if TYPE_CHECKING:`).
   from the I/O side (`balancer.proxy`, `balancer.upstream`, `balancer.ops`, `balancer.metrics`)
   and none of the modules that reach the clock, the network, the OS or randomness. Time and
   randomness come in as arguments (`now`, a random source), as the STYLE asks.
-- `balancer.proxy` and `balancer.upstream` (the data path) never import `balancer.ops`.
+- `balancer.proxy` and `balancer.upstream` (the data path) never import `balancer.ops`, and
+  `balancer.upstream` (the backend side) never imports `balancer.proxy` (the client side).
 - No two modules of `balancer` import each other, directly or round a longer loop, at any level
   (a type-only import is a dependency too: it is what a reader must hold in mind).
+- No function over 40 lines without a reason in its docstring.
 """
 
 import ast
@@ -79,6 +81,13 @@ def test_pure_modules_import_no_io(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in MODULES if under(n, DATA_PATH)])
 def test_the_data_path_never_imports_operations(name: str) -> None:
     bad = sorted(i for i in imports_of(name) if under(i, ("balancer.ops",)))
+    assert not bad, f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if under(n, ("balancer.upstream",))])
+def test_the_backend_side_never_imports_the_client_side(name: str) -> None:
+    """`balancer.upstream` talks to backends; what a client sees is `balancer.proxy`'s."""
+    bad = sorted(i for i in imports_of(name) if under(i, ("balancer.proxy",)))
     assert not bad, f"{name} imports {bad}"
 
 

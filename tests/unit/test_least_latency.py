@@ -9,8 +9,9 @@ import pytest
 from balancer.balancing.health import BackendHealth
 from balancer.balancing.latency import LatencyEstimate, predicted_service
 from balancer.balancing.load_report import LoadReport
-from balancer.balancing.runtime import Pool, Runtime
+from balancer.balancing.runtime import Runtime
 from balancer.balancing.selection.algorithms import LeastLatency
+from balancer.balancing.selection.pool import Pool
 from balancer.balancing.weights import BackendStats, WeightPolicy
 from balancer.config.addresses import Address
 from balancer.config.parse import parse_config
