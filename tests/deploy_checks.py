@@ -26,7 +26,7 @@ from balancer.config import model as balancer_config
 from balancer.config.model import Config, parse_config
 from balancer.ops.admin import build_admin_app
 from balancer.ops.server import Balancer
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DISCOVERY_KNOWN = "discover" in getattr(balancer_config, "BACKEND_KEYS", ())
 CONTRACT_TOP_KEYS = {"resolvers", "discovery", "watch"}

@@ -118,33 +118,6 @@ class RecordingBackend:
             self._tasks.discard(task)  # type: ignore[arg-type]
 
 
-async def raw_exchange(url: str, data: bytes, *, until: bytes | None = None,
-                       timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Send raw bytes, read until `until` was received, the balancer closes or `timeout`.
-    Returns what came back and whether the connection was closed."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(data)
-    received = b""
-    closed = False
-    try:
-        async with asyncio.timeout(timeout):
-            while until is None or until not in received:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    closed = True
-                    break
-                received += chunk
-    except TimeoutError:
-        pass
-    except ConnectionResetError:
-        closed = True
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return received, closed
-
-
 @dataclass
 class Answer:
     """A response as the client got it, parsed by h11."""

@@ -7,10 +7,9 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +18,15 @@ from hypothesis import strategies as st
 
 from balancer.config.model import AccessLogConfig
 from balancer.proxy.access_log import FORMATTERS, AccessLog, Entry
-from tests.conftest import Backend, Process, Running, one_pool_config, wait_for
+from tests.fakes import Backend
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 
 # The combined log format as log tools match it (GoAccess' COMBINED, the ELK/Grok
 # COMBINEDAPACHELOG, awk recipes): host ident user [time] "request" status bytes "referer" "ua"
@@ -95,8 +102,8 @@ def test_json_lines_carry_exactly_the_contract_keys(tmp_path: Path) -> None:
 
 
 async def test_the_logged_client_is_the_forwarded_one_only_behind_a_trusted_proxy(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     backend = await backend_factory("b")
     logs = {}
@@ -125,13 +132,6 @@ async def test_the_logged_client_is_the_forwarded_one_only_behind_a_trusted_prox
 
 # -- SIGUSR1: reopen, as logrotate's postrotate asks -----------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> None:
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.status == 200
@@ -147,12 +147,12 @@ def _wait_for_lines(path: Path, count: int, timeout: float = 15.0) -> list[str]:
     raise AssertionError(f"{path}: fewer than {count} lines after {timeout}s")
 
 
-def rotation(tmp_path: Path, backend: Backend, start: Callable[..., Process], processes: int,
+def rotation(tmp_path: Path, backend: Backend, start: ProcessFactory, processes: int,
              *args: str) -> Iterator[None]:
     """Lines, then mv + SIGUSR1, then lines: the new ones are in a new file."""
     log_path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
     config = tmp_path / "lb.yaml"
-    port = _free_port()
+    port = free_port()
     config.write_text(one_pool_config(
         backend.url, extra=f"access_log: {{format: combined, path: '{log_path}'}}\n"
     ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}"))
@@ -179,8 +179,8 @@ def rotation(tmp_path: Path, backend: Backend, start: Callable[..., Process], pr
 
 
 async def test_sigusr1_reopens_the_access_log(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     steps = rotation(tmp_path, backend, balancer_process, 1)
@@ -189,8 +189,8 @@ async def test_sigusr1_reopens_the_access_log(
 
 
 async def test_sigusr1_reopens_the_access_log_of_every_worker(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     steps = rotation(tmp_path, backend, balancer_process, 2, "--workers", "2")
@@ -204,8 +204,8 @@ async def _in_thread(steps: Iterator[None]) -> None:
 
 
 async def test_sigusr1_while_a_worker_restarts_does_not_kill_it(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     """logrotate may signal at any moment: SIGUSR1 reaches no worker before its handler is
     in (the supervisor passes it to ready workers only; a starting one ignores it)."""
@@ -213,7 +213,7 @@ async def test_sigusr1_while_a_worker_restarts_does_not_kill_it(
     config = tmp_path / "lb.yaml"
     config.write_text(one_pool_config(
         backend.url, extra=f"access_log: {{path: '{tmp_path / 'access.log'}'}}\n"
-    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     pid = int(lb.wait_for_log(r"worker 1 started \(pid (\d+)\)").group(1))
     os.kill(pid, signal.SIGKILL)

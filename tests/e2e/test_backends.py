@@ -18,7 +18,7 @@ import pytest
 from backends.demo import sample_image
 from backends.probe import is_healthy
 from balancer.balancing.load_report import LoadReport, parse_load_report
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 KINDS = ["async", "threaded", "multiprocess"]
 

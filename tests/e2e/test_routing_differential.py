@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from balancer.balancing.classify import BadTarget, routed_path
 from balancer.config.routing import ENCODED_SLASHES, EncodedSlashes
 from balancer.http.headers import origin_form
-from tests.conftest import ROOT, Running
+from tests.helpers import ROOT, BalancerFactory
 from tests.routing_echo import SERVERS
 
 FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
@@ -164,7 +164,6 @@ def test_the_bypasses_found_by_the_review_are_refused_by_default() -> None:
 
 # -- end to end, through a real balancer --------------------------------------------------------
 
-BalancerFactory = Callable[..., Awaitable[Running]]
 
 
 async def _raw(url: str, target: bytes) -> tuple[int, bytes]:

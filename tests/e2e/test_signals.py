@@ -4,16 +4,16 @@ import asyncio
 import itertools
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Backend, Process, one_pool_config, wait_for
+from tests.helpers import BackendFactory, Process, one_pool_config, wait_for
 
 
 async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     backend = await backend_factory()
@@ -32,7 +32,7 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
 
 
 async def test_sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
@@ -113,7 +113,7 @@ class Load:
 
 
 async def test_fifty_reloads_under_load_drop_nothing_and_move_the_route_each_time(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     io, light = await backend_factory("io"), await backend_factory("light")
@@ -159,7 +159,7 @@ async def test_fifty_reloads_under_load_drop_nothing_and_move_the_route_each_tim
 
 
 async def test_sigterm_under_load_fails_no_request_in_flight(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     """Requests in flight when SIGTERM arrives all get their 200. A request is in flight
@@ -207,7 +207,7 @@ async def test_sigterm_under_load_fails_no_request_in_flight(
 
 
 async def test_sigterm_grace_period_keeps_serving_with_connection_close_and_healthz_503(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     backend = await backend_factory()

@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,15 +14,9 @@ from prometheus_client.core import Metric
 
 from balancer.ops.aggregate import merge_expositions, merge_status
 from balancer.ops.supervisor import workers_from_arg
-from tests.conftest import Backend, Process, wait_for
+from tests.helpers import BackendFactory, Process, ProcessFactory, free_port, wait_for
 
 READY = r"serving with 2 workers"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(backend: str, port: int) -> str:
@@ -33,11 +25,11 @@ def _config(backend: str, port: int) -> str:
             "watch: false\n")  # these tests reload by SIGHUP and POST /reload only
 
 
-def _start(tmp_path: Path, backend: str, balancer_process: Callable[..., Process],
+def _start(tmp_path: Path, backend: str, balancer_process: ProcessFactory,
            port: int | None = None) -> tuple[Process, Path]:
     """`balancer run --workers 2` on a named port; returns it and its config file."""
     config = tmp_path / "lb.yaml"
-    config.write_text(_config(backend, port or _free_port()))
+    config.write_text(_config(backend, port or free_port()))
     return balancer_process(config, "--workers", "2", ready=READY), config
 
 
@@ -61,8 +53,8 @@ async def _status(session: aiohttp.ClientSession, lb: Process) -> dict[str, obje
 
 
 async def test_two_workers_share_the_port_and_metrics_add_up(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)
@@ -84,8 +76,8 @@ async def test_two_workers_share_the_port_and_metrics_add_up(
 
 
 async def test_a_killed_worker_is_restarted_and_serving_goes_on(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)
@@ -116,11 +108,11 @@ async def test_a_killed_worker_is_restarted_and_serving_goes_on(
 
 
 async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
-    port = _free_port()
+    port = free_port()
     lb, config = _start(tmp_path, first.url, balancer_process, port)
     config.write_text(_config(second.url, port).replace("backends:", "backendz:"))
     lb.signal(signal.SIGHUP)
@@ -130,7 +122,7 @@ async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
         status = await _status(session, lb)
         assert [w["generation"] for w in status["workers"]] == [1, 1]  # type: ignore[attr-defined]
 
-        new_admin = _free_port()  # the good file also moves the admin listener
+        new_admin = free_port()  # the good file also moves the admin listener
         config.write_text(_config(second.url, port).replace(
             "admin: 127.0.0.1:0", f"admin: 127.0.0.1:{new_admin}"))
         async with session.post(f"{lb.admin_url}/reload") as resp:
@@ -152,8 +144,8 @@ async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
 
 
 async def test_sigterm_stops_every_worker_and_exits_0(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)

@@ -5,7 +5,6 @@ cross-site POST (no CSRF), with or without a token."""
 import re
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,10 +12,15 @@ import pytest
 import yaml
 
 from balancer.config.model import parse_config
-from tests.conftest import ROOT, Backend, Process, Running, one_pool_config
+from tests.helpers import (
+    ROOT,
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    Running,
+    one_pool_config,
+)
 
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
 TOKEN = "s3cret-token-0123456789"
 
 
@@ -164,7 +168,7 @@ def test_the_docker_config_does_not_open_an_unguarded_admin_listener() -> None:
 
 async def test_the_supervisors_admin_listener_has_the_same_guard(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[..., Process], session: aiohttp.ClientSession,
+    balancer_process: ProcessFactory, session: aiohttp.ClientSession,
 ) -> None:
     backend = await backend_factory("b")
     with socket.socket() as sock:

@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import Running
-from tests.e2e.test_routing_differential import BalancerFactory, Server, servers  # noqa: F401
+from tests.e2e.test_routing_differential import Server, servers  # noqa: F401
+from tests.helpers import BalancerFactory, Running
 
 
 async def _get(url: str, target: bytes, extra: bytes) -> tuple[int, bytes]:

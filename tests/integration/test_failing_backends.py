@@ -13,26 +13,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import (
-    Backend,
-    RawBackend,
-    RawHandler,
-    Running,
-    echo_app,
-    read_request_head,
-    wait_for,
-)
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-RawFactory = Callable[[RawHandler], Awaitable[RawBackend]]
+from tests.fakes import RawHandler, echo_app, read_request_head
+from tests.helpers import BackendFactory, BalancerFactory, RawBackendFactory, Running, wait_for
 
 TIMEOUTS = "timeouts: {connect: 500ms, backend_response: 500ms}\n"
 
@@ -121,7 +109,7 @@ async def expect_cut_off(url: str) -> float:
     (reset_mid_body, None, 2.0),
 ], ids=["hanging", "garbage", "trickled head", "trickled body", "reset mid-body"])
 async def test_a_failing_backend_gets_the_right_answer_and_leaks_nothing(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     handler: RawHandler, status: int | None, within: float,
 ) -> None:
     raw = await raw_backend_factory(handler)
@@ -138,7 +126,7 @@ async def test_a_failing_backend_gets_the_right_answer_and_leaks_nothing(
 
 
 async def test_a_backend_closing_keep_alive_connections_between_requests_costs_no_request(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     """The balancer sees the close and does not reuse the connection: every request is
     answered, each on a connection of its own, and nothing leaks. (When the close comes only
@@ -271,7 +259,7 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_send(
 
 
 async def test_a_pipelining_client_that_reads_nothing_is_dropped_too(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Responses that arrive whole are written in one go (SentResponse), not streamed; a

@@ -2,7 +2,6 @@
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -15,12 +14,12 @@ from balancer.balancing.health import (
     available,
     may_eject,
 )
-from tests.conftest import (
-    Backend,
-    RawBackend,
-    Running,
+from tests.fakes import read_request_head
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    RawBackendFactory,
     one_pool_config,
-    read_request_head,
     wait_for,
 )
 
@@ -146,8 +145,8 @@ def test_the_retry_budget_counts_tokens_exactly() -> None:
 
 
 async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]], session: aiohttp.ClientSession,
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     alive = await backend_factory("alive")
     dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -166,7 +165,7 @@ async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(
 
     from aiohttp import web
 
-    from tests.conftest import echo_app
+    from tests.fakes import echo_app
 
     runner = web.AppRunner(echo_app("revived"), access_log=None)
     await runner.setup()
@@ -185,9 +184,9 @@ async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(
 
 
 async def test_only_idempotent_requests_are_retried_after_a_reset(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]], session: aiohttp.ClientSession,
+    raw_backend_factory: RawBackendFactory,
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request_head(reader)
@@ -219,8 +218,8 @@ def test_active_checks_take_a_backend_out_after_fall_and_back_after_rise() -> No
 
 
 async def test_active_health_checks_end_to_end(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]], session: aiohttp.ClientSession,
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     steady, flaky = await backend_factory("steady"), await backend_factory("flaky")
     lb = await balancer_factory(one_pool_config(

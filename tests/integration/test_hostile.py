@@ -7,24 +7,23 @@ import contextlib
 import re
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import (
-    Backend,
-    Process,
-    RawBackend,
+from tests.fakes import RawBackend
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    RawBackendFactory,
     Running,
     missing_prerequisite,
     one_pool_config,
 )
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
 
 
 async def exchange(url: str, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
@@ -90,7 +89,7 @@ class Bystander:
 @pytest.fixture
 async def guarded(
     backend_factory: BackendFactory, balancer_factory: BalancerFactory,
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    raw_backend_factory: RawBackendFactory,
 ) -> AsyncIterator[tuple[Running, RawBackend]]:
     """A balancer with two pools: `/bystander` goes to an echo backend, anything else to a
     raw backend that records every connection (a rejected request must open none)."""
@@ -333,7 +332,7 @@ IDLE_CONNECTIONS = 10_000
 
 async def test_ten_thousand_idle_client_connections_are_held_and_others_still_served(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[..., Process],
+    balancer_process: ProcessFactory,
 ) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < IDLE_CONNECTIONS + 200:

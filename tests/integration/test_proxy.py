@@ -5,25 +5,21 @@ import hashlib
 import os
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from yarl import URL
 
-from tests.conftest import (
-    Backend,
-    RawBackend,
-    Running,
+from tests.fakes import read_request_head
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    RawBackendFactory,
     one_pool_config,
-    read_request_head,
     wait_for,
 )
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-
 
 
 async def raw_exchange(url: str, request: bytes, *, read_until_close: bool = True) -> bytes:
@@ -161,7 +157,7 @@ async def test_expect_100_continue(
 
 
 async def test_response_without_content_length_is_read_to_close(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]], balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -264,7 +260,7 @@ async def test_slow_backend_is_504(
 
 
 async def test_reset_before_response_is_502(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]], balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -279,7 +275,7 @@ async def test_reset_before_response_is_502(
 
 
 async def test_garbage_response_is_502(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]], balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -303,7 +299,7 @@ async def test_connection_limit_reached_is_503_with_retry_after(
     config = one_pool_config(backend.url, extra="timeouts: {connect: 200ms}\n")
     lb = await balancer_factory(config + "    max_connections: 1\n")
     slow = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-    upstream_pools = lb.balancer.backend_table.pools
+    upstream_pools = lb.balancer.backend_table.connection_pools
     await wait_for(lambda: any(p.open_count for p in upstream_pools().values()), what="busy")
     async with session.get(f"{lb.url}/fast") as resp:
         assert resp.status == 503
@@ -326,7 +322,7 @@ async def test_body_over_the_limit_is_413_before_it_is_read(
 
 
 async def test_response_cut_off_midway_closes_the_client_connection(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]], balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -347,7 +343,7 @@ async def test_response_cut_off_midway_closes_the_client_connection(
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_stale_keepalive_connection_is_retried_on_a_fresh_one(
-    how: str, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    how: str, raw_backend_factory: RawBackendFactory,
     balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     """The backend answers one request per connection with keep-alive, then drops the next."""
@@ -371,7 +367,7 @@ async def test_stale_keepalive_connection_is_retried_on_a_fresh_one(
 
 
 async def test_backend_connection_close_is_honoured(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]], balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     requests_seen: list[int] = []

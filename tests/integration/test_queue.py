@@ -1,23 +1,22 @@
 """The pool queue: waiting for room, bounded, with a timeout that answers 503."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from tests.conftest import Backend, Running, one_pool_config, wait_for
+from tests.helpers import BackendFactory, BalancerFactory, Running, one_pool_config, wait_for
 
 
-async def start(backend_factory: Callable[..., Awaitable[Backend]],
-                balancer_factory: Callable[..., Awaitable[Running]], timeout: str) -> Running:
+async def start(backend_factory: BackendFactory,
+                balancer_factory: BalancerFactory, timeout: str) -> Running:
     backend = await backend_factory()
     return await balancer_factory(one_pool_config(backend.url) + (
         f"    max_inflight: 1\n    max_queue: 1\n    queue_timeout: {timeout}\n"))
 
 
 async def test_a_full_queue_answers_503_at_once_and_a_waiter_times_out(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     lb = await start(backend_factory, balancer_factory, "300ms")
     proxy = lb.balancer.proxy
@@ -39,8 +38,8 @@ async def test_a_full_queue_answers_503_at_once_and_a_waiter_times_out(
 
 
 async def test_a_waiter_is_served_when_room_frees_up(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     lb = await start(backend_factory, balancer_factory, "5s")
     proxy = lb.balancer.proxy

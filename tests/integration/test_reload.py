@@ -14,11 +14,16 @@ from pathlib import Path
 import aiohttp
 import h11
 
-from tests.conftest import Backend, RawBackend, Running, one_pool_config, wait_for
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    RawBackendFactory,
+    Running,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 from tests.integration.test_proxy_guarantees import h11_ok, h11_request
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
 
 
 async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
@@ -27,12 +32,6 @@ async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
     path = tmp_path / "lb.yaml"
     path.write_text(text)
     return await balancer_factory(text, str(path)), path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_connections(
@@ -46,7 +45,7 @@ async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_conn
         async with client.get(f"{old_url}/before") as resp:
             assert resp.status == 200
         async with client.ws_connect(f"{old_url}/ws") as ws:
-            new_port = _free_port()
+            new_port = free_port()
             path.write_text(one_pool_config(backend.url).replace(
                 "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{new_port}"))
             outcome = await lb.balancer.reload()
@@ -188,7 +187,7 @@ async def test_text_access_log_and_failed_requests(
     balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     log_path = tmp_path / "access.log"
-    port = _free_port()  # nothing listens there: the connect fails
+    port = free_port()  # nothing listens there: the connect fails
     lb = await balancer_factory(one_pool_config(
         f"http://127.0.0.1:{port}", extra=f"access_log: {{path: '{log_path}'}}\n"))
     async with session.get(f"{lb.url}/a%20b?q=\"x\"") as resp:
@@ -305,7 +304,7 @@ async def test_an_ejected_backend_stays_ejected_across_a_reload(
     session: aiohttp.ClientSession,
 ) -> None:
     alive = await backend_factory("alive")
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     health = "health: {consecutive_failures: 1, ejection: 60s}\n"
     lb, path = await _from_file(tmp_path, balancer_factory,
                                 one_pool_config(alive.url, dead, extra=health))
@@ -365,7 +364,7 @@ routing:
 
 
 async def test_warm_connections_to_a_kept_backend_are_reused_after_a_reload(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
     backend_factory: BackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:

@@ -3,16 +3,22 @@
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import Backend, Process, RawBackend, Running, one_pool_config, wait_for
-
-BalancerFactory = Callable[..., Awaitable[Running]]
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    Process,
+    RawBackendFactory,
+    Running,
+    one_pool_config,
+    wait_for,
+)
 
 SIZE = 200 * 1024**2
 RSS_BOUND = 50 * 1024**2
@@ -46,7 +52,7 @@ class PeakRss:
 
 
 async def test_200_mib_upload_and_download_stream_in_bounded_memory(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     backend = await backend_factory()
@@ -110,7 +116,7 @@ async def _peak_for_a_second(lb: Running, side: int) -> int:
 
 @pytest.mark.parametrize("direction", ["backend to client", "client to backend"])
 async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    raw_backend_factory: RawBackendFactory,
     balancer_factory: BalancerFactory, direction: str,
 ) -> None:
     reader_ready = asyncio.Event()
@@ -164,7 +170,7 @@ GROWTH_BOUND = 64 * 1024**2  # generous: the intact balancer grows by 1-3 MiB he
 
 
 async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the_balancer(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     """Back-pressure on the download side: while the client reads nothing, the balancer stops
@@ -217,7 +223,7 @@ async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the
 
 
 async def test_a_200_mib_upload_with_content_length_streams_in_bounded_memory(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
+    tmp_path: Path, backend_factory: BackendFactory,
     balancer_process: Callable[[Path], Process],
 ) -> None:
     """A body with a Content-Length over the replay limit is streamed, not held for replay."""
