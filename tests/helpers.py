@@ -89,6 +89,15 @@ async def raw_exchange(url: str, data: bytes, *, until: bytes | None = None,
     return received, closed
 
 
+# The combined log format as log tools match it (GoAccess' COMBINED, the ELK/Grok
+# COMBINEDAPACHELOG, awk recipes): host ident user [time] "request" status bytes "referer" "ua"
+COMBINED = re.compile(
+    r'^(?P<client>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:'
+    r'\d{2}:\d{2}:\d{2} [+-]\d{4})\] "(?P<method>[^ "]+) (?P<target>[^ "]+) '
+    r'(?P<protocol>HTTP/\d\.\d)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
+    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)"')
+
+
 class Running:
     """An in-process balancer the `balancer_factory` fixture started."""
 

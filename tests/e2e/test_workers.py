@@ -2,7 +2,6 @@
 crashed worker, validates reloads once, aggregates metrics and passes SIGTERM on."""
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -10,9 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.core import Metric
 
-from balancer.ops.aggregate import merge_expositions, merge_status
 from balancer.ops.supervisor import workers_from_arg
 from tests.helpers import BackendFactory, Process, ProcessFactory, free_port, wait_for
 
@@ -182,44 +179,3 @@ def test_workers_auto_is_the_cpu_count() -> None:
     assert workers_from_arg("3") == 3
     with pytest.raises(ValueError):
         workers_from_arg("0")
-
-
-def test_merged_status_adds_in_flight_counts_and_keeps_the_best_learned_route() -> None:
-    def document(inflight: int, samples: int) -> dict[str, object]:
-        return json.loads(json.dumps({
-            "generation": 1, "digest": "d", "config": "c", "listen": [],
-            "pools": [{"name": "p", "kind": None, "backends": [
-                {"address": "a", "inflight": inflight, "open_connections": 1,
-                 "idle_connections": 1}]}],
-            "routes": [{"route": "GET /x", "samples": samples}]}))
-
-    merged = merge_status([document(2, 5), None, document(3, 9)])
-    backend = merged["pools"][0]["backends"][0]
-    assert (backend["inflight"], backend["open_connections"]) == (5, 2)
-    assert merged["routes"] == [{"route": "GET /x", "samples": 9}]
-
-
-def test_merged_expositions_sum_counters_and_histograms_and_keep_gauges_per_worker() -> None:
-    def exposition(requests: int, le_1: int, weight: float) -> str:
-        return (
-            "# HELP r_total Requests\n# TYPE r_total counter\n"  # as prometheus-client writes
-            f'r_total{{pool="p"}} {requests}\n'
-            "# HELP d Duration\n# TYPE d histogram\n"
-            f'd_bucket{{le="1.0"}} {le_1}\nd_bucket{{le="+Inf"}} {le_1 + 1}\n'
-            f"d_count {le_1 + 1}\nd_sum 2.5\n"
-            "# HELP w Weight\n# TYPE w gauge\n"
-            f'w{{backend="b"}} {weight}\n')
-
-    merged = {family.name: family for family in
-              merge_expositions([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
-
-    def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
-
-    assert samples(merged["r"]) == {("r_total", (("pool", "p"),)): 7.0}
-    assert samples(merged["d"]) == {
-        ("d_bucket", (("le", "1.0"),)): 3.0, ("d_bucket", (("le", "+Inf"),)): 5.0,
-        ("d_count", ()): 5.0, ("d_sum", ()): 5.0}
-    assert samples(merged["w"]) == {
-        ("w", (("backend", "b"), ("worker", "0"))): 0.5,
-        ("w", (("backend", "b"), ("worker", "1"))): 0.7}

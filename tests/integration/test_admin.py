@@ -24,6 +24,31 @@ from tests.helpers import (
 TOKEN = "s3cret-token-0123456789"
 
 
+async def test_the_admin_listener_can_require_a_bearer_token(
+    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b")
+    token = "s3cret-token-0123456789"
+    lb = await balancer_factory(one_pool_config(backend.url, extra=f"admin_token: {token}\n"))
+    async with session.get(f"{lb.admin_url}/healthz") as resp:
+        assert resp.status == 200  # health checks need no token
+    for path in ("/status", "/metrics", "/"):
+        async with session.get(f"{lb.admin_url}{path}") as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        async with session.get(f"{lb.admin_url}{path}",
+                               headers={"Authorization": "Bearer wrong-token-0123456789"}) as resp:
+            assert resp.status == 401
+        async with session.get(f"{lb.admin_url}{path}",
+                               headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+    async with session.post(f"{lb.admin_url}/reload") as resp:
+        assert resp.status == 401
+    async with session.get(f"{lb.admin_url}/status?token={token}") as resp:
+        assert resp.status == 401  # never in the URL (a header or the login cookie only)
+
+
 async def test_the_token_in_the_query_string_is_not_accepted(
     backend_factory: BackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
