@@ -122,9 +122,9 @@ async def test_a_killed_backend_gets_its_share_back_soon_after_it_is_up_again(
     try:
         async with aiohttp.ClientSession() as session:
             task = asyncio.gather(*(client(session) for _ in range(4)))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the timeline itself: traffic on all three first
             await runners[0].cleanup()                 # down: connections refused
-            await asyncio.sleep(6.5)
+            await asyncio.sleep(6.5)  # down for 6.5 s, ejected again and again (docstring)
             apps[0] = web.Application()
             apps[0][SERVED], apps[0][DELAY] = [], 0.005
             apps[0].router.add_get("/work", _work)

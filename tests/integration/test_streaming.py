@@ -16,6 +16,7 @@ from tests.helpers import (
     Process,
     RawBackendFactory,
     Running,
+    buffered_bytes,
     one_pool_config,
     wait_for,
 )
@@ -91,25 +92,14 @@ SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
              b"Upgrade: websocket\r\n\r\n")
 
 
-def _buffered(lb: Running) -> tuple[int, int]:
-    """Bytes the balancer holds in write buffers: (towards clients, towards backends)."""
-    server = lb.balancer._public.server  # type: ignore[union-attr]
-    to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
-                     if h.transport is not None)
-    to_backends = sum(c.transport.get_write_buffer_size()
-                      for pool in lb.balancer.backend_table.connection_pools().values()
-                      for c in (*pool._open, *pool._tunnels) if c.transport is not None)
-    return to_clients, to_backends
-
-
 async def _peak_for_a_second(lb: Running, side: int) -> int:
     """The most the balancer buffered towards clients (side 0) or backends (side 1), sampled
     for a second once bytes started to wait."""
-    await wait_for(lambda: _buffered(lb)[side] > 0, what="bytes waiting in the balancer")
+    await wait_for(lambda: buffered_bytes(lb)[side] > 0, what="bytes waiting in the balancer")
     loop = asyncio.get_running_loop()
     deadline, peak = loop.time() + 1.0, 0
     while loop.time() < deadline:
-        peak = max(peak, _buffered(lb)[side])
+        peak = max(peak, buffered_bytes(lb)[side])
         await asyncio.sleep(0.02)
     return peak
 
