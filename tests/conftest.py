@@ -143,7 +143,7 @@ async def proxied(balancer_factory: BalancerFactory) -> AsyncIterator[ProxiedFac
 
     yield start
     for backend in backends:
-        await backend.close()
+        await backend.stop()
 
 
 # -- the balancer as a subprocess ------------------------------------------------------------------

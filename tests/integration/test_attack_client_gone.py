@@ -62,4 +62,4 @@ async def test_clients_gone_mid_response_log_no_error(
         log = lb.log()
         assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
     finally:
-        await backend.close()
+        await backend.stop()

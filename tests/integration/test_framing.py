@@ -440,7 +440,7 @@ async def test_idle_tunnels_are_not_requests_in_flight_and_have_their_own_cap(
             writer.close()
         await wait_for(lambda: pool.tunnel_count == 0)
     finally:
-        await backend.close()
+        await backend.stop()
 
 
 async def test_a_tunnel_with_no_traffic_is_closed_after_tunnel_idle(
@@ -497,8 +497,8 @@ async def test_a_request_waiting_for_a_removed_backend_is_served_not_503(
         assert parse_responses(first)[0].status == 200
         assert second.startswith(b"HTTP/1.1 200 "), second
     finally:
-        await old.close()
-        await new.close()
+        await old.stop()
+        await new.stop()
 
 
 # -- item 13 (explain): the decision header only for trusted clients or the admin token --------
