@@ -42,11 +42,12 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
         await asyncio.sleep(0.01)
 
 
-def one_pool_config(*backends: str, extra: str = "") -> str:
-    """A config text: public and admin listeners on port 0, `extra` top-level lines, and one
-    pool `default` of `backends`."""
+def one_pool_config(*backends: str, extra: str = "", listen: str = "127.0.0.1:0") -> str:
+    """A config text: the public listener on `listen` (a known address where port 0 will not
+    do: see free_port), the admin one on port 0, `extra` top-level lines, and one pool
+    `default` of `backends`."""
     lines = "\n".join(f"      - {url}" for url in backends)
-    return (f"listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{extra}"
+    return (f"listen: {listen}\nadmin: 127.0.0.1:0\n{extra}"
             f"pools:\n  default:\n    backends:\n{lines}\n")
 
 

@@ -43,8 +43,8 @@ def rotation(tmp_path: Path, backend: Backend, start: ProcessFactory, processes:
     config = tmp_path / "lb.yaml"
     port = free_port()
     config.write_text(one_pool_config(
-        backend.url, extra=f"access_log: {{format: combined, path: '{log_path}'}}\n"
-    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}"))
+        backend.url, extra=f"access_log: {{format: combined, path: '{log_path}'}}\n",
+        listen=f"127.0.0.1:{port}"))
     lb = start(config, *args, ready=r"serving with 2 workers" if args else "serving config")
     yield
     for _ in range(4):
@@ -101,8 +101,8 @@ async def test_sigusr1_while_a_worker_restarts_does_not_kill_it(
     backend = await backend_factory("b")
     config = tmp_path / "lb.yaml"
     config.write_text(one_pool_config(
-        backend.url, extra=f"access_log: {{path: '{tmp_path / 'access.log'}'}}\n"
-    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{free_port()}"))
+        backend.url, extra=f"access_log: {{path: '{tmp_path / 'access.log'}'}}\n",
+        listen=f"127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     pid = int(lb.wait_for_log(r"worker 1 started \(pid (\d+)\)").group(1))
     os.kill(pid, signal.SIGKILL)

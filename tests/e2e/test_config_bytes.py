@@ -236,8 +236,7 @@ async def test_sighup_with_a_file_that_is_not_utf8_keeps_serving(
 ) -> None:
     backend = await backend_factory("b")
     config = tmp_path / "lb.yaml"
-    good = one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                f"listen: 127.0.0.1:{free_port()}")
+    good = one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}")
     config.write_text(good)
     ready = r"serving with 2 workers" if workers == "2" else r"serving config generation"
     lb = balancer_process(config, "--workers", workers, ready=ready)

@@ -94,7 +94,7 @@ async def test_with_workers_the_supervisor_answers_the_probes(
     config = tmp_path / "lb.yaml"
     config.write_text(one_pool_config(
         backend.url, extra=f"admin_token: {TOKEN}\ntimeouts: {{grace: 3s, drain: 2s}}\n",
-    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{free_port()}"))  # workers share it
+        listen=f"127.0.0.1:{free_port()}"))  # workers share it
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     async with aiohttp.ClientSession() as session:
         assert await _get(session, f"{lb.admin_url}/livez") == (200, "alive\n")

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from tests.helpers import (
     BackendFactory,
     BalancerFactory,
     ProcessFactory,
+    free_port,
     missing_prerequisite,
     one_pool_config,
 )
@@ -134,12 +134,8 @@ async def test_status_page_of_a_supervisor_lists_its_workers(
     balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                           f"listen: 127.0.0.1:{port}"))
+    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     await browser.call("Page.navigate", url=f"{lb.admin_url}/")
     await browser.wait_for(WORKERS, [["0", "running"], ["1", "running"]])

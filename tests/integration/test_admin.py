@@ -4,7 +4,6 @@ cross-site POST (no CSRF), with or without a token."""
 
 import re
 import signal
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ from tests.helpers import (
     BalancerFactory,
     ProcessFactory,
     Running,
+    free_port,
     one_pool_config,
 )
 
@@ -196,12 +196,8 @@ async def test_the_supervisors_admin_listener_has_the_same_guard(
     balancer_process: ProcessFactory, session: aiohttp.ClientSession,
 ) -> None:
     backend = await backend_factory("b")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                           f"listen: 127.0.0.1:{port}"))
+    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     async with session.post(f"{lb.admin_url}/reload",
                             headers={"Origin": "http://evil.example"}) as resp:

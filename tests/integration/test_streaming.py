@@ -3,7 +3,7 @@
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import (
     BackendFactory,
     BalancerFactory,
-    Process,
+    ProcessFactory,
     RawBackendFactory,
     Running,
     buffered_bytes,
@@ -54,7 +54,7 @@ class PeakRss:
 
 async def test_200_mib_upload_and_download_stream_in_bounded_memory(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[[Path], Process],
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"
@@ -161,7 +161,7 @@ GROWTH_BOUND = 64 * 1024**2  # generous: the intact balancer grows by 1-3 MiB he
 
 async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the_balancer(
     tmp_path: Path, raw_backend_factory: RawBackendFactory,
-    balancer_process: Callable[[Path], Process],
+    balancer_process: ProcessFactory,
 ) -> None:
     """Back-pressure on the download side: while the client reads nothing, the balancer stops
     reading from the backend, so the backend's writes stall instead of 200 MiB piling up."""
@@ -214,7 +214,7 @@ async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the
 
 async def test_a_200_mib_upload_with_content_length_streams_in_bounded_memory(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[[Path], Process],
+    balancer_process: ProcessFactory,
 ) -> None:
     """A body with a Content-Length over the replay limit is streamed, not held for replay."""
     backend = await backend_factory()
