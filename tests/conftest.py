@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
+from backends.probe import is_healthy
 from balancer.config.model import parse_config
 from balancer.ops.server import Balancer
-from tests.fakes import Backend, RawBackend, RawHandler, echo_app
+from tests.fakes import Backend, BackendProcess, RawBackend, RawHandler, echo_app
 from tests.helpers import (
     ROOT,
     BackendFactory,
+    BackendProcessFactory,
     BalancerFactory,
     Process,
     ProcessFactory,
@@ -32,6 +35,7 @@ from tests.helpers import (
     one_pool_config,
 )
 from tests.recording import Handler, RecordingBackend, answer_ok
+from tests.routing_echo import SERVERS, RoutingServer
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `ci` (the default) keeps `make test`
 # bounded; `fuzz` runs the same properties much longer. Tests that set no max_examples of
@@ -175,3 +179,57 @@ def balancer_process(tmp_path: Path) -> Iterator[ProcessFactory]:
         with contextlib.suppress(ProcessLookupError):  # the balancer and any workers it left
             os.killpg(process.proc.pid, signal.SIGKILL)
         process.proc.wait(10)
+
+
+# -- real backends as processes ------------------------------------------------------------------
+
+@pytest.fixture
+def start_backend(tmp_path: Path) -> Iterator[BackendProcessFactory]:
+    """Demo backends (`python -m backends serve --kind KIND`) on unix sockets, killed after."""
+    started: list[BackendProcess] = []
+
+    def start(kind: str, *extra: str) -> BackendProcess:
+        sock = str(tmp_path / f"{kind}-{len(started)}.sock")
+        stdout = tmp_path / f"{kind}-{len(started)}.stdout"
+        with open(stdout, "wb") as out, open(tmp_path / f"{kind}.stderr", "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "backends", "serve", "--kind", kind,
+                 "--listen", f"unix:{sock}", *extra],
+                stdout=out, stderr=err, cwd=tmp_path, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        backend = BackendProcess(proc, sock, stdout)
+        started.append(backend)
+        deadline = time.monotonic() + 30
+        while not is_healthy(f"unix:{sock}"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{kind} backend did not start: "
+                                     f"{(tmp_path / f'{kind}.stderr').read_text()}")
+            time.sleep(0.05)
+        return backend
+
+    yield start
+    for backend in started:
+        if backend.proc.poll() is None:
+            os.killpg(backend.proc.pid, signal.SIGKILL)
+        backend.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[RoutingServer]]:
+    """One RoutingServer of each of SERVERS, for the module's tests."""
+    started = [RoutingServer(name) for name in SERVERS]
+    try:
+        deadline = time.monotonic() + 30
+        for server in started:
+            server.wait_ready(deadline)
+        yield started
+    finally:
+        for server in started:
+            server.process.terminate()
+        for server in started:
+            try:
+                server.process.wait(10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()

@@ -1,11 +1,17 @@
 """Fake backends for tests: an aiohttp echo app (echo, health, status, slow, download, upload
 and websocket routes) and a raw TCP backend for misbehaviour aiohttp would not produce. The
-fixtures that start them on port 0 and clean them up are in conftest.py."""
+fixtures that start them on port 0 and clean them up are in conftest.py. Also h11 helpers for
+raw handlers (h11_request, h11_ok)."""
 
 import asyncio
 import hashlib
+import subprocess
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import aiohttp
+import h11
 from aiohttp import WSMsgType, web
 
 NAME = web.AppKey("name", str)
@@ -117,6 +123,21 @@ class Backend:
         return self.runner.app[SEEN]
 
 
+KINDS = ["async", "threaded", "multiprocess"]  # the demo backend runners (backends serve --kind)
+
+
+@dataclass
+class BackendProcess:
+    """A demo backend (`python -m backends serve`) as a process on a unix socket."""
+
+    proc: subprocess.Popen[bytes]
+    socket: str
+    stdout: Path
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket))
+
+
 # -- a raw TCP backend, for misbehaviour aiohttp would not produce ------------------------------
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -135,3 +156,28 @@ class RawBackend:
 async def read_request_head(reader: asyncio.StreamReader) -> bytes:
     """For raw handlers: the request head, up to its blank line."""
     return await reader.readuntil(b"\r\n\r\n")
+
+
+async def h11_request(reader: asyncio.StreamReader, conn: h11.Connection) -> h11.Request | None:
+    """The next request head on a connection, parsed by h11 (its body is read and dropped);
+    None when the client closed."""
+    request = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            return request
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+def h11_ok(conn: h11.Connection, body: bytes) -> bytes:
+    """A whole keep-alive 200 response, serialised by h11 (so `conn` can go on to the next)."""
+    return b"".join(conn.send(event) or b"" for event in (
+        h11.Response(status_code=200, headers=[("Content-Length", str(len(body)))]),
+        h11.Data(data=body), h11.EndOfMessage()))

@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
 
+import aiohttp
 import pytest
 
+from balancer.balancing.load_report import LoadReport, parse_load_report
 from balancer.ops.server import Balancer
-from tests.fakes import Backend, RawBackend, RawHandler
+from tests.fakes import Backend, BackendProcess, RawBackend, RawHandler
 from tests.recording import RecordingBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +101,13 @@ COMBINED = re.compile(
     r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)"')
 
 
+def report_of(resp: aiohttp.ClientResponse) -> LoadReport:
+    """The load report a response carries (endpoint-load-metrics); fails without one."""
+    report = parse_load_report(resp.headers["endpoint-load-metrics"])
+    assert report is not None, resp.headers["endpoint-load-metrics"]
+    return report
+
+
 class Running:
     """An in-process balancer the `balancer_factory` fixture started."""
 
@@ -156,3 +165,4 @@ BalancerFactory = Callable[..., Awaitable[Running]]  # balancer_factory(yaml_tex
 ProcessFactory = Callable[..., Process]  # balancer_process(config_path, *args, ready=...)
 # proxied(handler=answer_ok, extra=""): a balancer in front of one recording backend
 ProxiedFactory = Callable[..., Awaitable[tuple[Running, RecordingBackend]]]
+BackendProcessFactory = Callable[..., BackendProcess]  # start_backend(kind, *args)

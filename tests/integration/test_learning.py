@@ -7,7 +7,6 @@ the balancer does.
 """
 
 import asyncio
-from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -15,13 +14,14 @@ import pytest
 from balancer.balancing.costs import CostModel
 from balancer.balancing.load_report import LoadReport
 from balancer.config.routing import Learning
-from tests.e2e.test_backends import BackendProcess, report_of, start_backend  # noqa: F401
-from tests.fakes import read_request_head
+from tests.fakes import BackendProcess, read_request_head
 from tests.helpers import (
     BackendFactory,
+    BackendProcessFactory,
     BalancerFactory,
     RawBackendFactory,
     one_pool_config,
+    report_of,
 )
 
 
@@ -51,7 +51,7 @@ def learn(reports: list[LoadReport], template: str, threshold: float | None) -> 
 
 @pytest.mark.parametrize(("kind", "threads"), [("threaded", "8"), ("async", "16")])
 async def test_a_gil_bound_route_on_a_contended_backend_is_never_learned_io(
-    start_backend: Callable[..., BackendProcess], kind: str, threads: str,  # noqa: F811
+    start_backend: BackendProcessFactory, kind: str, threads: str,
 ) -> None:
     backend = start_backend(kind, "--threads", threads)
     reports = await hammer(backend, "/cpu/spin?ms=40", concurrency=24, rounds=2)
@@ -66,7 +66,7 @@ async def test_a_gil_bound_route_on_a_contended_backend_is_never_learned_io(
 
 @pytest.mark.parametrize("kind", ["threaded", "async", "multiprocess"])
 async def test_a_waiting_route_is_still_learned_io(
-    start_backend: Callable[..., BackendProcess], kind: str,  # noqa: F811
+    start_backend: BackendProcessFactory, kind: str,
 ) -> None:
     backend = start_backend(kind, "--threads", "8", "--workers", "2")
     reports = await hammer(backend, "/io/sleep?ms=20", concurrency=2, rounds=6)
@@ -102,7 +102,7 @@ MIX = ["/api/items?id=1", "/io/sleep?ms=20", "/api/items?id=2", "/io/sleep?ms=20
 
 
 async def test_with_no_rules_the_mix_is_isolated_as_an_expert_would_from_a_cold_start(
-    start_backend: Callable[..., BackendProcess],  # noqa: F811
+    start_backend: BackendProcessFactory,
     balancer_factory: BalancerFactory,
 ) -> None:
     io = start_backend("async", "--threads", "16")

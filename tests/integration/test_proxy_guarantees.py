@@ -10,32 +10,8 @@ import h11
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes import h11_ok, h11_request
 from tests.helpers import BalancerFactory, RawBackendFactory, Running, one_pool_config
-
-
-async def h11_request(reader: asyncio.StreamReader, conn: h11.Connection) -> h11.Request | None:
-    """The next request head on a connection, parsed by h11 (its body is read and dropped);
-    None when the client closed."""
-    request = None
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(65536)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-
-
-def h11_ok(conn: h11.Connection, body: bytes) -> bytes:
-    """A whole keep-alive 200 response, serialised by h11 (so `conn` can go on to the next)."""
-    return b"".join(conn.send(event) or b"" for event in (
-        h11.Response(status_code=200, headers=[("Content-Length", str(len(body)))]),
-        h11.Data(data=body), h11.EndOfMessage()))
 
 
 def headers_of(event: h11.Request | h11.Response) -> dict[str, list[str]]:

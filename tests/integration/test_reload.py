@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import h11
 
+from tests.fakes import h11_ok, h11_request
 from tests.helpers import (
     BackendFactory,
     BalancerFactory,
@@ -20,7 +21,6 @@ from tests.helpers import (
     one_pool_config,
     wait_for,
 )
-from tests.integration.test_proxy_guarantees import h11_ok, h11_request
 
 
 async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
