@@ -46,7 +46,7 @@ mutation: $(STAMP)
 # (default: the temporary directory). Not in `make test`; takes an hour or more.
 FUZZ_TESTS := tests/differential tests/integration/test_framing_properties.py tests/e2e/test_config_bytes.py \
 	tests/e2e/test_routing_differential.py tests/unit/test_routed_path.py tests/unit/test_properties.py \
-	tests/integration/test_report_properties.py tests/unit/test_costs.py tests/e2e/test_access_log.py
+	tests/integration/test_report_properties.py tests/unit/test_costs.py tests/unit/test_access_log.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q $(FUZZ_TESTS) -p no:randomly --timeout=0
 

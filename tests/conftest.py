@@ -1,27 +1,41 @@
-"""Shared fixtures: real backends and balancers on port 0, cleaned up after each test."""
+"""Fixtures only: real backends and balancers on port 0, each cleaned up after its test, and
+the hypothesis profiles. The fake backends are in fakes.py; what tests share besides fixtures
+(wait_for, one_pool_config, the handles and type aliases) in helpers.py."""
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from hypothesis import HealthCheck, settings
 
+from backends.probe import is_healthy
 from balancer.config.parse import parse_config
 from balancer.ops.server import Balancer
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fakes import Backend, BackendProcess, RawBackend, RawHandler, echo_app
+from tests.helpers import (
+    ROOT,
+    BackendFactory,
+    BackendProcessFactory,
+    BalancerFactory,
+    Process,
+    ProcessFactory,
+    ProxiedFactory,
+    RawBackendFactory,
+    Running,
+    one_pool_config,
+)
+from tests.recording import Handler, RecordingBackend, answer_ok
+from tests.routing_echo import SERVERS, RoutingServer
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `ci` (the default) keeps `make test`
 # bounded; `fuzz` runs the same properties much longer. Tests that set no max_examples of
@@ -31,30 +45,6 @@ settings.register_profile("ci", max_examples=100, deadline=None,
 settings.register_profile("fuzz", max_examples=20_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-NAME = web.AppKey("name", str)
-REPORT = web.AppKey("report", str)
-HEALTHY = web.AppKey("healthy", list)  # [bool]: what /__health answers
-SEEN = web.AppKey("seen", list)  # [str]: the `id` query value of each /slow request received
-
-
-UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-def missing_prerequisite(reason: str) -> NoReturn:
-    """A test that cannot run here: skipped on a developer's machine, a failure under CI (where
-    nothing may skip silently; the set-up must provide what the test needs)."""
-    if UNDER_CI:
-        pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip", pytrace=False)
-    pytest.skip(reason)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -64,111 +54,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-# -- an echo backend (aiohttp) ---------------------------------------------------------------
-
-async def _echo(request: web.Request) -> web.Response:
-    body = await request.read()
-    headers = {"X-Backend": request.app[NAME]}
-    if request.app[REPORT]:  # a load report, as an EchoNext backend sends with every response
-        headers["endpoint-load-metrics"] = request.app[REPORT]
-    elif "cpu" in request.query:  # report a cost, as an EchoNext backend would
-        headers["endpoint-load-metrics"] = (
-            f"TEXT cpu_utilization=0.1, request_cost.cpu_ms={request.query['cpu']}, "
-            f"request_cost.wall_ms={request.query.get('wall', request.query['cpu'])}")
-    return web.json_response({
-        "method": request.method,
-        "path_qs": request.raw_path,
-        "headers": [[k, v] for k, v in request.headers.items()],
-        "body_len": len(body),
-        "body_sha": hashlib.sha256(body).hexdigest(),
-        "transfer_encoding": request.headers.get("Transfer-Encoding"),
-    }, headers=headers)
-
-
-async def _health(request: web.Request) -> web.Response:
-    return web.Response(status=200 if request.app[HEALTHY][0] else 503, text="health\n")
-
-
-async def _status(request: web.Request) -> web.Response:
-    code = int(request.match_info["code"])
-    return web.Response(status=code, body=None if code in (204, 304) else b"status\n")
-
-
-async def _slow(request: web.Request) -> web.Response:
-    request.app[SEEN].append(request.query.get("id", ""))
-    await asyncio.sleep(float(request.query.get("s", "5")))
-    return web.Response(text="slow\n", headers={"X-Backend": request.app[NAME]})
-
-
-async def _download(request: web.Request) -> web.StreamResponse:
-    total = int(request.query["bytes"])
-    response = web.StreamResponse()
-    if request.query.get("length") == "1":
-        response.content_length = total
-    await response.prepare(request)
-    block = b"x" * 65536
-    sent = 0
-    while sent < total:
-        piece = block[: min(len(block), total - sent)]
-        await response.write(piece)
-        sent += len(piece)
-    await response.write_eof()
-    return response
-
-
-async def _upload(request: web.Request) -> web.Response:
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in request.content.iter_any():
-        digest.update(chunk)
-        size += len(chunk)
-    return web.json_response({"size": size, "sha": digest.hexdigest()})
-
-
-async def _ws(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    async for msg in ws:
-        if msg.type == WSMsgType.TEXT:
-            await ws.send_str("echo:" + msg.data)
-        elif msg.type == WSMsgType.BINARY:
-            await ws.send_bytes(msg.data)
-    return ws
-
-
-def echo_app(name: str = "echo", report: str = "") -> web.Application:
-    app = web.Application(client_max_size=1024**3)
-    app[NAME] = name
-    app[REPORT] = report
-    app[HEALTHY] = [True]
-    app[SEEN] = []
-    app.router.add_get("/__health", _health)
-    app.router.add_route("*", "/status/{code}", _status)
-    app.router.add_get("/slow", _slow)
-    app.router.add_get("/download", _download)
-    app.router.add_post("/upload", _upload)
-    app.router.add_get("/ws", _ws)
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    return app
-
-
-class Backend:
-    """A started backend: `url` is what a config lists."""
-
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
-        self.runner = runner
-        self.url = url
-
-    def set_healthy(self, healthy: bool) -> None:
-        self.runner.app[HEALTHY][0] = healthy
-
-    @property
-    def seen(self) -> list[str]:
-        return self.runner.app[SEEN]
-
+# -- fake backends (tests/fakes.py) ---------------------------------------------------------
 
 @pytest.fixture
-async def backend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
+async def backend_factory(tmp_path: Path) -> AsyncIterator[BackendFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(name: str = "echo", unix: bool = False, report: str = "") -> Backend:
@@ -181,7 +70,7 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
             return Backend(runner, f"unix:{path}")
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         return Backend(runner, f"http://127.0.0.1:{port}")
 
     yield make
@@ -189,21 +78,8 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
         await runner.cleanup()
 
 
-# -- a raw TCP backend, for misbehaviour aiohttp would not produce ------------------------------
-
-RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class RawBackend:
-    def __init__(self, server: asyncio.Server) -> None:
-        self.server = server
-        self.port = server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
-
-
 @pytest.fixture
-async def raw_backend_factory() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawBackend]]]:
+async def raw_backend_factory() -> AsyncIterator[RawBackendFactory]:
     servers: list[asyncio.Server] = []
     tasks: set[asyncio.Task[None]] = set()
 
@@ -238,21 +114,10 @@ async def raw_backend_factory() -> AsyncIterator[Callable[[RawHandler], Awaitabl
             await asyncio.wait_for(server.wait_closed(), 2)
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> bytes:
-    return await reader.readuntil(b"\r\n\r\n")
-
-
-# -- an in-process balancer ----------------------------------------------------------------------
-
-class Running:
-    def __init__(self, balancer: Balancer) -> None:
-        self.balancer = balancer
-        self.url = f"http://{balancer.public_addresses[0]}"
-        self.admin_url = f"http://{balancer.admin_address}" if balancer.admin_address else ""
-
+# -- an in-process balancer (helpers.Running) -----------------------------------------------------
 
 @pytest.fixture
-async def balancer_factory() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+async def balancer_factory() -> AsyncIterator[BalancerFactory]:
     started: list[Balancer] = []
 
     async def make(yaml_text: str, path: str | None = None) -> Running:
@@ -267,41 +132,28 @@ async def balancer_factory() -> AsyncIterator[Callable[..., Awaitable[Running]]]
         await balancer.stop()
 
 
-def one_pool_config(*backends: str, extra: str = "") -> str:
-    lines = "\n".join(f"      - {url}" for url in backends)
-    return (f"listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{extra}"
-            f"pools:\n  default:\n    backends:\n{lines}\n")
+@pytest.fixture
+async def proxied(balancer_factory: BalancerFactory) -> AsyncIterator[ProxiedFactory]:
+    """A balancer in front of one recording backend (tests/recording.py) with the given
+    handler, for two-sided tests."""
+    backends: list[RecordingBackend] = []
+
+    async def start(handler: Handler = answer_ok, extra: str = "") -> tuple[Running,
+                                                                            RecordingBackend]:
+        backend = await RecordingBackend(handler).start()
+        backends.append(backend)
+        lb = await balancer_factory(one_pool_config(backend.url, extra=extra))
+        return lb, backend
+
+    yield start
+    for backend in backends:
+        await backend.stop()
 
 
 # -- the balancer as a subprocess ------------------------------------------------------------------
 
-class Process:
-    def __init__(self, proc: subprocess.Popen[str], log_path: Path) -> None:
-        self.proc = proc
-        self.log_path = log_path
-        self.url = ""
-        self.admin_url = ""
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                raise AssertionError(f"balancer exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"no {pattern!r} in log after {timeout}s:\n{self.log()}")
-
-    def signal(self, sig: signal.Signals) -> None:
-        self.proc.send_signal(sig)
-
-
 @pytest.fixture
-def balancer_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+def balancer_process(tmp_path: Path) -> Iterator[ProcessFactory]:
     procs: list[Process] = []
 
     def start(config_path: Path, *args: str, ready: str = r"serving config generation") -> Process:
@@ -327,3 +179,57 @@ def balancer_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         with contextlib.suppress(ProcessLookupError):  # the balancer and any workers it left
             os.killpg(process.proc.pid, signal.SIGKILL)
         process.proc.wait(10)
+
+
+# -- real backends as processes ------------------------------------------------------------------
+
+@pytest.fixture
+def start_backend(tmp_path: Path) -> Iterator[BackendProcessFactory]:
+    """Demo backends (`python -m backends serve --kind KIND`) on unix sockets, killed after."""
+    started: list[BackendProcess] = []
+
+    def start(kind: str, *extra: str) -> BackendProcess:
+        sock = str(tmp_path / f"{kind}-{len(started)}.sock")
+        stdout = tmp_path / f"{kind}-{len(started)}.stdout"
+        with open(stdout, "wb") as out, open(tmp_path / f"{kind}.stderr", "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "backends", "serve", "--kind", kind,
+                 "--listen", f"unix:{sock}", *extra],
+                stdout=out, stderr=err, cwd=tmp_path, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        backend = BackendProcess(proc, sock, stdout)
+        started.append(backend)
+        deadline = time.monotonic() + 30
+        while not is_healthy(f"unix:{sock}"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{kind} backend did not start: "
+                                     f"{(tmp_path / f'{kind}.stderr').read_text()}")
+            time.sleep(0.05)
+        return backend
+
+    yield start
+    for backend in started:
+        if backend.proc.poll() is None:
+            os.killpg(backend.proc.pid, signal.SIGKILL)
+        backend.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[RoutingServer]]:
+    """One RoutingServer of each of SERVERS, for the module's tests."""
+    started = [RoutingServer(name) for name in SERVERS]
+    try:
+        deadline = time.monotonic() + 30
+        for server in started:
+            server.wait_ready(deadline)
+        yield started
+    finally:
+        for server in started:
+            server.process.terminate()
+        for server in started:
+            try:
+                server.process.wait(10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()

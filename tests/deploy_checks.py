@@ -27,7 +27,7 @@ from balancer.config.model import Config
 from balancer.config.parse import parse_config
 from balancer.ops.admin import build_admin_app
 from balancer.ops.server import Balancer
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DISCOVERY_KNOWN = "discover" in getattr(balancer_config, "BACKEND_KEYS", ())
 CONTRACT_TOP_KEYS = {"resolvers", "discovery", "watch"}

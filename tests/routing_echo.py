@@ -1,5 +1,5 @@
 """Tiny apps that answer with the path their server routes, for
-tests/e2e/test_routing_differential.py.
+tests/e2e/test_routing_differential.py (RoutingServer runs one; the `servers` fixture all).
 
 `python -m tests.routing_echo SERVER FD` serves on the listening socket inherited as FD (bound
 to port 0 by the test, which reads the port back), with SERVER one of: uvicorn-httptools,
@@ -9,11 +9,51 @@ text, as PEP 3333 says), which is what a framework decodes and matches its route
 """
 
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 SERVERS = ("uvicorn-httptools", "uvicorn-h11", "waitress", "gunicorn")
+
+
+class RoutingServer:
+    """One of SERVERS running this module in a subprocess on a port of its own."""
+
+    def __init__(self, name: str) -> None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        self.name = name
+        self.port = listener.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.routing_echo", name, str(listener.fileno())],
+            pass_fds=[listener.fileno()], cwd=Path(__file__).resolve().parent.parent)
+        listener.close()
+
+    def routes(self, target: bytes) -> bytes | int:
+        """The path this server routes for `target` (its bytes), or the status it answered."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
+            conn.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
+        return bytes.fromhex(body.decode()) if status == 200 else status
+
+    def wait_ready(self, deadline: float) -> None:
+        while True:
+            try:
+                if self.routes(b"/ready") == b"/ready":
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"{self.name} did not start serving")
+            time.sleep(0.05)
 
 
 async def asgi_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],

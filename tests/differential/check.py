@@ -18,22 +18,15 @@ from collections.abc import Callable
 
 from hypothesis import note
 
-from tests.differential.harness import (
-    Harness,
-    Parsed,
-    RecordingBackend,
-    ResponseReader,
-    Seen,
-    echo_body,
-    new_tag,
-)
+from tests.differential.harness import Harness, Parsed, ResponseReader, new_tag
 from tests.differential.requests import Rendered, RequestSpec
+from tests.recording import Recorded, RecordingBackend, echo_body
 
 BALANCER_SETS = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
                  b"via")
 
 ANSWER_WITHIN = 5.0  # a generous bound for an answer from a backend that answers at once
-ExtraCheck = Callable[[Rendered, Seen], None]
+ExtraCheck = Callable[[Rendered, Recorded], None]
 
 
 def _expected_host(harness: Harness, spec: RequestSpec) -> set[bytes]:
@@ -50,7 +43,7 @@ def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | Non
     `half_close`), read the answers, and check the invariant on both sides."""
     backend = harness.backend
     assert isinstance(backend, RecordingBackend)
-    seen_from, violations_from = len(backend.seen), len(backend.violations)
+    seen_from, violations_from = len(backend.requests), len(backend.violations)
     sent = [spec.render(new_tag()) for spec in specs]
     data = b"".join(r.raw for r in sent)
     note(f"sent: {data!r}")
@@ -78,7 +71,7 @@ def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | Non
         except TimeoutError:
             trailing = b"<the balancer kept the connection open>"
     harness.barrier()
-    seen = backend.seen[seen_from:]
+    seen = backend.requests[seen_from:]
     violations = backend.violations[violations_from:]
     note(f"responses: {[str(r) for r in responses]}")
     note(f"backend saw: {seen}")
@@ -86,7 +79,7 @@ def exchange(harness: Harness, specs: list[RequestSpec], extra: ExtraCheck | Non
     assert not violations, (
         "the backend's strict parser refused what the balancer sent: "
         + "; ".join(f"{v.error} in {v.raw[-600:]!r}" for v in violations))
-    by_target: dict[bytes, list[Seen]] = defaultdict(list)
+    by_target: dict[bytes, list[Recorded]] = defaultdict(list)
     for request in seen:
         if not request.target.startswith(b"/barrier/"):
             by_target[request.target].append(request)
@@ -139,7 +132,7 @@ def _continues(spec: RequestSpec, response: Parsed) -> bool:
     return spec.persistent and not response.closes and response.status < 400
 
 
-def no_underscore_twins(rendered: Rendered, request: Seen) -> None:
+def no_underscore_twins(rendered: Rendered, request: Recorded) -> None:
     """The backend sees no header whose name, `_` read as `-`, is one the balancer sets."""
     twins = [name for name, _ in request.headers
              if b"_" in name and name.replace(b"_", b"-") in BALANCER_SETS]

@@ -2,14 +2,13 @@
 records every byte it receives, both running in a background thread's event loop, driven by
 synchronous hypothesis tests over blocking sockets (so one balancer serves every example).
 
-The backend parses what the balancer sends with h11, an independent strict parser (the
-balancer parses with llhttp through aiohttp and httptools), and clients parse what the
-balancer answers with h11 too.
+The backend (tests/recording.py, answering with `answer_echo`) parses what the balancer sends
+with h11, an independent strict parser (the balancer parses with llhttp through aiohttp and
+httptools), and clients parse what the balancer answers with h11 too.
 """
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import os
 import socket
@@ -58,139 +57,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
-
-
-# -- the recording backend -------------------------------------------------------------------
-
-@dataclass
-class Seen:
-    """One request as the backend's h11 parser read it."""
-
-    conn: int
-    method: bytes
-    target: bytes
-    headers: list[tuple[bytes, bytes]]  # names lower-cased by h11
-    body: bytes
-
-    def header(self, name: bytes) -> list[bytes]:
-        return [value for key, value in self.headers if key == name]
-
-
-@dataclass
-class Violation:
-    """Bytes the balancer sent that h11 refused: an ambiguous or broken framing."""
-
-    conn: int
-    error: str
-    raw: bytes
-
-
-def echo_body(method: bytes, target: bytes, body: bytes) -> bytes:
-    """What the recording backend answers: says which request it answers."""
-    return b"%s %s len=%d sha=%s\n" % (method, target, len(body),
-                                       hashlib.sha256(body).hexdigest()[:16].encode())
-
-
-@dataclass
-class RecordingBackend:
-    """Accepts connections on 127.0.0.1, keeps every byte per connection, parses them with
-    h11 and answers each request with an echo of its method, target, body and X-Test-Id."""
-
-    seen: list[Seen] = field(default_factory=list)
-    violations: list[Violation] = field(default_factory=list)
-    raw: dict[int, bytearray] = field(default_factory=dict)
-    connections: int = 0
-    server: asyncio.Server | None = None
-    port: int = 0
-    transports: set[asyncio.Transport] = field(default_factory=set)
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Recorder(self), "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for transport in list(self.transports):
-                transport.abort()
-            await self.server.wait_closed()
-
-
-class _Recorder(asyncio.Protocol):
-    def __init__(self, backend: RecordingBackend) -> None:
-        self.backend = backend
-        self.id = backend.connections
-        backend.connections += 1
-        self.raw = backend.raw[self.id] = bytearray()
-        self.h11 = h11.Connection(h11.SERVER)
-        self.transport: asyncio.Transport | None = None
-        self.request: h11.Request | None = None
-        self.body = bytearray()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.backend.transports.add(self.transport)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self.backend.transports.discard(self.transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.raw += data
-        self.h11.receive_data(data)
-        self._pump()
-
-    def eof_received(self) -> bool:
-        self.h11.receive_data(b"")
-        self._pump()
-        return False
-
-    def _pump(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        while not transport.is_closing():
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.backend.violations.append(Violation(self.id, str(exc), bytes(self.raw)))
-                transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
-                transport.close()
-                return
-            if event is h11.NEED_DATA:
-                return
-            if event is h11.PAUSED:
-                if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-                    self.h11.start_next_cycle()
-                    continue
-                return
-            if isinstance(event, h11.Request):
-                self.request, self.body = event, bytearray()
-            elif isinstance(event, h11.Data):
-                self.body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                self._answer()
-                if self.h11.our_state is h11.MUST_CLOSE:
-                    transport.close()
-            elif isinstance(event, h11.ConnectionClosed):
-                transport.close()
-
-    def _answer(self) -> None:
-        request = self.request
-        assert request is not None and self.transport is not None
-        body = bytes(self.body)
-        seen = Seen(self.id, request.method, request.target, list(request.headers), body)
-        self.backend.seen.append(seen)
-        tag = (seen.header(b"x-test-id") or [b""])[0]
-        echo = echo_body(request.method, request.target, body)
-        out = self.h11.send(h11.Response(status_code=200, headers=[
-            (b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(echo)),
-            (b"X-Echo-Target", request.target), (b"X-Echo-Id", tag)]))
-        if request.method != b"HEAD":
-            out += self.h11.send(h11.Data(data=echo))
-        out += self.h11.send(h11.EndOfMessage())
-        self.transport.write(out)
 
 
 # -- a balancer in front of a backend, in the loop thread -----------------------------------

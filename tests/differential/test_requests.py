@@ -175,12 +175,25 @@ def test_a_refused_head_request_gets_no_body(harness: Harness, fields: bytes) ->
        requests(framings=tuple(f for f, kind in FRAMINGS.items() if kind == "reject")))
 @example(PLAIN, spec(b"Content-Length: 1", b"Content-Length: 2", method="POST", body=b"ab",
                      kind="reject", why="content-length twice, different values"))
-@example(spec(b"Content-Length: 1", method="HEAD", body=b"\x00", kind="plain", why=""),
-         spec(b"Content-Length: 0, 1", kind="reject", why="content-length list"))
 def test_a_valid_request_is_answered_whatever_is_pipelined_after_it(
         harness: Harness, valid: RequestSpec, malformed: RequestSpec) -> None:
     """Was the malformed one's 400 only (aiohttp parsed the whole read before dispatching)."""
     exchange(harness, [valid, malformed])
+
+
+@profile(0.3)
+@given(st.sampled_from([b"\x00", b"x", b"ab"]))
+@example(b"\x00")
+def test_a_refused_request_after_a_head_with_a_body_gets_its_body(
+        harness: Harness, body: bytes) -> None:
+    """Found by the test above: the 400 to a request glued to the body of a HEAD before it
+    announced its body and sent none (the HEAD guess read the HEAD's request line); what looks
+    like a HEAD now gets `Content-Length: 0` and no body, framed right whatever the method."""
+    exchange(harness, [
+        spec(b"Content-Length: %d" % len(body), method="HEAD", body=body, kind="plain",
+             why="HEAD with a body"),
+        spec(b"Content-Length: 0, 1", kind="reject", why="content-length list, different values"),
+    ])
 
 
 @profile(0.3)

@@ -7,8 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,63 +15,14 @@ import psutil
 import pytest
 
 from backends.demo import sample_image
-from backends.probe import is_healthy
-from balancer.balancing.load_report import LoadReport, parse_load_report
-from tests.conftest import ROOT
-
-KINDS = ["async", "threaded", "multiprocess"]
-
-
-@dataclass
-class BackendProcess:
-    proc: subprocess.Popen[bytes]
-    socket: str
-    stdout: Path
-
-    def session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket))
-
-
-@pytest.fixture
-def start_backend(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
-    started: list[BackendProcess] = []
-
-    def start(kind: str, *extra: str) -> BackendProcess:
-        sock = str(tmp_path / f"{kind}-{len(started)}.sock")
-        stdout = tmp_path / f"{kind}-{len(started)}.stdout"
-        with open(stdout, "wb") as out, open(tmp_path / f"{kind}.stderr", "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "backends", "serve", "--kind", kind,
-                 "--listen", f"unix:{sock}", *extra],
-                stdout=out, stderr=err, cwd=tmp_path, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        backend = BackendProcess(proc, sock, stdout)
-        started.append(backend)
-        deadline = time.monotonic() + 30
-        while not is_healthy(f"unix:{sock}"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{kind} backend did not start: "
-                                     f"{(tmp_path / f'{kind}.stderr').read_text()}")
-            time.sleep(0.05)
-        return backend
-
-    yield start
-    for backend in started:
-        if backend.proc.poll() is None:
-            os.killpg(backend.proc.pid, signal.SIGKILL)
-        backend.proc.wait(10)
-
-
-def report_of(resp: aiohttp.ClientResponse) -> LoadReport:
-    report = parse_load_report(resp.headers["endpoint-load-metrics"])
-    assert report is not None, resp.headers["endpoint-load-metrics"]
-    return report
+from balancer.balancing.load_report import LoadReport
+from tests.fakes import KINDS, BackendProcess
+from tests.helpers import ROOT, BackendProcessFactory, report_of
 
 
 @pytest.fixture(params=KINDS)
 async def demo(request: pytest.FixtureRequest,
-               start_backend: Callable[..., BackendProcess]) -> AsyncIterator[BackendProcess]:
+               start_backend: BackendProcessFactory) -> AsyncIterator[BackendProcess]:
     yield start_backend(request.param, "--workers", "2", "--threads", "4")
 
 
@@ -141,7 +91,7 @@ async def test_inflight_rises_under_concurrent_load(demo: BackendProcess) -> Non
 
 
 async def test_waitress_queue_counts_toward_inflight(
-    start_backend: Callable[..., BackendProcess],
+    start_backend: BackendProcessFactory,
 ) -> None:
     backend = start_backend("threaded", "--threads", "2")
     async with backend.session() as session:
@@ -155,7 +105,7 @@ async def test_waitress_queue_counts_toward_inflight(
 
 
 async def test_busy_multiprocess_instance_reports_the_cpu_of_all_its_workers(
-    start_backend: Callable[..., BackendProcess],
+    start_backend: BackendProcessFactory,
 ) -> None:
     """Two workers spin: the reported utilisation is the whole process tree's CPU (not the
     idle master's, not one worker's). Compared with what psutil measures for the tree in the
@@ -261,7 +211,7 @@ print((psutil.Process().memory_info().rss - before) / 2**20)
 
 
 async def test_sigusr1_turns_a_backend_slow_mid_run_and_sigusr2_back(
-    start_backend: Callable[..., BackendProcess],
+    start_backend: BackendProcessFactory,
 ) -> None:
     backend = start_backend("threaded", "--threads", "2", "--slowdown-on-signal", "4")
 

@@ -12,11 +12,10 @@ import contextlib
 import io
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +30,14 @@ from balancer.config.yamltree import ConfigError
 from balancer.ops.config_file import load_config
 from balancer.ops.server import ApplyError, Balancer
 from balancer.ops.supervisor import Supervisor
-from tests.conftest import ROOT, Backend, Process, one_pool_config, wait_for
+from tests.helpers import (
+    ROOT,
+    BackendFactory,
+    ProcessFactory,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 
 REAL = (ROOT / "config" / "balancer.yaml").read_bytes()
 # the real file on port 0, so that a mutation that stays valid can be started or reloaded
@@ -224,22 +230,14 @@ def test_check_and_run_on_a_file_that_is_not_utf8_exit_2_with_located_errors(
         assert result.stdout == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_sighup_with_a_file_that_is_not_utf8_keeps_serving(
-    tmp_path: Path, workers: str, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, workers: str, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     config = tmp_path / "lb.yaml"
-    good = one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                f"listen: 127.0.0.1:{_free_port()}")
+    good = one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}")
     config.write_text(good)
     ready = r"serving with 2 workers" if workers == "2" else r"serving config generation"
     lb = balancer_process(config, "--workers", workers, ready=ready)

@@ -7,7 +7,6 @@ services that really serve. (The images and the stack are built and run by `make
 import asyncio
 import re
 import tomllib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import yaml
 
 from backends.probe import main as probe_main
 from balancer.ops.admin import PROBES
-from tests.conftest import ROOT, Backend
 from tests.deploy_checks import (
     admin_paths,
     backend_listen,
@@ -26,6 +24,7 @@ from tests.deploy_checks import (
     dockerfile_user,
     parse_deployed_config,
 )
+from tests.helpers import ROOT, BackendFactory
 
 COMPOSE = yaml.safe_load((ROOT / "deployment.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -172,7 +171,7 @@ def test_the_balancer_waits_for_healthy_backends() -> None:
 
 
 async def test_probe_command_reports_health_by_exit_code(
-    capsys: pytest.CaptureFixture[str], backend_factory: Callable[..., Awaitable[Backend]],
+    capsys: pytest.CaptureFixture[str], backend_factory: BackendFactory,
 ) -> None:
     backend = await backend_factory()
     assert await asyncio.to_thread(probe_main, [backend.url]) == 0

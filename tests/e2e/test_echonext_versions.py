@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from backends.echonext import SUPPORTED, import_echonext
-from tests.conftest import ROOT, Running, one_pool_config
-from tests.e2e.test_backends import KINDS, BackendProcess, start_backend  # noqa: F401
+from tests.fakes import KINDS
+from tests.helpers import ROOT, BackendProcessFactory, BalancerFactory, one_pool_config
 
 ECHONEXT = import_echonext()
 OTHER_RUN = "ECHONEXT_OTHER_RELEASE"  # set in the second run, so it does not recurse
@@ -28,8 +27,8 @@ def test_the_installed_release_is_one_we_patch() -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_parameterised_routes_behind_the_balancer_collapse_into_one_template(
-    kind: str, start_backend: Callable[..., BackendProcess],  # noqa: F811
-    balancer_factory: Callable[..., Awaitable[Running]], session: aiohttp.ClientSession,
+    kind: str, start_backend: BackendProcessFactory,
+    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
 ) -> None:
     backend = start_backend(kind, "--app", "tests.echonext_users:app")
     routing = ("routing:\n  classes: {io: default, light_cpu: default, heavy_cpu: default}\n")

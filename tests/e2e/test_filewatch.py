@@ -4,18 +4,20 @@ git's atomic rename), exactly as on SIGHUP: a bad file is refused, the old confi
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
 from balancer.ops.config_file import load_config
 from balancer.ops.filewatch import file_digest, watch_file
-from tests.conftest import Backend, Process, one_pool_config, wait_for
-from tests.e2e.test_workers import _free_port
-
-StartProcess = Callable[..., Process]
-StartBackend = Callable[..., Awaitable[Backend]]
+from tests.helpers import (
+    BackendFactory,
+    Process,
+    ProcessFactory,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 
 
 async def served_by(session: aiohttp.ClientSession, process: Process) -> str:
@@ -32,7 +34,7 @@ def replace_atomically(path: Path, text: str) -> None:
 
 
 async def test_a_configmap_symlink_swap_reloads(
-    tmp_path: Path, balancer_process: StartProcess, backend_factory: StartBackend,
+    tmp_path: Path, balancer_process: ProcessFactory, backend_factory: BackendFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
@@ -54,7 +56,7 @@ async def test_a_configmap_symlink_swap_reloads(
 
 
 async def test_an_atomic_rename_reloads_and_a_bad_file_is_refused(
-    tmp_path: Path, balancer_process: StartProcess, backend_factory: StartBackend,
+    tmp_path: Path, balancer_process: ProcessFactory, backend_factory: BackendFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
@@ -72,11 +74,11 @@ async def test_an_atomic_rename_reloads_and_a_bad_file_is_refused(
 
 
 async def test_the_supervisor_watches_for_its_workers(
-    tmp_path: Path, balancer_process: StartProcess, backend_factory: StartBackend,
+    tmp_path: Path, balancer_process: ProcessFactory, backend_factory: BackendFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
     path = tmp_path / "balancer.yaml"
-    port = _free_port()
+    port = free_port()
     path.write_text(one_pool_config(first.url).replace("127.0.0.1:0\n", f"127.0.0.1:{port}\n", 1))
     process = balancer_process(path, "--workers", "2", ready=r"serving with 2 workers")
     replace_atomically(path, path.read_text().replace(first.url, second.url))

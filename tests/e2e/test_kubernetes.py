@@ -14,7 +14,6 @@ import yaml
 
 from balancer.config.units import parse_duration
 from balancer.ops.admin import PROBES
-from tests.conftest import ROOT
 from tests.deploy_checks import (
     admin_paths,
     backend_listen,
@@ -24,6 +23,7 @@ from tests.deploy_checks import (
     dockerfile_user,
     parse_deployed_config,
 )
+from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "kubernetes"
 FILES = sorted(K8S.glob("*.yaml"))

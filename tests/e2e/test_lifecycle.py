@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,26 +20,19 @@ from balancer.config.parse import parse_config
 from balancer.ops.config_file import load_config
 from balancer.ops.server import Balancer
 from balancer.ops.supervisor import Supervisor
-from tests.conftest import (
+from tests.fakes import read_request_head
+from tests.helpers import (
     ROOT,
-    Process,
-    RawBackend,
-    RawHandler,
+    ProcessFactory,
+    RawBackendFactory,
+    free_port,
     one_pool_config,
-    read_request_head,
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_drain_0s_stops_at_once_with_a_slow_request_in_flight(
-    tmp_path: Path, raw_backend_factory: Callable[[RawHandler], Awaitable[RawBackend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     received = asyncio.Event()
 
@@ -130,8 +122,7 @@ def test_sighup_at_any_moment_of_start_up_is_a_reload_never_a_death(
     tmp_path: Path, workers: str,
 ) -> None:
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config("http://127.0.0.1:9").replace(
-        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    config.write_text(one_pool_config("http://127.0.0.1:9", listen=f"127.0.0.1:{free_port()}"))
     ready = r"serving with 2 workers" if workers == "2" else r"serving config generation 1"
     for _ in range(3):
         spawned = Spawned(config, "--workers", workers)
@@ -152,8 +143,7 @@ def test_a_worker_still_starting_is_not_killed_by_the_supervisors_reload(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config("http://127.0.0.1:9").replace(
-        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    config.write_text(one_pool_config("http://127.0.0.1:9", listen=f"127.0.0.1:{free_port()}"))
     spawned = Spawned(config, "--workers", "2")
 
     def count(pattern: str) -> int:
@@ -190,12 +180,11 @@ def _run_to_exit(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_second_instance_on_the_same_ports_exits_1_instead_of_sharing_them(
-    tmp_path: Path, workers: str, balancer_process: Callable[..., Process],
+    tmp_path: Path, workers: str, balancer_process: ProcessFactory,
 ) -> None:
-    public, admin, other = _free_port(), _free_port(), _free_port()
+    public, admin, other = free_port(), free_port(), free_port()
     first = tmp_path / "first.yaml"
-    first.write_text(one_pool_config("http://127.0.0.1:9").replace(
-        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{public}").replace(
+    first.write_text(one_pool_config("http://127.0.0.1:9", listen=f"127.0.0.1:{public}").replace(
         "admin: 127.0.0.1:0", f"admin: 127.0.0.1:{admin}"))
     ready = r"serving with 2 workers" if workers == "2" else r"serving config generation"
     balancer_process(first, "--workers", workers, ready=ready)
@@ -251,8 +240,7 @@ async def test_reloads_of_a_supervisor_run_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = tmp_path / "lb.yaml"
-    path.write_text(one_pool_config("http://127.0.0.1:9").replace(
-        "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))
+    path.write_text(one_pool_config("http://127.0.0.1:9", listen=f"127.0.0.1:{free_port()}"))
     supervisor = Supervisor(load_config(str(path)), str(path), 2, "info")
 
     async def every_worker_serves_it(digest: str) -> list[str]:

@@ -9,13 +9,13 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, Backend, Process, one_pool_config
+from tests.fakes import Backend
+from tests.helpers import ROOT, BackendFactory, Process, ProcessFactory, one_pool_config
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "balancer.json"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -23,7 +23,7 @@ ROUTING = ("routing:\n  classes: {io: default, light_cpu: default, heavy_cpu: de
            "  rules:\n    - {path: \"/api/**\", class: io}\n")
 
 
-def start_supervisor(tmp_path: Path, backend: Backend, start: Callable[..., Process]) -> Process:
+def start_supervisor(tmp_path: Path, backend: Backend, start: ProcessFactory) -> Process:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -70,8 +70,8 @@ def assert_not_lower(before: Samples, after: Samples, when: str) -> None:
 
 
 async def test_no_summed_counter_goes_down_when_a_worker_is_killed(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb = start_supervisor(tmp_path, backend, balancer_process)
@@ -109,8 +109,8 @@ def dashboard_metrics() -> set[str]:
 
 
 async def test_every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     wanted = dashboard_metrics()
     assert len(wanted) >= 15, wanted

@@ -1,14 +1,13 @@
 """The load-report middleware under each real server (gunicorn, waitress, uvicorn, granian),
 behind a real balancer: the balancer learns each route's cost from the user's own server."""
 
-import asyncio
 import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,9 @@ import pytest
 
 from backends.load import HEADER
 from balancer.balancing.load_report import parse_load_report
-from tests.conftest import ROOT, Running, one_pool_config
+from tests.helpers import ROOT, BalancerFactory, Running, free_port, one_pool_config
 
 APP = "tests.middleware_app"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _command(server: str, port: int) -> list[str]:
@@ -59,7 +52,7 @@ def user_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
     def start(server: str) -> str:
         for _attempt in range(3):  # a free port can be taken before the server binds it
-            port = _free_port()
+            port = free_port()
             with open(tmp_path / f"{server}.log", "ab") as log:
                 proc = subprocess.Popen(_command(server, port), cwd=ROOT, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True,
@@ -95,7 +88,7 @@ async def _routes(session: aiohttp.ClientSession, running: Running) -> dict[str,
 async def test_the_balancer_learns_costs_from_the_users_own_server(
     server: str,
     user_server: Callable[[str], str],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     if not _has(server):
@@ -174,5 +167,4 @@ async def test_asgi_app_that_raises_ends_its_request() -> None:
     wrapped = LoadReportASGI(broken)
     with pytest.raises(RuntimeError):
         await wrapped({"type": "http", "method": "GET", "path": "/x"}, receive, send)
-    await asyncio.sleep(0)
-    assert wrapped.meter.counters.snapshot()[0] == 0
+    assert wrapped.meter.counters.snapshot()[0] == 0  # counted down at once, in a finally

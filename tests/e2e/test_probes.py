@@ -4,8 +4,6 @@ SIGTERM on; neither needs the admin token (a kubelet has none)."""
 
 import asyncio
 import signal
-import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,15 +12,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from balancer.config.parse import parse_config
 from balancer.ops.admin import build_admin_app
 from balancer.ops.server import Balancer
-from tests.conftest import Backend, Process, Running, one_pool_config
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    free_port,
+    one_pool_config,
+)
 
 TOKEN = "probe-test-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -40,8 +38,8 @@ async def test_readyz_is_503_before_the_first_config_is_served_livez_is_200() ->
 
 
 async def test_probes_answer_without_the_admin_token(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     backend = await backend_factory()
@@ -52,8 +50,8 @@ async def test_probes_answer_without_the_admin_token(
 
 
 async def test_probes_answer_any_host_without_a_token(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     """The admin guard refuses a Host that does not name the admin listener (DNS rebinding);
@@ -69,8 +67,8 @@ async def test_probes_answer_any_host_without_a_token(
 
 
 async def test_sigterm_grace_readyz_503_livez_200(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"
@@ -89,14 +87,14 @@ async def test_sigterm_grace_readyz_503_livez_200(
 
 
 async def test_with_workers_the_supervisor_answers_the_probes(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"
     config.write_text(one_pool_config(
         backend.url, extra=f"admin_token: {TOKEN}\ntimeouts: {{grace: 3s, drain: 2s}}\n",
-    ).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{_free_port()}"))  # workers share it
+        listen=f"127.0.0.1:{free_port()}"))  # workers share it
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     async with aiohttp.ClientSession() as session:
         assert await _get(session, f"{lb.admin_url}/livez") == (200, "alive\n")

@@ -12,11 +12,6 @@ the server unchanged. HYPOTHESIS_PROFILE=fuzz runs many more generated targets.
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,8 +20,8 @@ from hypothesis import strategies as st
 from balancer.balancing.classify import BadTarget, routed_path
 from balancer.config.routing import ENCODED_SLASHES, EncodedSlashes
 from balancer.http.headers import origin_form
-from tests.conftest import ROOT, Running
-from tests.routing_echo import SERVERS
+from tests.helpers import BalancerFactory
+from tests.routing_echo import RoutingServer
 
 FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 DIFFERENTIAL = settings(max_examples=3_000 if FUZZ else 60, deadline=None, derandomize=not FUZZ,
@@ -60,60 +55,6 @@ TARGETS = st.lists(SAFE | PIECES | st.characters(min_codepoint=0x21, max_codepoi
                    min_size=1, max_size=16).map(lambda parts: ("/" + "".join(parts)).encode())
 
 
-class Server:
-    def __init__(self, name: str) -> None:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        self.name = name
-        self.port = listener.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.routing_echo", name, str(listener.fileno())],
-            pass_fds=[listener.fileno()], cwd=ROOT)
-        listener.close()
-
-    def routes(self, target: bytes) -> bytes | int:
-        """The path this server routes for `target` (its bytes), or the status it answered."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
-            conn.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := conn.recv(65536):
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
-        return bytes.fromhex(body.decode()) if status == 200 else status
-
-    def wait_ready(self, deadline: float) -> None:
-        while True:
-            try:
-                if self.routes(b"/ready") == b"/ready":
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError(f"{self.name} did not start serving")
-            time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[list[Server]]:
-    started = [Server(name) for name in SERVERS]
-    try:
-        deadline = time.monotonic() + 30
-        for server in started:
-            server.wait_ready(deadline)
-        yield started
-    finally:
-        for server in started:
-            server.process.terminate()
-        for server in started:
-            try:
-                server.process.wait(10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
-
-
 def classified(target: bytes, encoded_slashes: EncodedSlashes) -> tuple[bytes, str] | None:
     """(origin-form target forwarded, the path the classifier matches), or None when the
     balancer refuses the target. As balancer.proxy does: the target as aiohttp gives it,
@@ -129,7 +70,7 @@ def classified(target: bytes, encoded_slashes: EncodedSlashes) -> tuple[bytes, s
         return None
 
 
-def check_target(servers: list[Server], target: bytes) -> None:
+def check_target(servers: list[RoutingServer], target: bytes) -> None:
     for mode in ENCODED_SLASHES:
         seen = classified(target, mode)
         if seen is None:
@@ -145,14 +86,16 @@ def check_target(servers: list[Server], target: bytes) -> None:
 
 @pytest.mark.parametrize("target", CORPUS, ids=repr)
 def test_the_classifier_routes_what_the_servers_route_or_refuses(
-    servers: list[Server], target: bytes,
+    servers: list[RoutingServer], target: bytes,
 ) -> None:
     check_target(servers, target)
 
 
 @DIFFERENTIAL
 @given(TARGETS)
-def test_generated_targets_route_alike_or_are_refused(servers: list[Server], target: bytes) -> None:
+def test_generated_targets_route_alike_or_are_refused(
+    servers: list[RoutingServer], target: bytes,
+) -> None:
     check_target(servers, target)
 
 
@@ -164,7 +107,6 @@ def test_the_bypasses_found_by_the_review_are_refused_by_default() -> None:
 
 # -- end to end, through a real balancer --------------------------------------------------------
 
-BalancerFactory = Callable[..., Awaitable[Running]]
 
 
 async def _raw(url: str, target: bytes) -> tuple[int, bytes]:
@@ -181,7 +123,8 @@ async def _raw(url: str, target: bytes) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("encoded_slashes", ENCODED_SLASHES)
 async def test_through_the_balancer_a_target_is_refused_or_routed_as_classified(
-    servers: list[Server], balancer_factory: BalancerFactory, encoded_slashes: EncodedSlashes,
+    servers: list[RoutingServer], balancer_factory: BalancerFactory,
+    encoded_slashes: EncodedSlashes,
 ) -> None:
     backends = "\n".join(f"  {server.name.replace('-', '_')}: "
                          f"{{backends: [http://127.0.0.1:{server.port}]}}" for server in servers)
@@ -209,7 +152,7 @@ routing:
 
 
 async def test_a_fragment_is_refused_without_routing_too(
-    servers: list[Server], balancer_factory: BalancerFactory,
+    servers: list[RoutingServer], balancer_factory: BalancerFactory,
 ) -> None:
     lb = await balancer_factory(f"""\
 listen: 127.0.0.1:0

@@ -4,17 +4,16 @@ import asyncio
 import itertools
 import re
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Backend, Process, one_pool_config, wait_for
+from tests.helpers import BackendFactory, ProcessFactory, one_pool_config, wait_for
 
 
 async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"
@@ -32,8 +31,8 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
 
 
 async def test_sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
     config = tmp_path / "lb.yaml"
@@ -46,8 +45,8 @@ async def test_sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error(
                 return resp.headers["X-Backend"]
 
         assert await served_by() == "first"
-        second_config = one_pool_config(second.url, extra="watch: false\n")
-        config.write_text(second_config.replace("listen: 127.0.0.1:0", f"listen: {lb.url[7:]}"))
+        config.write_text(one_pool_config(second.url, extra="watch: false\n",
+                                          listen=lb.url.removeprefix("http://")))
         lb.signal(signal.SIGHUP)
         await asyncio.to_thread(lb.wait_for_log, r"reloaded config: generation 2")
         assert await served_by() == "second"
@@ -113,8 +112,8 @@ class Load:
 
 
 async def test_fifty_reloads_under_load_drop_nothing_and_move_the_route_each_time(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     io, light = await backend_factory("io"), await backend_factory("light")
     configs = {pool: _two_pool_config(io.url, light.url, cls, extra="watch: false\n")  # SIGHUP
@@ -159,8 +158,8 @@ async def test_fifty_reloads_under_load_drop_nothing_and_move_the_route_each_tim
 
 
 async def test_sigterm_under_load_fails_no_request_in_flight(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     """Requests in flight when SIGTERM arrives all get their 200. A request is in flight
     if the backend received it; one that failed without reaching the backend was refused
@@ -207,8 +206,8 @@ async def test_sigterm_under_load_fails_no_request_in_flight(
 
 
 async def test_sigterm_grace_period_keeps_serving_with_connection_close_and_healthz_503(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"

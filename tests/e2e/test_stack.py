@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_stack_serves_through_the_balancer_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:

@@ -12,17 +12,23 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import Backend, Process, Running, missing_prerequisite, one_pool_config
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    free_port,
+    missing_prerequisite,
+    one_pool_config,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -102,8 +108,8 @@ STATES = ("[...document.querySelectorAll('tr[data-backend]')]"
 
 
 async def test_status_page_shows_live_backends_and_updates_when_one_goes_down(
-    browser: Page, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    browser: Page, backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
     lb = await balancer_factory(one_pool_config(
@@ -124,16 +130,12 @@ WORKERS = ("[...document.querySelectorAll('tr[data-worker]')]"
 
 
 async def test_status_page_of_a_supervisor_lists_its_workers(
-    browser: Page, tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    browser: Page, tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                           f"listen: 127.0.0.1:{port}"))
+    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     await browser.call("Page.navigate", url=f"{lb.admin_url}/")
     await browser.wait_for(WORKERS, [["0", "running"], ["1", "running"]])
@@ -141,8 +143,8 @@ async def test_status_page_of_a_supervisor_lists_its_workers(
 
 
 async def test_with_an_admin_token_the_status_page_logs_in_with_a_form_and_a_hidden_cookie(
-    browser: Page, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    browser: Page, backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     token = "s3cret-token-0123456789"
     backend = await backend_factory("b")
@@ -179,8 +181,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
 
 
 async def test_status_page_charts_the_last_minutes_with_the_reload_marked(
-    browser: Page, tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    browser: Page, tmp_path: Path, backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     """A scripted load (light, then a route turning heavy, some 5xx), a reload half-way: every
     chart shows its series and the reload marker; the route's class change is circled."""

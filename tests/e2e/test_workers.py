@@ -2,29 +2,18 @@
 crashed worker, validates reloads once, aggregates metrics and passes SIGTERM on."""
 
 import asyncio
-import json
 import os
 import re
 import signal
-import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.core import Metric
 
-from balancer.ops.aggregate import merge_expositions, merge_status
 from balancer.ops.supervisor import workers_from_arg
-from tests.conftest import Backend, Process, wait_for
+from tests.helpers import BackendFactory, Process, ProcessFactory, free_port, wait_for
 
 READY = r"serving with 2 workers"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(backend: str, port: int) -> str:
@@ -33,11 +22,11 @@ def _config(backend: str, port: int) -> str:
             "watch: false\n")  # these tests reload by SIGHUP and POST /reload only
 
 
-def _start(tmp_path: Path, backend: str, balancer_process: Callable[..., Process],
+def _start(tmp_path: Path, backend: str, balancer_process: ProcessFactory,
            port: int | None = None) -> tuple[Process, Path]:
     """`balancer run --workers 2` on a named port; returns it and its config file."""
     config = tmp_path / "lb.yaml"
-    config.write_text(_config(backend, port or _free_port()))
+    config.write_text(_config(backend, port or free_port()))
     return balancer_process(config, "--workers", "2", ready=READY), config
 
 
@@ -61,8 +50,8 @@ async def _status(session: aiohttp.ClientSession, lb: Process) -> dict[str, obje
 
 
 async def test_two_workers_share_the_port_and_metrics_add_up(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)
@@ -84,8 +73,8 @@ async def test_two_workers_share_the_port_and_metrics_add_up(
 
 
 async def test_a_killed_worker_is_restarted_and_serving_goes_on(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)
@@ -116,11 +105,11 @@ async def test_a_killed_worker_is_restarted_and_serving_goes_on(
 
 
 async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     first, second = await backend_factory("first"), await backend_factory("second")
-    port = _free_port()
+    port = free_port()
     lb, config = _start(tmp_path, first.url, balancer_process, port)
     config.write_text(_config(second.url, port).replace("backends:", "backendz:"))
     lb.signal(signal.SIGHUP)
@@ -130,7 +119,7 @@ async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
         status = await _status(session, lb)
         assert [w["generation"] for w in status["workers"]] == [1, 1]  # type: ignore[attr-defined]
 
-        new_admin = _free_port()  # the good file also moves the admin listener
+        new_admin = free_port()  # the good file also moves the admin listener
         config.write_text(_config(second.url, port).replace(
             "admin: 127.0.0.1:0", f"admin: 127.0.0.1:{new_admin}"))
         async with session.post(f"{lb.admin_url}/reload") as resp:
@@ -152,8 +141,8 @@ async def test_supervisor_reports_a_bad_file_once_and_signals_no_worker(
 
 
 async def test_sigterm_stops_every_worker_and_exits_0(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[..., Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory("b")
     lb, _ = _start(tmp_path, backend.url, balancer_process)
@@ -190,44 +179,3 @@ def test_workers_auto_is_the_cpu_count() -> None:
     assert workers_from_arg("3") == 3
     with pytest.raises(ValueError):
         workers_from_arg("0")
-
-
-def test_merged_status_adds_in_flight_counts_and_keeps_the_best_learned_route() -> None:
-    def document(inflight: int, samples: int) -> dict[str, object]:
-        return json.loads(json.dumps({
-            "generation": 1, "digest": "d", "config": "c", "listen": [],
-            "pools": [{"name": "p", "kind": None, "backends": [
-                {"address": "a", "inflight": inflight, "open_connections": 1,
-                 "idle_connections": 1}]}],
-            "routes": [{"route": "GET /x", "samples": samples}]}))
-
-    merged = merge_status([document(2, 5), None, document(3, 9)])
-    backend = merged["pools"][0]["backends"][0]
-    assert (backend["inflight"], backend["open_connections"]) == (5, 2)
-    assert merged["routes"] == [{"route": "GET /x", "samples": 9}]
-
-
-def test_merged_expositions_sum_counters_and_histograms_and_keep_gauges_per_worker() -> None:
-    def exposition(requests: int, le_1: int, weight: float) -> str:
-        return (
-            "# HELP r_total Requests\n# TYPE r_total counter\n"  # as prometheus-client writes
-            f'r_total{{pool="p"}} {requests}\n'
-            "# HELP d Duration\n# TYPE d histogram\n"
-            f'd_bucket{{le="1.0"}} {le_1}\nd_bucket{{le="+Inf"}} {le_1 + 1}\n'
-            f"d_count {le_1 + 1}\nd_sum 2.5\n"
-            "# HELP w Weight\n# TYPE w gauge\n"
-            f'w{{backend="b"}} {weight}\n')
-
-    merged = {family.name: family for family in
-              merge_expositions([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
-
-    def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
-
-    assert samples(merged["r"]) == {("r_total", (("pool", "p"),)): 7.0}
-    assert samples(merged["d"]) == {
-        ("d_bucket", (("le", "1.0"),)): 3.0, ("d_bucket", (("le", "+Inf"),)): 5.0,
-        ("d_count", ()): 5.0, ("d_sum", ()): 5.0}
-    assert samples(merged["w"]) == {
-        ("w", (("backend", "b"), ("worker", "0"))): 0.5,
-        ("w", (("backend", "b"), ("worker", "1"))): 0.7}

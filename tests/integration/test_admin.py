@@ -4,8 +4,6 @@ cross-site POST (no CSRF), with or without a token."""
 
 import re
 import signal
-import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,11 +11,42 @@ import pytest
 import yaml
 
 from balancer.config.parse import parse_config
-from tests.conftest import ROOT, Backend, Process, Running, one_pool_config
+from tests.helpers import (
+    ROOT,
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    Running,
+    free_port,
+    one_pool_config,
+)
 
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
 TOKEN = "s3cret-token-0123456789"
+
+
+async def test_the_admin_listener_can_require_a_bearer_token(
+    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b")
+    token = "s3cret-token-0123456789"
+    lb = await balancer_factory(one_pool_config(backend.url, extra=f"admin_token: {token}\n"))
+    async with session.get(f"{lb.admin_url}/healthz") as resp:
+        assert resp.status == 200  # health checks need no token
+    for path in ("/status", "/metrics", "/"):
+        async with session.get(f"{lb.admin_url}{path}") as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        async with session.get(f"{lb.admin_url}{path}",
+                               headers={"Authorization": "Bearer wrong-token-0123456789"}) as resp:
+            assert resp.status == 401
+        async with session.get(f"{lb.admin_url}{path}",
+                               headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+    async with session.post(f"{lb.admin_url}/reload") as resp:
+        assert resp.status == 401
+    async with session.get(f"{lb.admin_url}/status?token={token}") as resp:
+        assert resp.status == 401  # never in the URL (a header or the login cookie only)
 
 
 async def test_the_token_in_the_query_string_is_not_accepted(
@@ -164,15 +193,11 @@ def test_the_docker_config_does_not_open_an_unguarded_admin_listener() -> None:
 
 async def test_the_supervisors_admin_listener_has_the_same_guard(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[..., Process], session: aiohttp.ClientSession,
+    balancer_process: ProcessFactory, session: aiohttp.ClientSession,
 ) -> None:
     backend = await backend_factory("b")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(backend.url).replace("listen: 127.0.0.1:0",
-                                                           f"listen: 127.0.0.1:{port}"))
+    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
     lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
     async with session.post(f"{lb.admin_url}/reload",
                             headers={"Origin": "http://evil.example"}) as resp:

@@ -6,9 +6,7 @@ import logging
 
 import pytest
 
-from tests.conftest import Running, one_pool_config
-from tests.integration.test_framing import BalancerFactory
-from tests.recording import raw_exchange
+from tests.helpers import BalancerFactory, Running, one_pool_config, raw_exchange
 
 TOKEN = "0123456789abcdef0123"
 

@@ -7,15 +7,14 @@ are logged at debug level only. Real subprocess (uvloop), as deployed."""
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Process
+from tests.helpers import ProcessFactory
 from tests.recording import Recorded, RecordingBackend
 
 
 async def test_clients_gone_mid_response_log_no_error(
-    balancer_process: Callable[..., Process], tmp_path: Path,
+    balancer_process: ProcessFactory, tmp_path: Path,
 ) -> None:
     async def streams(request: Recorded, writer: asyncio.StreamWriter) -> None:
         if request.target != b"/stream":
@@ -63,4 +62,4 @@ async def test_clients_gone_mid_response_log_no_error(
         log = lb.log()
         assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
     finally:
-        await backend.close()
+        await backend.stop()

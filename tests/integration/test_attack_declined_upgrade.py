@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from tests.integration.test_framing import Started, proxied  # noqa: F401
-from tests.recording import Recorded, raw_exchange
+from tests.helpers import ProxiedFactory, raw_exchange
+from tests.recording import Recorded
 
 
 async def switches(request: Recorded, writer: asyncio.StreamWriter) -> None:
@@ -19,7 +19,7 @@ async def switches(request: Recorded, writer: asyncio.StreamWriter) -> None:
 
 @pytest.mark.parametrize("upgrade", [b"h2c", b"websocket, h2c"])
 async def test_a_declined_upgrade_that_ends_in_an_error_closes_the_connection(
-    proxied: Started, upgrade: bytes,  # noqa: F811
+    proxied: ProxiedFactory, upgrade: bytes,
 ) -> None:
     lb, backend = await proxied(switches)
     request = (b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: %b\r\n\r\n"

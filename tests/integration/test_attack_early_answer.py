@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.conftest import Running, one_pool_config
-from tests.recording import raw_exchange
+from tests.helpers import BalancerFactory, one_pool_config, raw_exchange
 
-BalancerFactory = Callable[..., Awaitable[Running]]
 ANSWER = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n%b\r\ntoo large"
 
 

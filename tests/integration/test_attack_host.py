@@ -7,8 +7,7 @@ the backend sees exactly the Host sent."""
 
 import pytest
 
-from tests.integration.test_framing import Started, proxied  # noqa: F401
-from tests.recording import raw_exchange
+from tests.helpers import ProxiedFactory, raw_exchange
 
 
 @pytest.mark.parametrize("host", [
@@ -16,7 +15,7 @@ from tests.recording import raw_exchange
     b"[::1", b"a:80:80", b"a:port", b'a"b', b"a<b>",
 ])
 async def test_an_invalid_host_is_400_and_reaches_nobody(
-    proxied: Started, host: bytes,  # noqa: F811
+    proxied: ProxiedFactory, host: bytes,
 ) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(lb.url, b"GET /h HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
@@ -30,7 +29,7 @@ async def test_an_invalid_host_is_400_and_reaches_nobody(
     b"under_score.local", b"a.b-c~d", b"", b"%41.example",
 ])
 async def test_a_valid_host_is_forwarded_as_sent(
-    proxied: Started, host: bytes,  # noqa: F811
+    proxied: ProxiedFactory, host: bytes,
 ) -> None:
     lb, backend = await proxied()
     received, _ = await raw_exchange(lb.url, b"GET /h HTTP/1.1\r\nHost: %b\r\n\r\n" % host,

@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import Running
-from tests.e2e.test_routing_differential import BalancerFactory, Server, servers  # noqa: F401
+from tests.helpers import BalancerFactory, Running
+from tests.routing_echo import RoutingServer
 
 
 async def _get(url: str, target: bytes, extra: bytes) -> tuple[int, bytes]:
@@ -32,7 +32,7 @@ async def _get(url: str, target: bytes, extra: bytes) -> tuple[int, bytes]:
 @pytest.mark.parametrize("header", [b"SCRIPT_NAME", b"script_name", b"Script_Name",
                                     b"PATH_INFO"])
 async def test_a_client_cannot_move_the_path_gunicorn_routes(
-    servers: list[Server], balancer_factory: BalancerFactory,  # noqa: F811
+    servers: list[RoutingServer], balancer_factory: BalancerFactory,
     header: bytes,
 ) -> None:
     gunicorn = next(server for server in servers if server.name == "gunicorn")

@@ -8,15 +8,16 @@ rewrites. The balancer runs in process, resolving every second (the records' TTL
 import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import SEEN, Running, echo_app, wait_for
 from tests.dnsmasq import DNSMASQ, Dnsmasq
+from tests.fakes import SEEN, echo_app
+from tests.helpers import BalancerFactory, wait_for
 
 HOSTS = [f"127.0.0.{i}" for i in range(2, 8)]
 
@@ -102,11 +103,10 @@ async def wait_for_backends(session: aiohttp.ClientSession, url: str, hosts: set
         await asyncio.sleep(0.05)
 
 
-StartBalancer = Callable[..., Awaitable[Running]]
 
 
 async def test_scaling_up_sends_traffic_to_new_addresses_after_the_next_resolution(
-    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: StartBalancer,
+    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     await fleet.start(4)
@@ -130,7 +130,7 @@ async def test_scaling_up_sends_traffic_to_new_addresses_after_the_next_resoluti
 
 
 async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_connections(
-    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: StartBalancer,
+    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     await fleet.start(3)
@@ -176,7 +176,7 @@ async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_conn
 
 
 async def test_a_resolver_that_goes_down_keeps_the_last_set_serving(
-    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: StartBalancer,
+    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     await fleet.start(2)
@@ -195,7 +195,7 @@ async def test_a_resolver_that_goes_down_keeps_the_last_set_serving(
 
 
 async def test_a_name_with_no_records_answers_503_naming_it_until_it_resolves(
-    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: StartBalancer,
+    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     await fleet.start(1)
@@ -215,7 +215,7 @@ async def test_a_name_with_no_records_answers_503_naming_it_until_it_resolves(
 
 
 async def test_a_reload_that_adds_a_discovered_name_serves_it_at_once(
-    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: StartBalancer,
+    dnsmasq: Dnsmasq, fleet: Fleet, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession, tmp_path: Path,
 ) -> None:
     await fleet.start(3)

@@ -13,26 +13,21 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import (
-    Backend,
-    RawBackend,
-    RawHandler,
+from tests.fakes import RawHandler, echo_app, read_request_head
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    RawBackendFactory,
     Running,
-    echo_app,
-    read_request_head,
+    buffered_bytes,
     wait_for,
 )
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-RawFactory = Callable[[RawHandler], Awaitable[RawBackend]]
 
 TIMEOUTS = "timeouts: {connect: 500ms, backend_response: 500ms}\n"
 
@@ -79,6 +74,12 @@ async def trickle_body(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         await writer.drain()
 
 
+async def reset_before_response(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.transport.abort()  # RST after reading the request, before any response byte
+
+
 async def reset_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request_head(reader)
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
@@ -96,11 +97,13 @@ async def close_between_requests(reader: asyncio.StreamReader,
     # ... and closes at once, as a backend with a short keep-alive timeout does
 
 
-async def expect_status(url: str, status: int) -> float:
+async def expect_status(url: str, status: int, body: str = "") -> float:
+    """Get `url`: the answer must be `status` with a body that starts with `body`."""
     started = time.monotonic()
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
-        await resp.read()
-        assert resp.status == status, await resp.text()
+        text = await resp.text()
+        assert resp.status == status, text
+        assert text.startswith(body), text
     return time.monotonic() - started
 
 
@@ -113,16 +116,18 @@ async def expect_cut_off(url: str) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize(("handler", "status", "within"), [
-    (hang, 504, 2.0),
-    (garbage, 502, 2.0),
-    (trickle_head, 504, 2.0),
-    (trickle_body, None, 3.0),      # the head was sent: the client connection is cut
-    (reset_mid_body, None, 2.0),
-], ids=["hanging", "garbage", "trickled head", "trickled body", "reset mid-body"])
+@pytest.mark.parametrize(("handler", "status", "body", "within"), [
+    (hang, 504, "504 backend response timed out", 2.0),
+    (garbage, 502, "502 backend sent an invalid response", 2.0),
+    (trickle_head, 504, "504 backend response timed out", 2.0),
+    (reset_before_response, 502, "502 backend closed the connection", 2.0),
+    (trickle_body, None, "", 3.0),  # the head was sent: the client connection is cut
+    (reset_mid_body, None, "", 2.0),
+], ids=["hanging", "garbage", "trickled head", "reset before the response", "trickled body",
+        "reset mid-body"])
 async def test_a_failing_backend_gets_the_right_answer_and_leaks_nothing(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
-    handler: RawHandler, status: int | None, within: float,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
+    handler: RawHandler, status: int | None, body: str, within: float,
 ) -> None:
     raw = await raw_backend_factory(handler)
     lb = await balancer_factory(
@@ -132,13 +137,13 @@ async def test_a_failing_backend_gets_the_right_answer_and_leaks_nothing(
         if status is None:
             elapsed = await expect_cut_off(f"{lb.url}/x")
         else:
-            elapsed = await expect_status(f"{lb.url}/x", status)
+            elapsed = await expect_status(f"{lb.url}/x", status, body)
         assert elapsed < within
     await settled(lb, baseline)
 
 
 async def test_a_backend_closing_keep_alive_connections_between_requests_costs_no_request(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     """The balancer sees the close and does not reuse the connection: every request is
     answered, each on a connection of its own, and nothing leaks. (When the close comes only
@@ -271,7 +276,7 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_send(
 
 
 async def test_a_pipelining_client_that_reads_nothing_is_dropped_too(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Responses that arrive whole are written in one go (SentResponse), not streamed; a
@@ -301,7 +306,7 @@ async def test_a_pipelining_client_that_reads_nothing_is_dropped_too(
     peak = [0]
 
     def dropped() -> bool:  # and, while the client is there, how much waits for it
-        peak[0] = max(peak[0], _buffered_for_clients(lb))
+        peak[0] = max(peak[0], buffered_bytes(lb)[0])
         return lb.balancer.client_connections == 0
 
     try:
@@ -311,12 +316,6 @@ async def test_a_pipelining_client_that_reads_nothing_is_dropped_too(
         assert 0 < peak[0] < 1 << 20, f"{peak[0]} bytes piled up for a client reading nothing"
     finally:
         sock.close()
-
-
-def _buffered_for_clients(lb: Running) -> int:
-    server = lb.balancer._public.server  # type: ignore[union-attr]
-    return sum(h.transport.get_write_buffer_size() for h in server.connections
-               if h.transport is not None)
 
 
 async def test_backends_that_never_accept_are_503_within_the_connect_timeouts(

@@ -2,41 +2,25 @@
 got, for requests and backends built to desynchronise a proxy (issue 11)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Running, one_pool_config, wait_for
+from tests.helpers import (
+    BalancerFactory,
+    ProxiedFactory,
+    Running,
+    one_pool_config,
+    raw_exchange,
+    wait_for,
+)
 from tests.recording import (
     Handler,
     Recorded,
     RecordingBackend,
     answer_ok,
     parse_responses,
-    raw_exchange,
 )
-
-BalancerFactory = Callable[..., Awaitable[Running]]
-Started = Callable[..., Awaitable[tuple[Running, RecordingBackend]]]
-
-
-@pytest.fixture
-async def proxied(balancer_factory: BalancerFactory) -> AsyncIterator[Started]:
-    """A balancer in front of one recording backend with the given handler."""
-    backends: list[RecordingBackend] = []
-
-    async def start(handler: Handler = answer_ok, extra: str = "") -> tuple[Running,
-                                                                            RecordingBackend]:
-        backend = await RecordingBackend(handler).start()
-        backends.append(backend)
-        lb = await balancer_factory(one_pool_config(backend.url, extra=extra))
-        return lb, backend
-
-    yield start
-    for backend in backends:
-        await backend.close()
-
 
 SMUGGLED = b"GET /slow-smuggled HTTP/1.1\r\nHost: internal\r\n\r\n"
 
@@ -48,7 +32,7 @@ SMUGGLED = b"GET /slow-smuggled HTTP/1.1\r\nHost: internal\r\n\r\n"
     b"x-request-id", b"via", b"x-forwarded-proto", b"x-forwarded-host",
 ])
 async def test_connection_cannot_remove_framing_host_or_forwarding_headers(
-    proxied: Started, nominated: bytes,
+    proxied: ProxiedFactory, nominated: bytes,
 ) -> None:
     lb, backend = await proxied()
     body = SMUGGLED.ljust(48, b" ")
@@ -72,7 +56,7 @@ async def test_connection_cannot_remove_framing_host_or_forwarding_headers(
 
 
 async def test_connection_transfer_encoding_keeps_the_chunked_body_framed(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     request = (b"POST /api/b HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\n"
@@ -87,7 +71,7 @@ async def test_connection_transfer_encoding_keeps_the_chunked_body_framed(
 # -- item 2: nothing after a complete response is ever read as (part of) another -----------------
 
 async def test_bytes_after_a_complete_response_never_reach_another_client(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     async def extra_bytes(request: Recorded, writer: asyncio.StreamWriter) -> None:
         if request.target == b"/attacker":
@@ -109,7 +93,7 @@ async def test_bytes_after_a_complete_response_never_reach_another_client(
 
 
 async def test_an_unsolicited_response_on_an_idle_connection_retires_it(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     first, _ = await raw_exchange(lb.url, b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -125,7 +109,7 @@ async def test_an_unsolicited_response_on_an_idle_connection_retires_it(
 
 
 async def test_extra_bytes_after_a_head_response_retire_the_connection(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     async def head_with_body(request: Recorded, writer: asyncio.StreamWriter) -> None:
         if request.method == b"HEAD":
@@ -156,7 +140,7 @@ def crash_after_reading(target: bytes) -> Handler:
 
 
 async def test_a_post_read_by_a_backend_that_then_closes_is_not_sent_again(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied(crash_after_reading(b"/crash-after-read"))
     warm, _ = await raw_exchange(lb.url, b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -172,7 +156,7 @@ async def test_a_post_read_by_a_backend_that_then_closes_is_not_sent_again(
 
 @pytest.mark.parametrize(("method", "key"), [(b"GET", b""), (b"POST", b"Idempotency-Key: k1\r\n")])
 async def test_an_idempotent_request_is_retried_after_a_stale_connection(
-    proxied: Started, method: bytes, key: bytes,
+    proxied: ProxiedFactory, method: bytes, key: bytes,
 ) -> None:
     closed_once: list[bool] = []
 
@@ -194,7 +178,7 @@ async def test_an_idempotent_request_is_retried_after_a_stale_connection(
 
 # -- item 9: 101 only for an upgrade the client asked for; only websocket is tunnelled ---------
 
-async def test_a_101_to_a_request_without_upgrade_is_a_502(proxied: Started) -> None:
+async def test_a_101_to_a_request_without_upgrade_is_a_502(proxied: ProxiedFactory) -> None:
     async def switch(request: Recorded, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: upgrade\r\n\r\n")
@@ -206,7 +190,7 @@ async def test_a_101_to_a_request_without_upgrade_is_a_502(proxied: Started) -> 
 
 
 async def test_an_h2c_upgrade_is_not_forwarded_and_a_pipelined_request_is_not_lost(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     request = (b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -225,7 +209,7 @@ async def test_an_h2c_upgrade_is_not_forwarded_and_a_pipelined_request_is_not_lo
     assert backend.requests[0].header(b"http2-settings") == []
 
 
-async def test_a_websocket_upgrade_keeps_the_bytes_sent_with_it(proxied: Started) -> None:
+async def test_a_websocket_upgrade_keeps_the_bytes_sent_with_it(proxied: ProxiedFactory) -> None:
     async def switch_and_echo(request: Recorded, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: upgrade\r\n\r\n")
@@ -247,7 +231,7 @@ async def test_a_websocket_upgrade_keeps_the_bytes_sent_with_it(proxied: Started
 # -- item 8: an exception while answering never leaks the backend connection ---------------------
 
 async def test_an_error_while_answering_releases_the_backend_connection(
-    proxied: Started, monkeypatch: pytest.MonkeyPatch,
+    proxied: ProxiedFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from balancer.proxy.context import RequestContext
 
@@ -279,7 +263,9 @@ def test_pool_and_backend_names_must_be_header_safe() -> None:
 
 # -- item 11: underscore spellings of the headers the balancer sets ------------------------------
 
-async def test_underscore_spellings_of_forwarding_headers_are_dropped(proxied: Started) -> None:
+async def test_underscore_spellings_of_forwarding_headers_are_dropped(
+    proxied: ProxiedFactory,
+) -> None:
     lb, backend = await proxied()
     request = (b"GET /u HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\n"
                b"X_Forwarded_Proto: https\r\nX_Request_Id: forged\r\nx_forwarded_host: evil\r\n"
@@ -306,7 +292,7 @@ def test_the_asgi_adapter_skips_header_names_with_underscores() -> None:
 
 # -- item 12: smaller framing faults ------------------------------------------------------------
 
-async def test_http10_without_host_is_forwarded_with_an_empty_host(proxied: Started) -> None:
+async def test_http10_without_host_is_forwarded_with_an_empty_host(proxied: ProxiedFactory) -> None:
     lb, backend = await proxied()
     received, _ = await raw_exchange(lb.url, b"GET /old HTTP/1.0\r\n\r\n", until=b"for /old")
     assert parse_responses(received)[0].status == 200
@@ -315,7 +301,7 @@ async def test_http10_without_host_is_forwarded_with_an_empty_host(proxied: Star
 
 
 async def test_a_transfer_coding_before_chunked_is_501_and_never_forwarded(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(
@@ -327,7 +313,7 @@ async def test_a_transfer_coding_before_chunked_is_501_and_never_forwarded(
 
 
 async def test_transfer_encoding_in_an_http10_request_is_400_closed_and_never_forwarded(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(
@@ -338,7 +324,7 @@ async def test_transfer_encoding_in_an_http10_request_is_400_closed_and_never_fo
     assert backend.requests == []
 
 
-async def test_no_100_continue_to_an_http10_client(proxied: Started) -> None:
+async def test_no_100_continue_to_an_http10_client(proxied: ProxiedFactory) -> None:
     lb, backend = await proxied()
     received, _ = await raw_exchange(
         lb.url, b"POST /c HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nabcd",
@@ -349,7 +335,7 @@ async def test_no_100_continue_to_an_http10_client(proxied: Started) -> None:
 
 
 async def test_a_close_delimited_response_with_a_transfer_coding_is_not_cut(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     payload = bytes(range(256)) * 400
 
@@ -369,7 +355,7 @@ async def test_a_close_delimited_response_with_a_transfer_coding_is_not_cut(
     assert body == payload
 
 
-async def test_streamed_and_whole_responses_get_the_same_headers(proxied: Started) -> None:
+async def test_streamed_and_whole_responses_get_the_same_headers(proxied: ProxiedFactory) -> None:
     async def chunked(request: Recorded, writer: asyncio.StreamWriter) -> None:
         if request.target == b"/whole":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -397,7 +383,7 @@ async def test_error_responses_disclose_no_versions(balancer_factory: BalancerFa
     assert b"aiohttp" not in received and b"Python" not in received
 
 
-async def test_a_refused_connect_closes_the_connection(proxied: Started) -> None:
+async def test_a_refused_connect_closes_the_connection(proxied: ProxiedFactory) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(
         lb.url, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nGET /tunnelled HTTP/1.1\r\n"
@@ -454,10 +440,12 @@ async def test_idle_tunnels_are_not_requests_in_flight_and_have_their_own_cap(
             writer.close()
         await wait_for(lambda: pool.tunnel_count == 0)
     finally:
-        await backend.close()
+        await backend.stop()
 
 
-async def test_a_tunnel_with_no_traffic_is_closed_after_tunnel_idle(proxied: Started) -> None:
+async def test_a_tunnel_with_no_traffic_is_closed_after_tunnel_idle(
+    proxied: ProxiedFactory,
+) -> None:
     lb, backend = await proxied(upgrade_to_tunnel, extra="timeouts: {tunnel_idle: 300ms}\n")
     reader, writer, head = await open_tunnel(lb)
     assert head.startswith(b"HTTP/1.1 101 ")
@@ -509,8 +497,8 @@ async def test_a_request_waiting_for_a_removed_backend_is_served_not_503(
         assert parse_responses(first)[0].status == 200
         assert second.startswith(b"HTTP/1.1 200 "), second
     finally:
-        await old.close()
-        await new.close()
+        await old.stop()
+        await new.stop()
 
 
 # -- item 13 (explain): the decision header only for trusted clients or the admin token --------
@@ -529,7 +517,7 @@ TOKEN = "0123456789abcdef-token"
 ], ids=["public", "wrong token, none set", "no token sent", "wrong token", "admin token",
         "trusted proxy"])
 async def test_explain_is_only_for_trusted_clients_or_the_admin_token(
-    proxied: Started, extra: str, header: bytes, shown: bool,
+    proxied: ProxiedFactory, extra: str, header: bytes, shown: bool,
 ) -> None:
     lb, backend = await proxied(extra=extra + EXPLAIN)
     received, _ = await raw_exchange(
@@ -543,7 +531,7 @@ async def test_explain_is_only_for_trusted_clients_or_the_admin_token(
     assert backend.requests[0].header(b"x-balancer-token") == []  # never forwarded
 
 
-async def test_parse_errors_disclose_no_versions(proxied: Started) -> None:
+async def test_parse_errors_disclose_no_versions(proxied: ProxiedFactory) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(lb.url, b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert received.split(b" ", 2)[1] == b"400"
@@ -560,7 +548,7 @@ async def test_parse_errors_disclose_no_versions(proxied: Started) -> None:
     b"GET /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
 ])
 async def test_valid_requests_pipelined_before_a_malformed_one_get_their_answers_first(
-    proxied: Started, malformed: bytes,
+    proxied: ProxiedFactory, malformed: bytes,
 ) -> None:
     lb, backend = await proxied()
     valid = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -573,7 +561,7 @@ async def test_valid_requests_pipelined_before_a_malformed_one_get_their_answers
 
 
 async def test_a_request_with_connection_close_is_answered_and_what_follows_ignored(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(
@@ -586,7 +574,7 @@ async def test_a_request_with_connection_close_is_answered_and_what_follows_igno
 
 
 async def test_a_long_pipeline_in_one_write_is_answered_whole_and_in_order(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     """More requests than aiohttp queues per connection (32), with and without bodies, then a
     fault: the parser stops after each request, and none may be left unparsed."""
@@ -607,7 +595,7 @@ async def test_a_long_pipeline_in_one_write_is_answered_whole_and_in_order(
 
 @pytest.mark.parametrize("pipelined", [b"", b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"])
 async def test_the_400_to_a_malformed_head_request_has_no_body(
-    proxied: Started, pipelined: bytes,
+    proxied: ProxiedFactory, pipelined: bytes,
 ) -> None:
     lb, backend = await proxied()
     received, closed = await raw_exchange(
@@ -622,7 +610,7 @@ async def test_the_400_to_a_malformed_head_request_has_no_body(
 
 @pytest.mark.parametrize("request_line", [b"G(T / HTTP/1.1", b"G(T / HTTP/1.0", b"\x16\x03\x01"])
 async def test_parse_errors_are_answered_as_http11_with_the_fault(
-    proxied: Started, request_line: bytes,
+    proxied: ProxiedFactory, request_line: bytes,
 ) -> None:
     """As nginx does: a server answers with its own version (RFC 9110 section 2.5)."""
     lb, _ = await proxied()
@@ -637,7 +625,7 @@ async def test_parse_errors_are_answered_as_http11_with_the_fault(
 # -- a client that half-closes (differential new finding e) -------------------------------------
 
 async def test_a_client_that_half_closes_after_whole_requests_gets_their_answers(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     host, port = lb.url.removeprefix("http://").rsplit(":", 1)
@@ -654,7 +642,7 @@ async def test_a_client_that_half_closes_after_whole_requests_gets_their_answers
 
 
 async def test_a_client_that_half_closes_inside_a_request_is_dropped_unanswered(
-    proxied: Started,
+    proxied: ProxiedFactory,
 ) -> None:
     lb, backend = await proxied()
     host, port = lb.url.removeprefix("http://").rsplit(":", 1)

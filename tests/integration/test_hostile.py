@@ -3,51 +3,27 @@ is closed where that is right, nothing is forwarded with a framing a backend cou
 differently, and other clients are served throughout."""
 
 import asyncio
-import contextlib
 import re
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import (
-    Backend,
-    Process,
-    RawBackend,
+from tests.fakes import RawBackend
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    RawBackendFactory,
     Running,
     missing_prerequisite,
     one_pool_config,
+    raw_exchange,
 )
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-
-
-async def exchange(url: str, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Send raw bytes; read until the balancer closes the connection (or `timeout`).
-    Returns what came back and whether the connection was closed."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(data)
-    received = b""
-    closed = False
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65536):
-                received += chunk
-            closed = True
-    except TimeoutError:
-        pass
-    except ConnectionResetError:
-        closed = True
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return received, closed
 
 
 def status_of(response: bytes) -> int:
@@ -90,7 +66,7 @@ class Bystander:
 @pytest.fixture
 async def guarded(
     backend_factory: BackendFactory, balancer_factory: BalancerFactory,
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    raw_backend_factory: RawBackendFactory,
 ) -> AsyncIterator[tuple[Running, RawBackend]]:
     """A balancer with two pools: `/bystander` goes to an echo backend, anything else to a
     raw backend that records every connection (a rejected request must open none)."""
@@ -161,7 +137,7 @@ async def test_malformed_requests_get_400_are_closed_and_never_forwarded(
 ) -> None:
     lb, raw = guarded
     bystander = Bystander(lb.url)
-    response, closed = await exchange(lb.url, SMUGGLING[name])
+    response, closed = await raw_exchange(lb.url, SMUGGLING[name])
     await bystander.stop()
     assert status_of(response) == 400, response
     body = response.split(b"\r\n\r\n", 1)[1]
@@ -182,7 +158,7 @@ async def test_oversized_requests_get_their_status_before_the_body_is_read(
 ) -> None:
     lb, raw = guarded
     bystander = Bystander(lb.url)
-    response, closed = await exchange(lb.url, request_bytes)
+    response, closed = await raw_exchange(lb.url, request_bytes)
     await bystander.stop()
     assert status_of(response) == status, response[:300]
     assert closed
@@ -244,7 +220,7 @@ async def test_a_stalled_request_body_gets_408_within_the_client_body_timeout(
                            "limits: {max_body_size: 1MiB}\n"))
     length = size * 1000  # 100 kB: held then sent; 900 kB: streamed to the backend
     started = time.monotonic()
-    response, closed = await exchange(
+    response, closed = await raw_exchange(
         lb.url, b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length
         + b"x" * (length // 2))
     elapsed = time.monotonic() - started
@@ -257,9 +233,9 @@ async def test_connect_and_http2_request_lines_are_refused(
     guarded: tuple[Running, RawBackend],
 ) -> None:
     lb, raw = guarded
-    response, _ = await exchange(lb.url, b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n")
+    response, _ = await raw_exchange(lb.url, b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n")
     assert status_of(response) == 405
-    response, closed = await exchange(lb.url, b"GET /x HTTP/2.0\r\nHost: a\r\n\r\n")
+    response, closed = await raw_exchange(lb.url, b"GET /x HTTP/2.0\r\nHost: a\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
     assert closed
     assert raw.connections == 0
@@ -280,7 +256,7 @@ routing:
   rules:
     - {{path: "/api/**", class: io}}
 """)
-    response, _ = await exchange(
+    response, _ = await raw_exchange(
         lb.url, b"GET http://Example.COM:8080/api/items?id=7 HTTP/1.1\r\nHost: other\r\n"
                 b"Connection: close\r\n\r\n")
     assert status_of(response) == 200
@@ -303,37 +279,12 @@ async def test_the_admin_api_is_not_reachable_through_the_public_listener(
     assert lb.balancer.runtime.generation == 1
 
 
-async def test_the_admin_listener_can_require_a_bearer_token(
-    backend_factory: BackendFactory, balancer_factory: BalancerFactory,
-    session: aiohttp.ClientSession,
-) -> None:
-    backend = await backend_factory("b")
-    token = "s3cret-token-0123456789"
-    lb = await balancer_factory(one_pool_config(backend.url, extra=f"admin_token: {token}\n"))
-    async with session.get(f"{lb.admin_url}/healthz") as resp:
-        assert resp.status == 200  # health checks need no token
-    for path in ("/status", "/metrics", "/"):
-        async with session.get(f"{lb.admin_url}{path}") as resp:
-            assert resp.status == 401
-            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-        async with session.get(f"{lb.admin_url}{path}",
-                               headers={"Authorization": "Bearer wrong-token-0123456789"}) as resp:
-            assert resp.status == 401
-        async with session.get(f"{lb.admin_url}{path}",
-                               headers={"Authorization": f"Bearer {token}"}) as resp:
-            assert resp.status == 200
-    async with session.post(f"{lb.admin_url}/reload") as resp:
-        assert resp.status == 401
-    async with session.get(f"{lb.admin_url}/status?token={token}") as resp:
-        assert resp.status == 401  # never in the URL (test_admin: header or login cookie)
-
-
 IDLE_CONNECTIONS = 10_000
 
 
 async def test_ten_thousand_idle_client_connections_are_held_and_others_still_served(
     tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: Callable[..., Process],
+    balancer_process: ProcessFactory,
 ) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < IDLE_CONNECTIONS + 200:

@@ -7,7 +7,6 @@ the balancer does.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -15,15 +14,15 @@ import pytest
 from balancer.balancing.costs import CostModel
 from balancer.balancing.load_report import LoadReport
 from balancer.config.routing import Learning
-from tests.conftest import (
-    Backend,
-    RawBackend,
-    RawHandler,
-    Running,
+from tests.fakes import BackendProcess, read_request_head
+from tests.helpers import (
+    BackendFactory,
+    BackendProcessFactory,
+    BalancerFactory,
+    RawBackendFactory,
     one_pool_config,
-    read_request_head,
+    report_of,
 )
-from tests.e2e.test_backends import BackendProcess, report_of, start_backend  # noqa: F401
 
 
 async def hammer(backend: BackendProcess, path: str, concurrency: int,
@@ -52,7 +51,7 @@ def learn(reports: list[LoadReport], template: str, threshold: float | None) -> 
 
 @pytest.mark.parametrize(("kind", "threads"), [("threaded", "8"), ("async", "16")])
 async def test_a_gil_bound_route_on_a_contended_backend_is_never_learned_io(
-    start_backend: Callable[..., BackendProcess], kind: str, threads: str,  # noqa: F811
+    start_backend: BackendProcessFactory, kind: str, threads: str,
 ) -> None:
     backend = start_backend(kind, "--threads", threads)
     reports = await hammer(backend, "/cpu/spin?ms=40", concurrency=24, rounds=2)
@@ -67,7 +66,7 @@ async def test_a_gil_bound_route_on_a_contended_backend_is_never_learned_io(
 
 @pytest.mark.parametrize("kind", ["threaded", "async", "multiprocess"])
 async def test_a_waiting_route_is_still_learned_io(
-    start_backend: Callable[..., BackendProcess], kind: str,  # noqa: F811
+    start_backend: BackendProcessFactory, kind: str,
 ) -> None:
     backend = start_backend(kind, "--threads", "8", "--workers", "2")
     reports = await hammer(backend, "/io/sleep?ms=20", concurrency=2, rounds=6)
@@ -103,8 +102,8 @@ MIX = ["/api/items?id=1", "/io/sleep?ms=20", "/api/items?id=2", "/io/sleep?ms=20
 
 
 async def test_with_no_rules_the_mix_is_isolated_as_an_expert_would_from_a_cold_start(
-    start_backend: Callable[..., BackendProcess],  # noqa: F811
-    balancer_factory: Callable[..., Awaitable[Running]],
+    start_backend: BackendProcessFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     io = start_backend("async", "--threads", "16")
     light = start_backend("threaded", "--threads", "8")
@@ -136,8 +135,8 @@ async def test_with_no_rules_the_mix_is_isolated_as_an_expert_would_from_a_cold_
 
 
 async def test_only_2xx_and_3xx_answers_are_learned_and_a_query_key_spray_flushes_nothing(
-    raw_backend_factory: Callable[[RawHandler], Awaitable[RawBackend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    raw_backend_factory: RawBackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -172,8 +171,8 @@ routing:
 
 
 async def test_a_rule_sends_requests_to_any_named_pool_and_learned_cpu_still_goes_heavy(
-    backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     light, heavy, gpu = [await backend_factory(n) for n in ("light", "heavy", "gpu")]
     lb = await balancer_factory(f"""\

@@ -1,13 +1,11 @@
 """Metrics on the admin listener: scraped and parsed with prometheus-client's own parser."""
 
-import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Backend, Running, one_pool_config
+from tests.helpers import BackendFactory, BalancerFactory, free_port, one_pool_config
 
 EXPECTED_LABELS = {
     "balancer_requests": {"pool", "class", "status_class"},
@@ -28,13 +26,11 @@ EXPECTED_LABELS = {
 
 
 async def test_metrics_exist_with_bounded_labels(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_factory: Callable[..., Awaitable[Running]],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_factory: BalancerFactory,
 ) -> None:
     a, b = await backend_factory("a"), await backend_factory("b")
-    with socket.socket() as sock:  # nothing listens there: a refused connect, then a retry
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a refused connect, then a retry
     config = one_pool_config(a.url, b.url, dead) + """\
     policy: round_robin
 routing:

@@ -4,43 +4,14 @@ response arrived, the retry budget and the ejected share. Backends parse what th
 h11 (an independent parser, not the balancer's httptools)."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import h11
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Backend, RawBackend, Running, one_pool_config
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-RawFactory = Callable[..., Awaitable[RawBackend]]
-
-
-async def h11_request(reader: asyncio.StreamReader, conn: h11.Connection) -> h11.Request | None:
-    """The next request head on a connection, parsed by h11 (its body is read and dropped);
-    None when the client closed."""
-    request = None
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(65536)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-
-
-def h11_ok(conn: h11.Connection, body: bytes) -> bytes:
-    """A whole keep-alive 200 response, serialised by h11 (so `conn` can go on to the next)."""
-    return b"".join(conn.send(event) or b"" for event in (
-        h11.Response(status_code=200, headers=[("Content-Length", str(len(body)))]),
-        h11.Data(data=body), h11.EndOfMessage()))
+from tests.fakes import h11_ok, h11_request
+from tests.helpers import BalancerFactory, RawBackendFactory, Running, one_pool_config
 
 
 def headers_of(event: h11.Request | h11.Response) -> dict[str, list[str]]:
@@ -97,7 +68,7 @@ async def metrics(session: aiohttp.ClientSession, lb: Running) -> dict[str, floa
 # -- X-Forwarded-For from a client outside trusted_proxies -------------------------------------
 
 async def test_a_client_outside_a_non_empty_trusted_proxies_has_its_forwarded_headers_replaced(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     received: list[h11.Request] = []
 
@@ -140,7 +111,7 @@ HOP_BY_HOP_RESPONSE = (
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_hop_by_hop_response_headers_do_not_reach_the_client(
-    framing: str, raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    framing: str, raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await h11_request(reader, h11.Connection(h11.SERVER))
@@ -167,7 +138,7 @@ async def test_hop_by_hop_response_headers_do_not_reach_the_client(
 # -- a request is never sent twice once part of its response arrived ---------------------------
 
 async def test_a_reused_connection_that_dies_mid_response_head_is_not_sent_again(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     """The backend answers the first request of each connection, then starts answering the
@@ -265,7 +236,7 @@ async def test_the_proxy_never_ejects_more_than_the_share_of_a_pool(
 # -- Connection may not name the headers that frame the message ------------------------------
 
 async def test_connection_naming_content_length_cannot_smuggle_a_request(
-    raw_backend_factory: RawFactory, balancer_factory: BalancerFactory,
+    raw_backend_factory: RawBackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
     targets: list[str] = []
 

@@ -1,25 +1,26 @@
 """Reload in-process: listeners move without dropping connections, bad files change nothing,
-state carries over; the access log writes one line per request."""
+state carries over. (The access log's reload refusal: test_access_log.py.)"""
 
 import asyncio
 import contextlib
-import json
-import random
 import re
-import select
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import h11
 
-from tests.conftest import Backend, RawBackend, Running, one_pool_config, wait_for
-from tests.integration.test_proxy_guarantees import h11_ok, h11_request
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
+from tests.fakes import h11_ok, h11_request
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    RawBackendFactory,
+    Running,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 
 
 async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
@@ -28,12 +29,6 @@ async def _from_file(tmp_path: Path, balancer_factory: BalancerFactory,
     path = tmp_path / "lb.yaml"
     path.write_text(text)
     return await balancer_factory(text, str(path)), path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_connections(
@@ -47,7 +42,7 @@ async def test_a_changed_listen_address_binds_the_new_socket_and_keeps_open_conn
         async with client.get(f"{old_url}/before") as resp:
             assert resp.status == 200
         async with client.ws_connect(f"{old_url}/ws") as ws:
-            new_port = _free_port()
+            new_port = free_port()
             path.write_text(one_pool_config(backend.url).replace(
                 "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{new_port}"))
             outcome = await lb.balancer.reload()
@@ -158,93 +153,6 @@ async def test_backend_state_carries_over_a_reload_by_address(
     assert lb.balancer.backend_table.stats(address).report is not None
 
 
-async def test_json_access_log_has_one_line_per_request(
-    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
-    session: aiohttp.ClientSession,
-) -> None:
-    backend = await backend_factory("b")
-    log_path = tmp_path / "access.log"
-    lb = await balancer_factory(one_pool_config(
-        backend.url, extra=f"access_log: {{format: json, path: '{log_path}'}}\n"))
-    async with session.get(f"{lb.url}/items?id=7") as resp:
-        assert resp.status == 200
-        body = await resp.read()
-        request_id = resp.headers["X-Request-Id"]
-    async with session.post(f"{lb.url}/x", data=b"1234") as resp:
-        assert resp.status == 200
-    await wait_for(lambda: log_path.exists() and log_path.read_text().count("\n") == 2,
-                   what="two access log lines")
-    first, second = (json.loads(line) for line in log_path.read_text().splitlines())
-    assert first["request_id"] == request_id
-    assert (first["method"], first["target"], first["status"]) == ("GET", "/items?id=7", 200)
-    assert (first["pool"], first["class"]) == ("default", "none")
-    assert first["backend"] == backend.url.removeprefix("http://")
-    assert first["bytes"] == len(body)
-    assert 0 < first["upstream_ms"] <= first["duration_ms"]
-    assert second["method"] == "POST"
-
-
-async def test_text_access_log_and_failed_requests(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[object]],
-    balancer_factory: BalancerFactory, session: aiohttp.ClientSession,
-) -> None:
-    log_path = tmp_path / "access.log"
-    port = _free_port()  # nothing listens there: the connect fails
-    lb = await balancer_factory(one_pool_config(
-        f"http://127.0.0.1:{port}", extra=f"access_log: {{path: '{log_path}'}}\n"))
-    async with session.get(f"{lb.url}/a%20b?q=\"x\"") as resp:
-        assert resp.status == 503
-        request_id = resp.headers["X-Request-Id"]
-    await wait_for(lambda: log_path.exists() and log_path.read_text().endswith("\n"),
-                   what="an access log line")
-    line = log_path.read_text()
-    assert re.fullmatch(
-        rf'{request_id} "GET /a%20b\?q=%22x%22" 503 \d+ class=none pool=default '
-        rf"backend=127\.0\.0\.1:{port} upstream_ms=- total_ms=\d+\.\d{{3}}\n", line), line
-
-
-async def test_an_access_log_that_cannot_be_opened_refuses_the_reload(
-    tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
-) -> None:
-    backend = await backend_factory("b")
-    lb, path = await _from_file(tmp_path, balancer_factory, one_pool_config(backend.url))
-    missing = tmp_path / "no-such-dir" / "access.log"
-    path.write_text(one_pool_config(backend.url,
-                                    extra=f"access_log: {{path: '{missing}'}}\n"))
-    outcome = await lb.balancer.reload()
-    assert not outcome.ok and outcome.generation == 1
-    assert f"cannot open the access log {missing}: No such file or directory" in \
-        outcome.errors[0]
-    async with aiohttp.ClientSession() as client, client.get(f"{lb.url}/x") as resp:
-        assert resp.status == 200
-
-
-def test_access_log_lines_are_written_whole_in_pipe_atomic_chunks(tmp_path: Path) -> None:
-    from balancer.balancing.runtime import Runtime
-    from balancer.config.model import AccessLogConfig
-    from balancer.config.parse import parse_config
-    from balancer.proxy.access_log import AccessLog
-    from balancer.proxy.context import RequestContext
-
-    path = tmp_path / "access.log"
-    log = AccessLog(AccessLogConfig(format="json", path=str(path)))
-    runtime = Runtime(parse_config(one_pool_config("http://127.0.0.1:1"), "t.yaml"), 1,
-                      random.Random(0))
-    writes: list[int] = []
-    real_write = log._write
-    log._write = lambda data: (writes.append(len(data)), real_write(data))  # type: ignore[method-assign]
-    for index in range(300):
-        entry = RequestContext(runtime, 0.0)
-        entry.request_id = f"r{index}"
-        entry.path = "/p" + "x" * (index % 50)
-        log.record(entry)
-    log.close()
-    lines = path.read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(300)]
-    # POSIX guarantees at least 512 bytes, Linux 4096 (select.PIPE_BUF): the documented bound
-    assert writes and max(writes) <= min(select.PIPE_BUF, 4096)
-    assert len(writes) < 300  # lines are batched, not one write each
-
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
     tmp_path: Path, backend_factory: BackendFactory, balancer_factory: BalancerFactory,
 ) -> None:
@@ -311,7 +219,7 @@ async def test_an_ejected_backend_stays_ejected_across_a_reload(
     session: aiohttp.ClientSession,
 ) -> None:
     alive = await backend_factory("alive")
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     health = "health: {consecutive_failures: 1, ejection: 60s}\n"
     lb, path = await _from_file(tmp_path, balancer_factory,
                                 one_pool_config(alive.url, dead, extra=health))
@@ -371,7 +279,7 @@ routing:
 
 
 async def test_warm_connections_to_a_kept_backend_are_reused_after_a_reload(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
     backend_factory: BackendFactory, balancer_factory: BalancerFactory,
     session: aiohttp.ClientSession,
 ) -> None:

@@ -19,7 +19,8 @@ from balancer.balancing.load_report import (
     parse_load_report,
 )
 from balancer.balancing.weights import BackendStats, WeightPolicy, effective_weights, report_weight
-from tests.conftest import one_pool_config, read_request_head
+from tests.fakes import read_request_head
+from tests.helpers import one_pool_config
 
 KEYS = st.sampled_from([
     "cpu_utilization", "rps_fractional", "eps", "named_metrics.inflight",

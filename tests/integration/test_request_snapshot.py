@@ -2,18 +2,16 @@
 is judged by the config the request started with, not by one a reload put in place meanwhile."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import RawBackend, Running, one_pool_config, read_request_head, wait_for
-
-BalancerFactory = Callable[..., Awaitable[Running]]
+from tests.fakes import read_request_head
+from tests.helpers import BalancerFactory, RawBackendFactory, one_pool_config, wait_for
 
 
 async def test_a_response_after_a_reload_is_observed_with_the_health_policy_it_started_with(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
     balancer_factory: BalancerFactory,
 ) -> None:
     arrived, answer = asyncio.Event(), asyncio.Event()

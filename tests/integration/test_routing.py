@@ -1,18 +1,13 @@
 """Cost-aware routing end to end: real backends as pools, the explain header, learning, spill."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
 from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
-from tests.conftest import Backend, Running, wait_for
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-BalancerFactory = Callable[..., Awaitable[Running]]
-
+from tests.helpers import BackendFactory, BalancerFactory, Running, wait_for
 
 
 async def three_pools(backend_factory: BackendFactory, balancer_factory: BalancerFactory,

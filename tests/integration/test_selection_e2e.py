@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Running
+from tests.helpers import BalancerFactory
 
 SERVED = web.AppKey("served", list)
 DELAY = web.AppKey("delay", float)
@@ -48,7 +48,7 @@ async def delayed_backends() -> AsyncIterator[Callable[[list[float]], Awaitable[
 
 async def test_a_slowed_backend_gets_a_smaller_share(
         delayed_backends: Callable[[list[float]], Awaitable[Started]],
-        balancer_factory: Callable[..., Awaitable[Running]]) -> None:
+        balancer_factory: BalancerFactory) -> None:
     backends = await delayed_backends([0.005, 0.005, 0.020])  # the third is 4x slower
     urls = ", ".join(url for url, _ in backends)
     running = await balancer_factory(
@@ -86,7 +86,7 @@ async def _serve(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
 
 
 async def test_a_killed_backend_gets_its_share_back_soon_after_it_is_up_again(
-        balancer_factory: Callable[..., Awaitable[Running]]) -> None:
+        balancer_factory: BalancerFactory) -> None:
     """Down for 6.5 s with a 1 s ejection (tried and ejected again while down: for 1, 2, 3
     s, then 4 s just before it came back), then back: within 3 s at least 15% of the last
     100 requests reach it (least_latency with slow start: out for one ejection at most,
@@ -122,9 +122,9 @@ async def test_a_killed_backend_gets_its_share_back_soon_after_it_is_up_again(
     try:
         async with aiohttp.ClientSession() as session:
             task = asyncio.gather(*(client(session) for _ in range(4)))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the timeline itself: traffic on all three first
             await runners[0].cleanup()                 # down: connections refused
-            await asyncio.sleep(6.5)
+            await asyncio.sleep(6.5)  # down for 6.5 s, ejected again and again (docstring)
             apps[0] = web.Application()
             apps[0][SERVED], apps[0][DELAY] = [], 0.005
             apps[0].router.add_get("/work", _work)

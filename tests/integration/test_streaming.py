@@ -3,16 +3,23 @@
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import Backend, Process, RawBackend, Running, one_pool_config, wait_for
-
-BalancerFactory = Callable[..., Awaitable[Running]]
+from tests.helpers import (
+    BackendFactory,
+    BalancerFactory,
+    ProcessFactory,
+    RawBackendFactory,
+    Running,
+    buffered_bytes,
+    one_pool_config,
+    wait_for,
+)
 
 SIZE = 200 * 1024**2
 RSS_BOUND = 50 * 1024**2
@@ -46,8 +53,8 @@ class PeakRss:
 
 
 async def test_200_mib_upload_and_download_stream_in_bounded_memory(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     backend = await backend_factory()
     config = tmp_path / "lb.yaml"
@@ -85,32 +92,21 @@ SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
              b"Upgrade: websocket\r\n\r\n")
 
 
-def _buffered(lb: Running) -> tuple[int, int]:
-    """Bytes the balancer holds in write buffers: (towards clients, towards backends)."""
-    server = lb.balancer._public.server  # type: ignore[union-attr]
-    to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
-                     if h.transport is not None)
-    to_backends = sum(c.transport.get_write_buffer_size()
-                      for pool in lb.balancer.backend_table.connection_pools().values()
-                      for c in (*pool._open, *pool._tunnels) if c.transport is not None)
-    return to_clients, to_backends
-
-
 async def _peak_for_a_second(lb: Running, side: int) -> int:
     """The most the balancer buffered towards clients (side 0) or backends (side 1), sampled
     for a second once bytes started to wait."""
-    await wait_for(lambda: _buffered(lb)[side] > 0, what="bytes waiting in the balancer")
+    await wait_for(lambda: buffered_bytes(lb)[side] > 0, what="bytes waiting in the balancer")
     loop = asyncio.get_running_loop()
     deadline, peak = loop.time() + 1.0, 0
     while loop.time() < deadline:
-        peak = max(peak, _buffered(lb)[side])
+        peak = max(peak, buffered_bytes(lb)[side])
         await asyncio.sleep(0.02)
     return peak
 
 
 @pytest.mark.parametrize("direction", ["backend to client", "client to backend"])
 async def test_a_tunnel_does_not_buffer_for_a_side_that_does_not_read(
-    raw_backend_factory: Callable[..., Awaitable[RawBackend]],
+    raw_backend_factory: RawBackendFactory,
     balancer_factory: BalancerFactory, direction: str,
 ) -> None:
     reader_ready = asyncio.Event()
@@ -164,8 +160,8 @@ GROWTH_BOUND = 64 * 1024**2  # generous: the intact balancer grows by 1-3 MiB he
 
 
 async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the_balancer(
-    tmp_path: Path, raw_backend_factory: Callable[..., Awaitable[RawBackend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, raw_backend_factory: RawBackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     """Back-pressure on the download side: while the client reads nothing, the balancer stops
     reading from the backend, so the backend's writes stall instead of 200 MiB piling up."""
@@ -217,8 +213,8 @@ async def test_a_download_to_a_client_that_reads_nothing_does_not_pile_up_in_the
 
 
 async def test_a_200_mib_upload_with_content_length_streams_in_bounded_memory(
-    tmp_path: Path, backend_factory: Callable[..., Awaitable[Backend]],
-    balancer_process: Callable[[Path], Process],
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory,
 ) -> None:
     """A body with a Content-Length over the replay limit is streamed, not held for replay."""
     backend = await backend_factory()

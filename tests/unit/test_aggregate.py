@@ -1,11 +1,15 @@
-"""Merging the workers' expositions (balancer.ops.aggregate.ExpositionMerge): summed counters
-never go backwards when a worker restarts or misses a scrape; gauges and process metrics
-keep a `worker` label."""
+"""Merging the workers' expositions and status documents (balancer.ops.aggregate): counters
+and histograms are summed, and the sums never go backwards when a worker restarts or misses a
+scrape (ExpositionMerge); gauges and process metrics keep a `worker` label; in-flight counts
+add up and the best-sampled learned route wins."""
+
+import json
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from balancer.ops.aggregate import ExpositionMerge
+from balancer.ops.aggregate import ExpositionMerge, merge_expositions, merge_status
 
 
 def exposition(requests: float, started: float, inflight: float = 0.0,
@@ -86,3 +90,44 @@ def test_a_counter_that_went_down_is_a_new_process_even_with_no_start_time() -> 
     after = scrape(merge, [exposition(7, started=5.0).replace(
         "balancer_process_start_time_seconds 5.0\n", "")])
     assert after[REQUESTS] == 107
+
+
+def test_merged_status_adds_in_flight_counts_and_keeps_the_best_learned_route() -> None:
+    def document(inflight: int, samples: int) -> dict[str, object]:
+        return json.loads(json.dumps({
+            "generation": 1, "digest": "d", "config": "c", "listen": [],
+            "pools": [{"name": "p", "kind": None, "backends": [
+                {"address": "a", "inflight": inflight, "open_connections": 1,
+                 "idle_connections": 1}]}],
+            "routes": [{"route": "GET /x", "samples": samples}]}))
+
+    merged = merge_status([document(2, 5), None, document(3, 9)])
+    backend = merged["pools"][0]["backends"][0]
+    assert (backend["inflight"], backend["open_connections"]) == (5, 2)
+    assert merged["routes"] == [{"route": "GET /x", "samples": 9}]
+
+
+def test_merged_expositions_sum_counters_and_histograms_and_keep_gauges_per_worker() -> None:
+    def exposition(requests: int, le_1: int, weight: float) -> str:
+        return (
+            "# HELP r_total Requests\n# TYPE r_total counter\n"  # as prometheus-client writes
+            f'r_total{{pool="p"}} {requests}\n'
+            "# HELP d Duration\n# TYPE d histogram\n"
+            f'd_bucket{{le="1.0"}} {le_1}\nd_bucket{{le="+Inf"}} {le_1 + 1}\n'
+            f"d_count {le_1 + 1}\nd_sum 2.5\n"
+            "# HELP w Weight\n# TYPE w gauge\n"
+            f'w{{backend="b"}} {weight}\n')
+
+    merged = {family.name: family for family in
+              merge_expositions([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
+
+    def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+
+    assert samples(merged["r"]) == {("r_total", (("pool", "p"),)): 7.0}
+    assert samples(merged["d"]) == {
+        ("d_bucket", (("le", "1.0"),)): 3.0, ("d_bucket", (("le", "+Inf"),)): 5.0,
+        ("d_count", ()): 5.0, ("d_sum", ()): 5.0}
+    assert samples(merged["w"]) == {
+        ("w", (("backend", "b"), ("worker", "0"))): 0.5,
+        ("w", (("backend", "b"), ("worker", "1"))): 0.7}

@@ -13,7 +13,7 @@ from balancer.balancing.costs import CostModel
 from balancer.config.model import TOP_KEYS, Config
 from balancer.config.parse import parse_config
 from balancer.config.yamltree import ConfigError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.unit.test_classify import Facts
 
 SETTINGS = settings(max_examples=300, deadline=None,
