@@ -125,7 +125,7 @@ def buffered_bytes(lb: Running) -> tuple[int, int]:
     to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
                      if h.transport is not None)
     to_backends = sum(c.transport.get_write_buffer_size()
-                      for pool in lb.balancer.backend_table.connection_pools().values()
+                      for pool in lb.balancer.backend_table.connections().values()
                       for c in (*pool._open, *pool._tunnels) if c.transport is not None)
     return to_clients, to_backends
 

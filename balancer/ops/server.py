@@ -52,7 +52,7 @@ def _cost_model(config: Config) -> CostModel:
 
 
 class Balancer:
-    """The running balancer: listeners, the proxy, the admin listener, connection pools.
+    """The running balancer: listeners, the proxy, the admin listener, the backend table.
     An `AdminSource` (balancer.ops.admin) for its own admin listener."""
 
     def __init__(self, config: Config, config_path: str | None = None, *,

@@ -1,7 +1,7 @@
 """The single process's `/status` document (JSON-ready), from the live state it is handed.
 
 I/O shell, but it only reads: the runtime (config, pools, weights), the backend table (health,
-stats, connection pools), the learned route costs, the discovered names and the reloads. The
+stats, connections), the learned route costs, the discovered names and the reloads. The
 supervisor's `/status` merges its workers' documents (balancer.ops.aggregate).
 """
 
@@ -17,8 +17,8 @@ from balancer.ops.reloads import ReloadOutcome
 from balancer.upstream.backends import BackendTable
 
 
-class Connections(Protocol):
-    """A backend's connection pool, as far as /status counts it."""
+class ConnectionCounts(Protocol):
+    """A backend's connections, as far as /status counts it."""
 
     @property
     def inflight(self) -> int: ...
@@ -33,7 +33,7 @@ def status_document(runtime: Runtime, backends: BackendTable, costs: CostModel, 
                     discovery: Iterable[NameState],
                     reloads: Iterable[ReloadOutcome]) -> dict[str, Any]:
     """`now`: the backend table's clock (ejections and report ages are measured on it)."""
-    connections = backends.connection_pools()
+    connections = backends.connections()
     return {
         "generation": runtime.generation,
         "digest": runtime.config.digest,
@@ -49,7 +49,7 @@ def status_document(runtime: Runtime, backends: BackendTable, costs: CostModel, 
 
 
 def pool_entry(pool: Pool, runtime: Runtime, backends: BackendTable,
-               connections: Mapping[Address, Connections], now: float) -> dict[str, Any]:
+               connections: Mapping[Address, ConnectionCounts], now: float) -> dict[str, Any]:
     weights = runtime.weights(pool, backends, now)
     return {"name": pool.name, "kind": pool.config.kind,
             "backends": [backend_entry(address, weight, backends, connections.get(address), now)
@@ -58,7 +58,7 @@ def pool_entry(pool: Pool, runtime: Runtime, backends: BackendTable,
 
 
 def backend_entry(address: Address, weight: float, backends: BackendTable,
-                  connections: Connections | None, now: float) -> dict[str, Any]:
+                  connections: ConnectionCounts | None, now: float) -> dict[str, Any]:
     health = backends.health(address)
     stats = backends.stats(address)
     report = stats.report

@@ -40,7 +40,7 @@ from balancer.proxy.context import RequestContext
 from balancer.proxy.replies import SentResponse, StreamedResponse
 from balancer.proxy.tunnel import drop_client
 from balancer.upstream.connection import Response, UpstreamConnection
-from balancer.upstream.pool import ConnectionPool
+from balancer.upstream.connections import Connections
 
 log = logging.getLogger("balancer.proxy")
 
@@ -99,7 +99,7 @@ async def read_small_body(request: web.BaseRequest, config: Config,
 
 async def exchange(
     request: web.BaseRequest,
-    upstream: ConnectionPool,
+    conns: Connections,
     payload: bytes,
     forwarded: ForwardedRequest,
     streamed: bool,
@@ -108,11 +108,11 @@ async def exchange(
 ) -> tuple[UpstreamConnection, Response]:
     """Send the request and read the response head, retrying the stale keep-alive race."""
     expect_body = request.method != "HEAD"
-    if forwarded.upgrade is not None and not upstream.has_tunnel_room():
-        raise PoolExhausted(f"backend {upstream.address} has its {upstream.max_tunnels} "
+    if forwarded.upgrade is not None and not conns.has_tunnel_room():
+        raise PoolExhausted(f"backend {conns.address} has its {conns.max_tunnels} "
                             "tunnels (max_tunnels) open")
     for attempt in (1, 2):
-        conn, reused = await upstream.acquire(fresh=streamed or forwarded.upgrade is not None)
+        conn, reused = await conns.acquire(fresh=streamed or forwarded.upgrade is not None)
         try:
             conn.send(payload, expect_body=expect_body)
             if streamed and not await send_body(request, conn, forwarded, limits, timeouts):
@@ -122,7 +122,7 @@ async def exchange(
             conn.abort()
             if attempt == 1 and replays_stale(exc, reused, streamed, request.method,
                                               request.headers):
-                log.debug("stale keep-alive connection to %s; retrying", upstream.address)
+                log.debug("stale keep-alive connection to %s; retrying", conns.address)
                 continue
             raise
         except BaseException:
@@ -193,7 +193,7 @@ class ClientHead:
         self.body = body
 
 
-def client_head(request: web.BaseRequest, upstream: ConnectionPool, conn: UpstreamConnection,
+def client_head(request: web.BaseRequest, conns: Connections, conn: UpstreamConnection,
                 response: Response, forwarded: ForwardedRequest,
                 extra: tuple[tuple[bytes, bytes], ...], draining: bool) -> ClientHead:
     """Frame the response for the client. A body the backend sent whole is taken, and its
@@ -213,7 +213,7 @@ def client_head(request: web.BaseRequest, upstream: ConnectionPool, conn: Upstre
     body, chunked, framing = None, False, coding
     if conn.is_complete():
         body = conn.take_body()
-        upstream.release(conn)
+        conns.release(conn)
         if body:
             length = len(body) if coding is None else None
         elif length is None and coding is None and request.method != "HEAD" \
@@ -234,7 +234,7 @@ def client_head(request: web.BaseRequest, upstream: ConnectionPool, conn: Upstre
 
 async def relay(
     request: web.BaseRequest,
-    upstream: ConnectionPool,
+    conns: Connections,
     conn: UpstreamConnection,
     status: int,
     head: ClientHead,
@@ -249,8 +249,8 @@ async def relay(
     reply = StreamedResponse(head.head, chunked=head.chunked, keep_alive=head.keep_alive,
                              status=status)
     await reply.prepare(request)
-    if await _stream(request, upstream, conn, reply, ctx, timeouts):
-        upstream.release(conn)  # read whole: the backend is done whatever the client does
+    if await _stream(request, conns, conn, reply, ctx, timeouts):
+        conns.release(conn)  # read whole: the backend is done whatever the client does
         try:
             async with asyncio.timeout(timeouts.client_send):
                 await reply.write_eof()
@@ -263,7 +263,7 @@ async def relay(
 
 async def _stream(
     request: web.BaseRequest,
-    upstream: ConnectionPool,
+    conns: Connections,
     conn: UpstreamConnection,
     reply: StreamedResponse,
     ctx: RequestContext,
@@ -277,7 +277,7 @@ async def _stream(
             async with asyncio.timeout(timeouts.client_send):
                 await reply.write(chunk)  # waits while the client's buffer is full
     except ProxyError as exc:
-        log.warning("%s: response from %s cut off: %s", ctx.request_id, upstream.address,
+        log.warning("%s: response from %s cut off: %s", ctx.request_id, conns.address,
                     exc.detail)
         drop_client(request)
         return False

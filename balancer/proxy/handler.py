@@ -59,14 +59,14 @@ from balancer.proxy.replies import (
 from balancer.proxy.tunnel import drop_client, tunnel
 from balancer.upstream.backends import BackendTable
 from balancer.upstream.connection import Response, UpstreamConnection
+from balancer.upstream.connections import Connections
 from balancer.upstream.health_events import FAILURES
-from balancer.upstream.pool import ConnectionPool
 from balancer.upstream.waitqueue import WaitQueue
 
 log = logging.getLogger("balancer.proxy")
 
 CLIENT_GONE = 499  # (nginx's status for "client closed request"), in metrics and access log
-Attempt = tuple[ConnectionPool, UpstreamConnection, Response]  # the backend that answered
+Attempt = tuple[Connections, UpstreamConnection, Response]  # the backend that answered
 
 
 class _Facts:
@@ -212,10 +212,10 @@ class Proxy:
         """The request's steps once admitted: body, route, backend, response."""
         payload, streamed = await read_small_body(request, ctx.runtime.config, forwarded)
         pool = self._route(request, ctx, forwarded)
-        upstream, conn, response = await self._connect_with_retries(
+        conns, conn, response = await self._connect_with_retries(
             request, ctx, forwarded, pool, payload, streamed)
         try:
-            return await self._respond(request, ctx, forwarded, upstream, conn, response)
+            return await self._respond(request, ctx, forwarded, conns, conn, response)
         finally:
             if not conn.released:  # on every path, whatever was raised
                 conn.abort()
@@ -298,20 +298,20 @@ class Proxy:
         pool, address, stats = ctx.chosen()
         runtime, backend_table = ctx.runtime, self.backend_table
         timeouts = runtime.config.timeouts
-        upstream = backend_table.get(address, pool.config, timeouts)
+        conns = backend_table.get(address, pool.config, timeouts)
         sent_at = self.clock()
-        conn, response = await exchange(request, upstream, payload, forwarded, streamed,
+        conn, response = await exchange(request, conns, payload, forwarded, streamed,
                                         runtime.config.limits, timeouts)
         ctx.upstream_s = self.clock() - sent_at
         stats.observe_latency(ctx.upstream_s, response.status, backend_table.inflight(address),
                               ctx.request_class, sent_at + ctx.upstream_s,
                               runtime.weight_policy)
         self.metrics.upstream_latency[address.key].observe(ctx.upstream_s)
-        return upstream, conn, response
+        return conns, conn, response
 
     async def _respond(
         self, request: web.BaseRequest, ctx: RequestContext, forwarded: ForwardedRequest,
-        upstream: ConnectionPool, conn: UpstreamConnection, response: Response,
+        conns: Connections, conn: UpstreamConnection, response: Response,
     ) -> web.StreamResponse:
         """A tunnel after 101; otherwise the head for the client, what the response teaches
         (before its body is relayed, as the head has the load report), then the body."""
@@ -320,13 +320,13 @@ class Proxy:
             if forwarded.upgrade is None:  # RFC 9110 section 15.2.2
                 raise BadResponse("backend switched protocols for a request that asked "
                                   "for no upgrade")
-            upstream.to_tunnel(conn)
+            conns.to_tunnel(conn)
             return await tunnel(request, conn, response, forwarded.request_id,
                                 timeouts.tunnel_idle)
-        head = client_head(request, upstream, conn, response, forwarded, ctx.explain_header(),
+        head = client_head(request, conns, conn, response, forwarded, ctx.explain_header(),
                            self.draining)
         self._learn(ctx, head.report, response.status)
-        return await relay(request, upstream, conn, response.status, head, ctx, timeouts)
+        return await relay(request, conns, conn, response.status, head, ctx, timeouts)
 
     def _learn(self, ctx: RequestContext, report: bytes | None, status: int) -> None:
         """Fold the response into the backend's weight and error rate, and the backend's

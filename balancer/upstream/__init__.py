@@ -2,8 +2,9 @@
 
 - `connection`: one HTTP/1.1 connection to a backend (send a request, read one response,
   nothing after it).
-- `pool`: the connections to one backend (bounded, kept alive, reused).
-- `backends`: the table of backends by address: connection pools, stats, health.
+- `connections`: the connections to one backend (bounded, kept alive, reused; what httpcore
+  calls a connection pool: "pool" here is only ever a group of backends).
+- `backends`: the table of backends by address: their connections, stats, health.
 - `health_events`: the one place that acts on a health transition (count, log, slow start).
 - `waitqueue`: requests waiting for a free backend, with deadlines.
 - `monitor`: the health loops: active checks and the end of ejections.

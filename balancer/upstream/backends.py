@@ -1,7 +1,7 @@
-"""The backends the balancer knows, by address: their connection pools, stats and health,
+"""The backends the balancer knows, by address: their connections, stats and health,
 kept across reloads.
 
-I/O shell: owns each backend's `ConnectionPool` (pool.py), its `BackendStats` (weights,
+I/O shell: owns each backend's `Connections` (connections.py), its `BackendStats` (weights,
 errors, latency) and `BackendHealth`, the `HealthEvents` that acts on its health
 transitions, and a periodic sweep that closes idle connections past their expiry. Rules:
 - A reload (or DNS discovery) calls `configure` with the wanted addresses: kept backends
@@ -21,19 +21,19 @@ from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
 from balancer.config.model import PoolConfig, Timeouts
 from balancer.metrics import Metrics
+from balancer.upstream.connections import Connections
 from balancer.upstream.health_events import HealthEvents
-from balancer.upstream.pool import ConnectionPool
 
 
 class BackendTable:
-    """Per backend address: a ConnectionPool, BackendStats and BackendHealth."""
+    """Per backend address: a Connections, BackendStats and BackendHealth."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics,
                  on_connect: Callable[[Address, float], None] | None = None) -> None:
         self.loop = loop
         self.health_events = HealthEvents(metrics, self.stats)
         self._on_connect = on_connect
-        self._pools: dict[Address, ConnectionPool] = {}
+        self._pools: dict[Address, Connections] = {}
         self._stats: dict[Address, BackendStats] = {}
         self._health: dict[Address, BackendHealth] = {}
         self._retired: set[Address] = set()  # left the config: not recorded any more
@@ -42,10 +42,10 @@ class BackendTable:
     def __repr__(self) -> str:
         return f"<BackendTable {len(self._pools)} backends>"
 
-    def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> ConnectionPool:
+    def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> Connections:
         conns = self._pools.get(address)
         if conns is None:
-            conns = self._pools[address] = ConnectionPool(
+            conns = self._pools[address] = Connections(
                 self.loop,
                 address,
                 max_connections=pool.max_connections,
@@ -108,7 +108,7 @@ class BackendTable:
         conns = self._pools.get(address)
         return conns.inflight if conns is not None else 0
 
-    def connection_pools(self) -> dict[Address, ConnectionPool]:
+    def connections(self) -> dict[Address, Connections]:
         return dict(self._pools)
 
     def start(self, interval: float = 5.0) -> None:

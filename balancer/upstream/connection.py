@@ -1,7 +1,7 @@
 """One keep-alive HTTP/1.1 connection to a backend, on an asyncio protocol with httptools.
 
-I/O shell (its transport and timers come from the loop it is given; `ConnectionPool` in
-`pool.py` opens, reuses and closes these). Rules this module keeps:
+I/O shell (its transport and timers come from the loop it is given; `Connections` in
+`connections.py` opens, reuses and closes these). Rules this module keeps:
 - One request at a time per connection (no pipelining); a connection goes back to its pool
   only after a whole response was read and both sides agreed to keep it alive.
 - Every wait has a deadline (response head, each body read, each paused write); a missed one

@@ -171,7 +171,7 @@ async def test_scaling_down_under_load_fails_no_request_and_closes_the_gone_conn
     # the gone backends' connections close once their requests finished
     await wait_for(lambda: fleet.connections(HOSTS[1]) + fleet.connections(HOSTS[2]) == 0,
                    what="the retired backends' connections to close")
-    assert (list(balancer.backend_table.connection_pools())
+    assert (list(balancer.backend_table.connections())
             == list(balancer.runtime.pools["default"].backends))
 
 

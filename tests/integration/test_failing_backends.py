@@ -34,7 +34,7 @@ TIMEOUTS = "timeouts: {connect: 500ms, backend_response: 500ms}\n"
 
 def resources(lb: Running) -> tuple[int, int, int]:
     """(open file descriptors of this process, asyncio tasks, upstream connections)."""
-    pools = lb.balancer.backend_table.connection_pools().values()
+    pools = lb.balancer.backend_table.connections().values()
     upstream = sum(pool.open_count for pool in pools)
     return len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks()), upstream
 

@@ -245,7 +245,7 @@ async def test_an_error_while_answering_releases_the_backend_connection(
         received, _ = await raw_exchange(lb.url, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
                                          until=b"\r\n\r\n")
         assert received.startswith(b"HTTP/1.1 500 ")
-    pools = lb.balancer.backend_table.connection_pools()
+    pools = lb.balancer.backend_table.connections()
     await wait_for(lambda: all(p.inflight == 0 for p in pools.values()),
                    what="every backend connection to be released")
 
@@ -430,7 +430,7 @@ async def test_idle_tunnels_are_not_requests_in_flight_and_have_their_own_cap(
         received, _ = await raw_exchange(lb.url, b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n",
                                          until=b"for /plain")
         assert parse_responses(received)[0].status == 200  # not 503: tunnels hold no slot
-        pool = next(iter(lb.balancer.backend_table.connection_pools().values()))
+        pool = next(iter(lb.balancer.backend_table.connections().values()))
         assert pool.inflight == 0
         assert pool.open_count <= 1  # (the plain request's connection, idle)
         assert pool.tunnel_count == 2
@@ -487,7 +487,7 @@ async def test_a_request_waiting_for_a_removed_backend_is_served_not_503(
         await wait_for(lambda: len(old.requests) == 1)
         waiter = asyncio.ensure_future(raw_exchange(
             lb.url, b"GET /waits HTTP/1.1\r\nHost: a\r\n\r\n", until=b"\r\n\r\n", timeout=10))
-        pool = next(iter(lb.balancer.backend_table.connection_pools().values()))
+        pool = next(iter(lb.balancer.backend_table.connections().values()))
         await wait_for(lambda: "1 waiting" in repr(pool), what="the second request waiting")
         path.write_text(config(new.url))
         assert (await lb.balancer.reload()).ok

@@ -177,7 +177,7 @@ async def test_unix_socket_backend(
         async with session.get(f"{lb.url}/over-unix") as resp:
             assert resp.status == 200
             assert (await resp.json())["path_qs"] == "/over-unix"
-    upstream = next(iter(lb.balancer.backend_table.connection_pools().values()))
+    upstream = next(iter(lb.balancer.backend_table.connections().values()))
     assert upstream.open_count == 1  # one keep-alive connection served all three
 
 
@@ -246,7 +246,7 @@ async def test_connection_limit_reached_is_503_with_retry_after(
     config = one_pool_config(backend.url, extra="timeouts: {connect: 200ms}\n")
     lb = await balancer_factory(config + "    max_connections: 1\n")
     slow = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
-    upstream_pools = lb.balancer.backend_table.connection_pools
+    upstream_pools = lb.balancer.backend_table.connections
     await wait_for(lambda: any(p.open_count for p in upstream_pools().values()), what="busy")
     async with session.get(f"{lb.url}/fast") as resp:
         assert resp.status == 503

@@ -176,7 +176,7 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
     server = first.runner.server
     assert server is not None
     await wait_for(lambda: len(server.connections) == 0, what="first's connection closed")
-    assert (set(lb.balancer.backend_table.connection_pools())
+    assert (set(lb.balancer.backend_table.connections())
             == set(lb.balancer.runtime.config.pools[0].backends))
 
 
@@ -297,11 +297,11 @@ async def test_warm_connections_to_a_kept_backend_are_reused_after_a_reload(
         assert await resp.read() == b"ok"
     assert kept.connections == 1
     address = lb.balancer.runtime.config.pools[0].backends[0]
-    pool = lb.balancer.backend_table.connection_pools()[address]
+    pool = lb.balancer.backend_table.connections()[address]
     path.write_text(one_pool_config(kept.url, added.url)
                     + "    policy: round_robin\n")
     assert (await lb.balancer.reload()).ok
-    assert lb.balancer.backend_table.connection_pools()[address] is pool
+    assert lb.balancer.backend_table.connections()[address] is pool
     for _ in range(4):  # round robin: two of them to the kept backend
         async with session.get(f"{lb.url}/") as resp:
             assert resp.status == 200

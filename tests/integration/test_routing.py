@@ -90,7 +90,7 @@ async def test_a_saturated_pool_spills_to_its_spill_to_pool(
                            extra_pool=", max_inflight: 1, spill_to: [io]")
     busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))  # default class → light
     table = lb.balancer.backend_table
-    await wait_for(lambda: sum(u.inflight for u in table.connection_pools().values()) == 1,
+    await wait_for(lambda: sum(u.inflight for u in table.connections().values()) == 1,
                    what="the light backend to be busy")
     async with session.get(f"{lb.url}/render/page") as resp:
         explained = decision(resp)
@@ -112,7 +112,7 @@ async def test_a_saturated_pool_without_spill_to_keeps_its_requests(
                            rules='    - {path: "/slow", class: heavy_cpu}\n')
     busy = asyncio.ensure_future(session.get(f"{lb.url}/slow?s=1"))
     table = lb.balancer.backend_table
-    await wait_for(lambda: sum(u.inflight for u in table.connection_pools().values()) == 1,
+    await wait_for(lambda: sum(u.inflight for u in table.connections().values()) == 1,
                    what="the heavy backend to be busy")
     async with session.post(f"{lb.url}/process/x") as resp:
         explained = decision(resp)

@@ -1,7 +1,7 @@
 """The connections to one backend: bounded, kept alive, reused last-in first-out.
 
 I/O shell (opens TCP or unix connections on its loop). httpcore's seam: `connection.py` is
-one connection, this is the pool of them. Rules this module keeps:
+one connection, this is the set of them (httpcore's pool). Rules this module keeps:
 - At most `max_connections` connections carry requests at once (open or connecting);
   `acquire` past it waits for room up to `connect_timeout` (then PoolExhausted: 503), and
   closes an idle connection to make room rather than wait for it to expire.
@@ -11,10 +11,10 @@ one connection, this is the pool of them. Rules this module keeps:
 - A connection that switched protocols (`to_tunnel`) holds no room under max_connections;
   tunnels have their own cap, `max_tunnels`.
 - Connecting has a deadline: ConnectTimeout or ConnectFailed, never a hang.
-- A retired pool (its backend left the config) keeps no connection idle: the requests in
-  flight finish, then their connections close.
-- A connection tells the pool when it is gone (`on_lost`); the pool never reads a
-  connection's private state, nor a connection the pool's.
+- A retired backend's connections (it left the config) are never kept idle: the requests
+  in flight finish, then their connections close.
+- A connection tells its `Connections` when it is gone (`on_lost`); they never read a
+  connection's private state, nor does a connection read theirs.
 """
 
 import asyncio
@@ -27,7 +27,7 @@ from balancer.upstream.connection import UpstreamConnection
 from balancer.upstream.waitqueue import WaitQueue
 
 
-class ConnectionPool:
+class Connections:
     """Bounded keep-alive connections to one backend, reused last-in first-out."""
 
     def __init__(
@@ -57,7 +57,7 @@ class ConnectionPool:
         self.on_connect: Callable[[float], None] | None = None  # seconds each connect took
 
     def __repr__(self) -> str:
-        return (f"<ConnectionPool {self.address} [{len(self._open)} open, "
+        return (f"<Connections {self.address} [{len(self._open)} open, "
                 f"{len(self._idle)} idle, {len(self._room)} waiting, "
                 f"{len(self._tunnels)} tunnels]>")
 
@@ -171,7 +171,7 @@ class ConnectionPool:
         return conn
 
     def _forget(self, conn: UpstreamConnection) -> None:
-        """A connection of this pool is gone (its `on_lost`): make its room free."""
+        """One of these connections is gone (its `on_lost`): make its room free."""
         self._open.discard(conn)
         self._tunnels.discard(conn)
         if conn in self._idle:

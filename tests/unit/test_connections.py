@@ -1,6 +1,6 @@
-"""`ConnectionPool` without sockets: connections to a `FakeNetwork` (tests/unit/fake_io.py),
+"""`Connections` without sockets: connections to a `FakeNetwork` (tests/unit/fake_io.py),
 responses fed by hand, the clock moved by hand. The rules are those of
-balancer/upstream/pool.py."""
+balancer/upstream/connections.py."""
 
 import asyncio
 from typing import cast
@@ -10,7 +10,7 @@ import pytest
 from balancer.config.addresses import parse_backend
 from balancer.http.errors import ConnectFailed, ConnectTimeout, PoolExhausted
 from balancer.upstream.connection import UpstreamConnection
-from balancer.upstream.pool import ConnectionPool
+from balancer.upstream.connections import Connections
 from tests.unit.fake_io import FakeNetwork, settle
 
 GET = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"
@@ -18,14 +18,14 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 def pool_on(network: FakeNetwork, *, max_connections: int = 2, max_idle: int = 2,
-            idle_timeout: float = 30.0, connect_timeout: float = 5.0) -> ConnectionPool:
-    return ConnectionPool(cast(asyncio.AbstractEventLoop, network),
+            idle_timeout: float = 30.0, connect_timeout: float = 5.0) -> Connections:
+    return Connections(cast(asyncio.AbstractEventLoop, network),
                           parse_backend("http://127.0.0.1:9"), max_connections=max_connections,
                           max_idle=max_idle, idle_timeout=idle_timeout,
                           connect_timeout=connect_timeout, max_tunnels=4)
 
 
-async def exchange(pool: ConnectionPool, answer: bytes = OK) -> UpstreamConnection:
+async def exchange(pool: Connections, answer: bytes = OK) -> UpstreamConnection:
     """Acquire, send a GET, read the whole answer (not released yet)."""
     conn, _ = await pool.acquire()
     conn.send(GET)
