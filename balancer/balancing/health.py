@@ -19,27 +19,13 @@ transition (`EJECTED`, `RESTORED` or None) and the caller logs it and updates me
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
+
+from balancer.config.model import HealthPolicy
 
 Transition = Literal["ejected", "restored"] | None
 EJECTED: Transition = "ejected"
 RESTORED: Transition = "restored"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthPolicy:
-    consecutive_failures: int = 5
-    ejection: float = 10.0
-    max_ejection: float = 300.0
-    max_ejected_share: float = 0.5
-    retry_budget: float = 0.2     # retries at most this share of requests
-    retry_burst: float = 10.0     # tokens a quiet balancer may save up for a burst of retries
-    check_interval: float = 0.0   # active checks (GET check_path) every this often; 0: off
-    check_timeout: float = 1.0
-    check_path: str = "/__health"
-    rise: int = 2                 # passing checks in a row that bring a failed backend back
-    fall: int = 3                 # failing checks in a row that take a backend out
 
 
 class BackendHealth:

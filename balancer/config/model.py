@@ -12,7 +12,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from balancer.balancing.health import HealthPolicy
 from balancer.config.addresses import Address
 from balancer.config.routing import RoutingConfig
 
@@ -26,6 +25,23 @@ LogFormat = Literal["text", "combined", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "combined", "json")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """The `health:` section: passive ejection, active checks, the retry budget."""
+
+    consecutive_failures: int = 5
+    ejection: float = 10.0
+    max_ejection: float = 300.0
+    max_ejected_share: float = 0.5
+    retry_budget: float = 0.2     # retries at most this share of requests
+    retry_burst: float = 10.0     # tokens a quiet balancer may save up for a burst of retries
+    check_interval: float = 0.0   # active checks (GET check_path) every this often; 0: off
+    check_timeout: float = 1.0
+    check_path: str = "/__health"
+    rise: int = 2                 # passing checks in a row that bring a failed backend back
+    fall: int = 3                 # failing checks in a row that take a backend out
 
 
 @dataclass(frozen=True, slots=True)

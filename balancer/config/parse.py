@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 
 import yaml
 
-from balancer.balancing.health import HealthPolicy
 from balancer.config.addresses import Address
 from balancer.config.converters import (
     ACCESS_LOG_PARSERS,
@@ -45,6 +44,7 @@ from balancer.config.model import (
     Config,
     Discover,
     DiscoveryConfig,
+    HealthPolicy,
     IPNetwork,
     Limits,
     PoolConfig,

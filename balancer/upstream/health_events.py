@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from balancer.balancing.health import EJECTED, RESTORED, BackendHealth, HealthPolicy, Transition
+from balancer.balancing.health import EJECTED, RESTORED, BackendHealth, Transition
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address
+from balancer.config.model import HealthPolicy
 from balancer.metrics import Metrics
 
 Cause = Literal["failures", "checks", "expiry"]

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-from balancer.balancing.health import HealthPolicy
 from balancer.config.converters import (
     ACCESS_LOG_PARSERS,
     DISCOVERY_PARSERS,
@@ -18,7 +17,14 @@ from balancer.config.converters import (
     POOL_PARSERS,
     TIMEOUT_PARSERS,
 )
-from balancer.config.model import AccessLogConfig, DiscoveryConfig, Limits, PoolConfig, Timeouts
+from balancer.config.model import (
+    AccessLogConfig,
+    DiscoveryConfig,
+    HealthPolicy,
+    Limits,
+    PoolConfig,
+    Timeouts,
+)
 from balancer.config.routing import (
     LEARNING_PARSERS,
     ROUTING_PARSERS,

@@ -8,10 +8,11 @@ import random
 
 import pytest
 
-from balancer.balancing.health import EJECTED, RESTORED, BackendHealth, HealthPolicy
+from balancer.balancing.health import EJECTED, RESTORED, BackendHealth
 from balancer.balancing.runtime import Runtime
 from balancer.balancing.weights import BackendStats
 from balancer.config.addresses import Address, parse_backend
+from balancer.config.model import HealthPolicy
 from balancer.config.parse import parse_config
 from balancer.metrics import Metrics
 from balancer.upstream.backends import BackendTable

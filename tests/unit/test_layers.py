@@ -182,3 +182,22 @@ def test_no_function_is_over_40_lines_without_a_reason() -> None:
     """The STYLE's rule: anything over 40 lines needs a reason, written where it is read."""
     found = [f for name, path in MODULES.items() for f in long_functions(path.read_text(), name)]
     assert not found, "split these, or say why in the docstring:\n" + "\n".join(found)
+
+
+def package_of_module(name: str) -> str:
+    """`balancer.config.model` -> `balancer.config`; a top-level module is its own unit."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or MODULES[name].name == "__init__.py" \
+        else name
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """The packages are layers: config and http at the bottom, balancing on them, upstream and
+    proxy on those, ops on top. A cycle between two packages (each importing a module of the
+    other) means neither layer can be read alone, even when no two modules form a cycle."""
+    graph: dict[str, set[str]] = {}
+    for name, imported in module_graph().items():
+        mine = package_of_module(name)
+        graph.setdefault(mine, set()).update(
+            package_of_module(i) for i in imported if package_of_module(i) != mine)
+    assert not import_cycles(graph), import_cycles(graph)
