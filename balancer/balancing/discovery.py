@@ -10,9 +10,12 @@ what joined and what left, and when to resolve again. The rules it keeps:
 - a name that never resolved has no set (`None`): its pool answers 503 naming it.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from balancer.config.addresses import Address
+
+Discovered = Mapping[str, tuple[Address, ...]]  # `name:port` -> the addresses it resolved to
 
 MIN_INTERVAL = 1.0
 

@@ -16,10 +16,11 @@ import ipaddress
 from collections.abc import Sequence
 
 from balancer.balancing.classify import Classifier, Decision
+from balancer.balancing.discovery import Discovered
 from balancer.balancing.health import may_eject
-from balancer.balancing.selection import choose as selection
 from balancer.balancing.selection.algorithms import RandomSource
-from balancer.balancing.selection.pool import Discovered, Pool
+from balancer.balancing.selection.choose import Chosen, choose
+from balancer.balancing.selection.pool import Pool
 from balancer.balancing.selection.selectors import BackendView, selector_for
 from balancer.balancing.weights import WeightPolicy, effective_weights
 from balancer.config.addresses import Address
@@ -87,10 +88,10 @@ class Runtime:
     def choose(
         self, pool: Pool, view: BackendView, now: float, exclude: Sequence[Address] = (),
         over_cap: bool = True, request_class: str | None = None,
-    ) -> selection.Chosen | None:
+    ) -> Chosen | None:
         """(pool, backend, spilled) for a request to `pool`, a pool of this snapshot, or None:
         `balancer.balancing.selection.choose.choose`, which says how."""
-        return selection.choose(pool, view, now, exclude, over_cap, request_class)
+        return choose(pool, view, now, exclude, over_cap, request_class)
 
     def weights(self, pool: Pool, view: BackendView, now: float) -> list[float]:
         """The effective weight of each backend of the pool (for metrics and status)."""

@@ -218,7 +218,7 @@ def _pool(reader: Reader, name: str, node: yaml.Node) -> PoolConfig | None:
                                             join(path, "backends"))
     spill_to: tuple[str, ...] = ()
     if "spill_to" in entries:
-        spill_to = _each(reader, entries["spill_to"], join(path, "spill_to"), as_str)
+        spill_to = reader.each(entries["spill_to"], join(path, "spill_to"), as_str)
     return PoolConfig(
         name=name,
         backends=tuple(backends),
@@ -315,25 +315,14 @@ def _routing(
     return read_routing(reader, entries["routing"], {pool.name for pool in pools})
 
 
-def _each[T](reader: Reader, node: yaml.Node, key: str, convert: Callable[[object], T],
-             allow_scalar: bool = True) -> tuple[T, ...]:
-    """A list (or one scalar) of `key`, each item converted; the bad ones are located."""
-    found = []
-    for index, item in enumerate(reader.sequence(node, key, allow_scalar=allow_scalar)):
-        value = reader.convert(item, join(key, index), convert)
-        if value is not None:
-            found.append(value)
-    return tuple(found)
-
-
 def _trusted(reader: Reader, node: yaml.Node | None) -> tuple[IPNetwork, ...]:
-    return () if node is None else _each(reader, node, "trusted_proxies", as_network)
+    return () if node is None else reader.each(node, "trusted_proxies", as_network)
 
 
 def _allowed_hosts(reader: Reader, node: yaml.Node | None) -> tuple[str, ...]:
     if node is None:
         return ()
-    return _each(reader, node, "admin_allowed_hosts", as_host_name, allow_scalar=False)
+    return reader.each(node, "admin_allowed_hosts", as_host_name, allow_scalar=False)
 
 
 def _access_log(reader: Reader, node: yaml.Node | None) -> AccessLogConfig | None:
@@ -345,7 +334,7 @@ def _access_log(reader: Reader, node: yaml.Node | None) -> AccessLogConfig | Non
 def _resolvers(reader: Reader, node: yaml.Node | None) -> tuple[tuple[str, int], ...]:
     if node is None or _is_null(node):
         return ()
-    return _each(reader, node, "resolvers", as_resolver)
+    return reader.each(node, "resolvers", as_resolver)
 
 
 def _watch(reader: Reader, node: yaml.Node | None) -> bool:

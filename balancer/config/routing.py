@@ -195,7 +195,8 @@ def _rule(reader: Reader, index: int, node: yaml.Node, pools: set[str]) -> Rule 
         index=index,
         request_class=request_class,
         pool=_rule_pool(reader, entries.get("pool"), join(path, "pool"), pools),
-        methods=_methods(reader, entries.get("methods"), join(path, "methods")),
+        methods=(() if entries.get("methods") is None
+                 else reader.each(entries["methods"], join(path, "methods"), _method)),
         headers=_headers(reader, entries.get("headers"), join(path, "headers")),
         body_min=body_min,
         body_max=body_max,
@@ -225,17 +226,6 @@ def _rule_pool(reader: Reader, node: yaml.Node | None, path: str, pools: set[str
     if pool is not None and pool not in pools:
         reader.fail(node, path, f"no pool named '{pool}' (defined: {', '.join(sorted(pools))})")
     return pool
-
-
-def _methods(reader: Reader, node: yaml.Node | None, path: str) -> tuple[str, ...]:
-    if node is None:
-        return ()
-    methods = []
-    for i, item in enumerate(reader.sequence(node, path, allow_scalar=True)):
-        method = reader.convert(item, join(path, i), _method)
-        if method is not None:
-            methods.append(method)
-    return tuple(methods)
 
 
 def _body_size(

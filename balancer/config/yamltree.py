@@ -171,6 +171,17 @@ class Reader:
         self.fail(node, path, f"expected a list, got {_describe(node)}")
         return []
 
+    def each[T](self, node: yaml.Node, path: str, convert: Callable[[object], T], *,
+                allow_scalar: bool = True) -> tuple[T, ...]:
+        """A list (or, with allow_scalar, one scalar) of values, each converted; the bad ones
+        are located problems and left out."""
+        found = []
+        for index, item in enumerate(self.sequence(node, path, allow_scalar=allow_scalar)):
+            value = self.convert(item, join(path, index), convert)
+            if value is not None:
+                found.append(value)
+        return tuple(found)
+
     def value(self, node: yaml.Node, path: str) -> object:
         if id(node) in self._rejected:
             return None

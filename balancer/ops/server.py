@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from balancer.balancing.costs import CostModel
+from balancer.balancing.discovery import Discovered
 from balancer.balancing.runtime import Runtime
 from balancer.config.addresses import Address
 from balancer.config.model import Config
@@ -39,7 +40,7 @@ from balancer.proxy.access_log import FLUSH_INTERVAL, AccessLog
 from balancer.proxy.client import ProxyServer
 from balancer.proxy.handler import Proxy
 from balancer.upstream.backends import BackendTable
-from balancer.upstream.dns import Discovered, DnsDiscovery
+from balancer.upstream.dns import DnsDiscovery
 from balancer.upstream.monitor import HealthMonitor
 
 log = logging.getLogger("balancer")

@@ -17,14 +17,20 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from balancer.balancing.discovery import Answer, Failed, NameState, Resolved, observe, wanted_names
-from balancer.config.addresses import Address
+from balancer.balancing.discovery import (
+    Answer,
+    Discovered,
+    Failed,
+    NameState,
+    Resolved,
+    observe,
+    wanted_names,
+)
 from balancer.config.model import Config, DiscoveryConfig
 from balancer.metrics import Metrics
 
 log = logging.getLogger("balancer.discovery")
 
-Discovered = dict[str, tuple[Address, ...]]
 
 
 def make_resolver(resolvers: tuple[tuple[str, int], ...]) -> dns.asyncresolver.Resolver:

@@ -6,14 +6,12 @@ the selector (chosen by the pool's `policy`) and the spill pools are fixed then;
 selector's own state (a round-robin turn) changes afterwards.
 """
 
-from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 
+from balancer.balancing.discovery import Discovered
 from balancer.balancing.selection.selectors import Selector
 from balancer.config.addresses import Address
 from balancer.config.model import PoolConfig
-
-Discovered = Mapping[str, tuple[Address, ...]]  # `name:port` -> its addresses (resolved)
 
 
 @dataclass(slots=True)
