@@ -3,9 +3,9 @@ closes, or neither sends a byte for `timeouts.tunnel_idle`.
 
 The client side uses aiohttp's payload-parser slot (`set_parser`), which receives every byte
 after the upgrade request (including what arrived with it); the backend side is the
-UpstreamConnection's tunnel sink. A tunnel is no request in flight: its connection leaves the
-pool's count (selection, max_connections, spill and queueing ignore it) for the pool's own
-tunnel count (capped by `max_tunnels`).
+UpstreamConnection's tunnel sink. A tunnel is no request in flight: its connection leaves its
+backend's in-flight count (selection, max_connections, spill and queueing ignore it) for the
+backend's tunnel count (capped by `max_tunnels`).
 """
 
 import asyncio
@@ -96,7 +96,8 @@ async def tunnel(
 ) -> web.StreamResponse:
     """Relay bytes both ways after 101 Switching Protocols, until either side closes or
     nothing moves for `idle_timeout`; each direction stops reading its source while its
-    destination is not reading. The caller has moved `conn` to its pool's tunnels."""
+    destination is not reading. The caller has moved `conn` to its backend's tunnels
+    (`Connections.to_tunnel`)."""
     headers, _ = forward_response(response.headers, request_id, upgrade=True)
     reply = PlainStreamResponse(status=101, reason=response.reason.decode("latin-1") or None,
                                headers=headers)

@@ -6,10 +6,10 @@ errors, latency) and `BackendHealth`, the `HealthEvents` that acts on its health
 transitions, and a periodic sweep that closes idle connections past their expiry. Rules:
 - A reload (or DNS discovery) calls `configure` with the wanted addresses: kept backends
   carry over with their warm connections, stats and health, and take the new limits; the
-  pools of removed ones are retired (their requests in flight finish, then their
-  connections close) and their stats and health are dropped.
+  connections of removed ones are retired (their requests in flight finish, then they
+  close) and their stats and health are dropped.
 - A retired backend is not recorded again: a request chosen on an older runtime still gets
-  a pool and stats, but they are not kept.
+  connections and stats, but they are not kept.
 """
 
 import asyncio
@@ -33,19 +33,19 @@ class BackendTable:
         self.loop = loop
         self.health_events = HealthEvents(metrics, self.stats)
         self._on_connect = on_connect
-        self._pools: dict[Address, Connections] = {}
+        self._conns: dict[Address, Connections] = {}
         self._stats: dict[Address, BackendStats] = {}
         self._health: dict[Address, BackendHealth] = {}
         self._retired: set[Address] = set()  # left the config: not recorded any more
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<BackendTable {len(self._pools)} backends>"
+        return f"<BackendTable {len(self._conns)} backends>"
 
     def get(self, address: Address, pool: PoolConfig, timeouts: Timeouts) -> Connections:
-        conns = self._pools.get(address)
+        conns = self._conns.get(address)
         if conns is None:
-            conns = self._pools[address] = Connections(
+            conns = self._conns[address] = Connections(
                 self.loop,
                 address,
                 max_connections=pool.max_connections,
@@ -58,22 +58,22 @@ class BackendTable:
                 callback = self._on_connect
                 conns.on_connect = lambda seconds: callback(address, seconds)
             if address in self._retired:  # chosen on a runtime from before its retirement:
-                del self._pools[address]  # this request's connection closes when released
+                del self._conns[address]  # this request's connection closes when released
                 conns.retire()
         return conns
 
     def configure(self, wanted: Mapping[Address, PoolConfig], timeouts: Timeouts) -> None:
-        """Apply new limits to kept pools and retire the pools of backends no longer listed
+        """Apply new limits to kept backends and retire the connections of those no longer listed
         (their requests in flight finish; what they report afterwards is not kept). Called
         by a reload and by DNS discovery when a name's addresses change."""
-        self._retired = (self._retired | set(self._pools) | set(self._stats)) - set(wanted)
+        self._retired = (self._retired | set(self._conns) | set(self._stats)) - set(wanted)
         for address in self._retired:
             self._stats.pop(address, None)
             self._health.pop(address, None)
-        for address in list(self._pools):
-            conns = self._pools[address]
+        for address in list(self._conns):
+            conns = self._conns[address]
             if address not in wanted:
-                del self._pools[address]
+                del self._conns[address]
                 conns.retire()
                 continue
             conns.max_connections = wanted[address].max_connections
@@ -105,11 +105,11 @@ class BackendTable:
         return list(self._health.items())
 
     def inflight(self, address: Address) -> int:
-        conns = self._pools.get(address)
+        conns = self._conns.get(address)
         return conns.inflight if conns is not None else 0
 
     def connections(self) -> dict[Address, Connections]:
-        return dict(self._pools)
+        return dict(self._conns)
 
     def start(self, interval: float = 5.0) -> None:
         """Sweep idle connections past their expiry every `interval` seconds."""
@@ -120,12 +120,12 @@ class BackendTable:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for conns in self._pools.values():
+        for conns in self._conns.values():
             conns.close()
-        self._pools.clear()
+        self._conns.clear()
 
     async def _sweep(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for conns in list(self._pools.values()):
+            for conns in list(self._conns.values()):
                 conns.sweep()

@@ -1,8 +1,8 @@
 """Waiting for room: a bounded queue of waiters with deadlines, oldest woken first.
 
 I/O shell (futures and timers). Used twice: a pool's requests waiting for a backend under its
-in-flight cap (QueueFull / QueueTimeout: 503 with Retry-After), and a backend's connection
-pool waiting for a connection slot (PoolExhausted: 503).
+in-flight cap (QueueFull / QueueTimeout: 503 with Retry-After), and a backend's `Connections`
+waiting for room under `max_connections` (PoolExhausted: 503).
 """
 
 import asyncio
