@@ -23,10 +23,11 @@ from balancer.config.addresses import Address, parse_listen
 from balancer.config.model import Config
 from balancer.config.schema import config_schema
 from balancer.config.yamltree import ConfigError
+from balancer.ops.cgroup import worker_count
 from balancer.ops.config_file import load_config
 from balancer.ops.lifecycle import CannotStart
-from balancer.ops.server import serve
-from balancer.ops.supervisor import shared_listen_problems, supervise, workers_from_arg
+from balancer.ops.serve import serve
+from balancer.ops.supervisor import shared_listen_problems, supervise
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 OK, FAILED, INVALID = 0, 1, 2  # the exit codes the docstring lists
@@ -156,3 +157,13 @@ def _run[T](main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def workers_from_arg(text: str) -> int:
+    """`--workers N` or `auto` (the CPUs allowed: the cgroup quota, else the cores)."""
+    if text == "auto":
+        return worker_count()
+    count = int(text)
+    if count < 1:
+        raise ValueError("at least 1 worker")
+    return count

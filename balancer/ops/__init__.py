@@ -1,6 +1,7 @@
 """Running the balancer (I/O): processes, listeners, signals, the admin listener.
 
-- `server`: one balancer process (`Balancer`, `serve`): reload on SIGHUP, drain on SIGTERM.
+- `server`: one balancer process's `Balancer` (listeners, proxy, admin, reloads); `serve`:
+  its life (start, reload on SIGHUP or a changed file, grace period, drain on SIGTERM).
 - `supervisor`, `aggregate`: worker processes, and their status and metrics merged.
 - `lifecycle`: what both share about signals (`SignalQueue`) and a failed start
   (`CannotStart`); `listeners`: binding sockets, the set one process serves on;

@@ -1,7 +1,6 @@
 """The admin listener: `/` (status page), `/healthz`, `/livez`, `/readyz`, `/status` (JSON),
-`/status/history`
-(the last 15 minutes, JSON), `/metrics`, `POST /reload`, `POST /login` (the login form's,
-with an admin token).
+`/status/history` (the last 15 minutes, JSON), `/metrics`, `POST /reload`, `POST /login` (the
+login form's, with an admin token).
 
 I/O shell. It is bound only to the `admin` address, never to a public listener. One app
 serves both kinds of process: it asks what it shows of an `AdminSource`, which the single

@@ -96,6 +96,10 @@ class ListenerSet:
     def bound(self, *, admin: bool) -> list[str]:
         return [listener.bound for listener in self.listeners if listener.admin == admin]
 
+    def forget(self) -> None:
+        """The runners were cleaned up (their sites stopped with them): keep no listener."""
+        self.listeners = []
+
     async def serve_on(self, wanted: list[tuple[Address, bool]],
                        runner: Callable[[bool], web.BaseRunner]) -> None:
         """Serve on exactly `wanted` (address, admin): bind every new socket first (so a bind

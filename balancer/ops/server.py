@@ -1,19 +1,14 @@
-"""The single process: the `Balancer` (listeners, proxy, admin listener, backends) and
-`serve`, its life: start, reload on SIGHUP, drain on SIGTERM/SIGINT.
+"""The single process's `Balancer`: listeners, proxy, admin listener, backends, reloads.
 
-Reads like a script: `serve()` starts the Balancer, then waits for signals
-(balancer.ops.lifecycle). A reload builds a whole new Runtime and swaps one reference; a
-config that fails to load leaves the old one serving. The Balancer is an `AdminSource`: the
-admin listener (balancer.ops.admin) asks it for what it shows.
+Its life (start, reload on SIGHUP, drain on SIGTERM/SIGINT) is `balancer.ops.serve`. A reload
+builds a whole new Runtime and swaps one reference; a config that fails to load leaves the old
+one serving. The Balancer is an `AdminSource`: the admin listener (balancer.ops.admin) asks it
+for what it shows.
 """
 
 import asyncio
-import contextlib
-import gc
 import logging
-import os
 import random
-import signal
 import time
 from typing import Any
 
@@ -30,9 +25,7 @@ from balancer.config.yamltree import ConfigError
 from balancer.metrics import Metrics, MetricsCollector, build_registry
 from balancer.ops.admin import build_admin_app
 from balancer.ops.config_file import load_config
-from balancer.ops.filewatch import watch_file
 from balancer.ops.history import INTERVAL, History, take_snapshot
-from balancer.ops.lifecycle import CannotStart, SignalQueue, stop_when_orphaned
 from balancer.ops.listeners import CannotListen, ListenerSet
 from balancer.ops.reloads import ReloadOutcome, Reloads
 from balancer.ops.status import status_document
@@ -289,7 +282,8 @@ class Balancer:
         if self._server is not None:
             self._server.apply(config)  # limits and client timeouts of new connections
         if self._public is not None:
-            # aiohttp's, read at stop
+            # a private attribute of aiohttp's runner (3.10 to 3.14), read by its cleanup(): the
+            # drain timeout a reload sets must hold at stop (re-check on an aiohttp upgrade)
             self._public._shutdown_timeout = _aiohttp_timeout(config.timeouts.drain)
         self.backend_table.configure(runtime.backend_pools(), config.timeouts)
         if config.routing is not None:
@@ -311,7 +305,7 @@ class Balancer:
         for runner in (self._public, self._admin):
             if runner is not None:
                 await runner.cleanup()
-        self._listeners.listeners = []
+        self._listeners.forget()
         for task in (self._flusher, self._sampler):
             if task is not None:
                 task.cancel()
@@ -343,68 +337,3 @@ def _open_access_log(config: Config) -> AccessLog | None:
     except OSError as exc:
         raise ApplyError(f"cannot open the access log {config.access_log.path}: "
                          f"{exc.strerror or exc}") from None
-
-
-async def serve(config: Config, config_path: str | None, *, admin: Address | None = None,
-                worker: int | None = None) -> None:
-    """Run until SIGTERM or SIGINT; reload on SIGHUP. Raises `CannotStart` when the config
-    cannot be put in place (balancer.cli turns that into the exit code).
-
-    As a worker of a supervisor (`worker` is its index), the admin listener is the private
-    `admin` socket, and the worker drains and exits if the supervisor goes away.
-    """
-    balancer = Balancer(config, config_path, admin=admin, reuse_port=worker is not None)
-    await _start(balancer)
-    signals = SignalQueue(on_usr1=balancer.reopen_access_log)
-    watcher = _watch(balancer, signals, worker)
-    # Everything made so far (modules, the runtime, the app) lives as long as the process:
-    # out of the collector's sight, full collections stop walking it (a 50-rule reload's
-    # slowest builds fell from 14-16 ms to under 4 ms)
-    gc.freeze()
-    log.info("serving config generation %d (%s)", balancer.runtime.generation,
-             balancer.runtime.config.digest)
-    sig = await _grace_period(balancer, signals, await signals.until_stop(balancer.reload))
-    log.info("%s: draining (up to %gs)", sig.name, balancer.runtime.config.timeouts.drain)
-    signals.close()
-    if watcher is not None:
-        watcher.cancel()
-    await balancer.stop()
-    log.info("stopped")
-
-
-async def _start(balancer: Balancer) -> None:
-    try:
-        await balancer.start()
-    except ApplyError as exc:
-        await balancer.stop()
-        raise CannotStart(f"{balancer.runtime.config.source}: {exc}") from None
-
-
-def _watch(balancer: Balancer, signals: SignalQueue,
-           worker: int | None) -> "asyncio.Task[None] | None":
-    """A worker watches for its supervisor's end; a single process with a config file
-    watches the file (a supervisor watches it for its workers)."""
-    loop = asyncio.get_running_loop()
-    if worker is not None:
-        return loop.create_task(stop_when_orphaned(os.getppid(), signals))
-    if balancer.config_path is None:
-        return None
-    return loop.create_task(watch_file(
-        balancer.config_path, lambda: balancer.runtime.config.watch,
-        lambda: signals.put(signal.SIGHUP), balancer.runtime.config.digest))
-
-
-async def _grace_period(balancer: Balancer, signals: SignalQueue,
-                        sig: signal.Signals) -> signal.Signals:
-    """After the first SIGTERM/SIGINT: keep serving for `timeouts.grace` (still reloading on
-    SIGHUP), or until a second stop signal; the signal that ends it."""
-    grace = balancer.runtime.config.timeouts.grace
-    if grace <= 0 or balancer.draining:
-        return sig
-    balancer.draining = True
-    log.info("%s: grace period of %gs: still serving, /healthz answers 503, every "
-             "response closes its connection (signal again to skip)", sig.name, grace)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(grace):
-            sig = await signals.until_stop(balancer.reload)
-    return sig

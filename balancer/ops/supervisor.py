@@ -43,7 +43,6 @@ from balancer.config.model import Config
 from balancer.config.yamltree import ConfigError
 from balancer.ops.admin import build_admin_app
 from balancer.ops.aggregate import ExpositionMerge, merge_history, merge_status
-from balancer.ops.cgroup import worker_count
 from balancer.ops.config_file import load_config
 from balancer.ops.filewatch import watch_file
 from balancer.ops.lifecycle import CannotStart, SignalQueue
@@ -82,6 +81,9 @@ class Worker:
 
 
 class Supervisor:
+    """N worker processes sharing the listeners: starts and restarts them, passes reloads and
+    SIGUSR1 on, and answers the admin listener for all of them (an `AdminSource`)."""
+
     def __init__(self, config: Config, config_path: str, workers: int, log_level: str) -> None:
         self.config = config
         self.config_path = config_path
@@ -393,14 +395,3 @@ def _json(text: str) -> dict[str, Any] | None:
 
 def _exit_text(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
-
-
-def workers_from_arg(text: str) -> int:
-    """`--workers N` or `auto` (the CPUs allowed: the cgroup quota, else the cores)."""
-    if text == "auto":
-        return worker_count()
-    count = int(text)
-    if count < 1:
-        raise ValueError("at least 1 worker")
-    return count
-

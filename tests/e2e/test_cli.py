@@ -1,10 +1,15 @@
 """`balancer check` and `balancer run` as the operator sees them: exit codes and messages."""
 
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+from balancer.config.schema import config_schema
 from tests.helpers import ROOT
 
 
@@ -69,3 +74,31 @@ def test_run_exits_1_with_a_clear_message_when_it_cannot_listen(tmp_path: Path) 
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_balancer_schema_prints_it_and_version_prints_the_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "balancer", "schema"], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    assert json.loads(out) == config_schema()
+    out = subprocess.run([sys.executable, "-m", "balancer", "--version"], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    assert re.fullmatch(r"balancer \d+\.\d+\.\d+\S*\n", out)
+
+
+def test_check_substitutes_from_its_environment(tmp_path: Path) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(textwrap.dedent("""\
+        listen: ${LB_LISTEN:-127.0.0.1:0}
+        pools:
+          default: {backends: ["${LB_BACKEND}"]}
+        """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+    run = [sys.executable, "-m", "balancer", "check", "-c", str(path)]
+    unset = subprocess.run(run, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert unset.returncode == 2
+    assert f"{path}:3:24: pools.default.backends[0]: environment variable 'LB_BACKEND'" \
+        in unset.stderr
+    assert ": 1 problem(s)" in unset.stderr  # not also "'' is not a backend address"
+    ok = subprocess.run(run, capture_output=True, text=True, cwd=ROOT,
+                        env={**env, "LB_BACKEND": "http://10.1.2.3:80"})
+    assert ok.returncode == 0, ok.stderr

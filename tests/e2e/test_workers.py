@@ -10,8 +10,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from balancer.ops.supervisor import workers_from_arg
-from tests.helpers import BackendFactory, Process, ProcessFactory, free_port, wait_for
+from balancer.cli import workers_from_arg
+from tests.helpers import (
+    BackendFactory,
+    Process,
+    ProcessFactory,
+    free_port,
+    one_pool_config,
+    wait_for,
+)
 
 READY = r"serving with 2 workers"
 
@@ -179,3 +186,22 @@ def test_workers_auto_is_the_cpu_count() -> None:
     assert workers_from_arg("3") == 3
     with pytest.raises(ValueError):
         workers_from_arg("0")
+
+
+async def test_the_supervisors_admin_listener_has_the_same_guard(
+    tmp_path: Path, backend_factory: BackendFactory,
+    balancer_process: ProcessFactory, session: aiohttp.ClientSession,
+) -> None:
+    backend = await backend_factory("b")
+    config = tmp_path / "lb.yaml"
+    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
+    lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
+    async with session.post(f"{lb.admin_url}/reload",
+                            headers={"Origin": "http://evil.example"}) as resp:
+        assert resp.status == 403
+    async with session.get(f"{lb.admin_url}/status", headers={"Host": "evil.example"}) as resp:
+        assert resp.status == 403
+    async with session.get(f"{lb.admin_url}/status") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["generation"] == 1
+    lb.signal(signal.SIGTERM)

@@ -3,7 +3,6 @@ without a token, only the admin address or an allowed name as Host (no DNS rebin
 cross-site POST (no CSRF), with or without a token."""
 
 import re
-import signal
 from pathlib import Path
 
 import aiohttp
@@ -15,9 +14,7 @@ from tests.helpers import (
     ROOT,
     BackendFactory,
     BalancerFactory,
-    ProcessFactory,
     Running,
-    free_port,
     one_pool_config,
 )
 
@@ -189,22 +186,3 @@ def test_the_docker_config_does_not_open_an_unguarded_admin_listener() -> None:
                                                                     "localhost")
     assert loopback or config.admin_token is not None
     assert yaml.safe_load((ROOT / "config" / "docker.yaml").read_text())["admin"]
-
-
-async def test_the_supervisors_admin_listener_has_the_same_guard(
-    tmp_path: Path, backend_factory: BackendFactory,
-    balancer_process: ProcessFactory, session: aiohttp.ClientSession,
-) -> None:
-    backend = await backend_factory("b")
-    config = tmp_path / "lb.yaml"
-    config.write_text(one_pool_config(backend.url, listen=f"127.0.0.1:{free_port()}"))
-    lb = balancer_process(config, "--workers", "2", ready=r"serving with 2 workers")
-    async with session.post(f"{lb.admin_url}/reload",
-                            headers={"Origin": "http://evil.example"}) as resp:
-        assert resp.status == 403
-    async with session.get(f"{lb.admin_url}/status", headers={"Host": "evil.example"}) as resp:
-        assert resp.status == 403
-    async with session.get(f"{lb.admin_url}/status") as resp:
-        assert resp.status == 200
-        assert (await resp.json())["generation"] == 1
-    lb.signal(signal.SIGTERM)

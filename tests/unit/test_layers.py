@@ -201,3 +201,52 @@ def test_no_import_cycle_between_packages() -> None:
         graph.setdefault(mine, set()).update(
             package_of_module(i) for i in imported if package_of_module(i) != mine)
     assert not import_cycles(graph), import_cycles(graph)
+
+
+# -- the tests' own layers ------------------------------------------------------------------------
+
+TESTS = PACKAGE.parent / "tests"
+SOCKET_FIXTURES = {"backend_factory", "balancer_factory", "raw_backend_factory", "proxied",
+                   "session", "start_backend", "servers", "balancer_process", "harness"}
+
+
+def layer_offences(source: str, layer: str) -> list[str]:
+    """What a test module does that its layer forbids: unit tests open no socket and start no
+    process (no such import, no fixture that does); integration tests run the balancer in the
+    test's own process (never `balancer_process` or `python -m balancer`)."""
+    tree = ast.parse(source)
+    imported = imports(source, "tests")
+    fixtures = {arg.arg for node in ast.walk(tree)
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.name.startswith("test_") for arg in node.args.args}
+    runs_balancer = any(isinstance(node, ast.Constant) and node.value == "balancer"
+                        and isinstance(parent, ast.List | ast.Tuple)
+                        and any(isinstance(e, ast.Constant) and e.value == "-m"
+                                for e in parent.elts)
+                        for parent in ast.walk(tree) for node in ast.iter_child_nodes(parent))
+    found = []
+    if layer == "unit":
+        found += sorted(i for i in imported if i.split(".")[0] in ("subprocess", "socket"))
+        found += sorted(fixtures & SOCKET_FIXTURES)
+    if layer in ("unit", "integration"):
+        found += ["balancer_process"] if "balancer_process" in fixtures else []
+        found += ["python -m balancer"] if runs_balancer else []
+    return found
+
+
+
+
+def test_the_layer_check_sees_sockets_processes_and_fixtures() -> None:
+    assert layer_offences("import subprocess\n", "unit") == ["subprocess"]
+    assert layer_offences("async def test_x(session): pass\n", "unit") == ["session"]
+    spawn = 'def test_x(balancer_process): run([sys.executable, "-m", "balancer"])\n'
+    assert layer_offences(spawn, "integration") == ["balancer_process", "python -m balancer"]
+    assert layer_offences(spawn, "e2e") == []
+
+
+@pytest.mark.parametrize("path", sorted([*(TESTS / "unit").glob("test_*.py"),
+                                         *(TESTS / "integration").glob("test_*.py")]),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_each_test_module_keeps_to_its_layer(path: Path) -> None:
+    offences = layer_offences(path.read_text(), path.parent.name)
+    assert not offences, f"{path.parent.name}/{path.name}: {offences} (move it to tests/e2e)"

@@ -1,9 +1,5 @@
 """`${VAR}`/`${VAR:-default}` in config values and `admin_token_file`: no secret in the YAML."""
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -111,23 +107,6 @@ def test_admin_token_file_problems_are_located_and_never_echo_the_secret(tmp_pat
         assert "tooshort-secret" not in str(info.value)
 
 
-def test_check_substitutes_from_its_environment(tmp_path: Path) -> None:
-    path = tmp_path / "lb.yaml"
-    path.write_text(textwrap.dedent("""\
-        listen: ${LB_LISTEN:-127.0.0.1:0}
-        pools:
-          default: {backends: ["${LB_BACKEND}"]}
-        """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
-    run = [sys.executable, "-m", "balancer", "check", "-c", str(path)]
-    unset = subprocess.run(run, capture_output=True, text=True, env=env, cwd=ROOT)
-    assert unset.returncode == 2
-    assert f"{path}:3:24: pools.default.backends[0]: environment variable 'LB_BACKEND'" \
-        in unset.stderr
-    assert ": 1 problem(s)" in unset.stderr  # not also "'' is not a backend address"
-    ok = subprocess.run(run, capture_output=True, text=True, cwd=ROOT,
-                        env={**env, "LB_BACKEND": "http://10.1.2.3:80"})
-    assert ok.returncode == 0, ok.stderr
 
 
 # -- mutation testing, after merging round 3 (bench/results/mutation.md) ---------------------
