@@ -118,16 +118,8 @@ class Running:
 
 
 def buffered_bytes(lb: Running) -> tuple[int, int]:
-    """Bytes the balancer holds in write buffers: (towards clients, towards backends). It
-    reaches into private attributes (the public server's connections, a pool's open and
-    tunnel connections) until the balancer exposes these numbers itself."""
-    server = lb.balancer._public.server  # type: ignore[union-attr]
-    to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
-                     if h.transport is not None)
-    to_backends = sum(c.transport.get_write_buffer_size()
-                      for pool in lb.balancer.backend_table.connections().values()
-                      for c in (*pool._open, *pool._tunnels) if c.transport is not None)
-    return to_clients, to_backends
+    """Bytes the balancer holds in write buffers: (towards clients, towards backends)."""
+    return lb.balancer.buffered_bytes()
 
 
 class Process:

@@ -175,6 +175,16 @@ class Balancer:
         server = self._public.server if self._public is not None else None
         return len(server.connections) if server is not None else 0
 
+    def buffered_bytes(self) -> tuple[int, int]:
+        """Bytes waiting in write buffers: (towards clients, towards backends). What flow
+        control bounds: a side that does not read must not make the balancer hold more."""
+        server = self._public.server if self._public is not None else None
+        to_clients = sum(h.transport.get_write_buffer_size() for h in server.connections
+                         if h.transport is not None) if server is not None else 0
+        to_backends = sum(conns.buffered_bytes()
+                          for conns in self.backend_table.connections().values())
+        return to_clients, to_backends
+
     @property
     def admin_address(self) -> str | None:
         return next(iter(self._listeners.bound(admin=True)), None)

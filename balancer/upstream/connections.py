@@ -73,6 +73,11 @@ class Connections:
     def tunnel_count(self) -> int:
         return len(self._tunnels)
 
+    def buffered_bytes(self) -> int:
+        """Bytes waiting in the write buffers of this backend's connections (tunnels too)."""
+        return sum(conn.transport.get_write_buffer_size()
+                   for conn in (*self._open, *self._tunnels) if conn.transport is not None)
+
     def has_tunnel_room(self) -> bool:
         return len(self._tunnels) < self.max_tunnels
 

@@ -34,7 +34,7 @@ async def test_a_dead_backend_costs_no_request_and_comes_back_without_a_reload(
         async with session.get(f"{lb.url}/") as resp:
             assert resp.status == 200  # refused connections are retried on the other backend
             assert resp.headers["X-Backend"] == "alive"
-    health = next(h for a, h in lb.balancer.backend_table._health.items() if a.port == port)
+    health = next(h for a, h in lb.balancer.backend_table.healths() if a.port == port)
     assert health.ejections >= 1
 
     runner = web.AppRunner(echo_app("revived"), access_log=None)
