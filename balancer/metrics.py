@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from balancer.balancing.costs import CostModel
 from balancer.balancing.discovery import NameState
 from balancer.balancing.health import RetryBudget
 from balancer.balancing.runtime import Runtime
@@ -77,17 +78,18 @@ class Metrics:
 class MetricsCollector(Collector):
     """Builds every metric family at scrape time, from the counters and what it is handed of
     the live state: the runtime in force, the backends, the clock they are measured on, the
-    proxy's retry budget and the discovered names."""
+    proxy's retry budget, the discovered names and the learned route costs."""
 
     def __init__(self, metrics: Metrics, *, runtime: Callable[[], Runtime],
                  backends: BackendView, clock: Callable[[], float], retry_budget: RetryBudget,
-                 discovered: Callable[[], Iterable[NameState]]) -> None:
+                 discovered: Callable[[], Iterable[NameState]], costs: CostModel) -> None:
         self.metrics = metrics
         self.runtime = runtime
         self.backends = backends
         self.clock = clock
         self.retry_budget = retry_budget
         self.discovered = discovered
+        self.costs = costs
 
     def collect(self) -> Iterator[Metric]:
         yield from _request_families(self.metrics)
@@ -100,6 +102,10 @@ class MetricsCollector(Collector):
         yield CounterMetricFamily("balancer_retry_budget_exhausted",
                                   "Retries refused because the retry budget was spent",
                                   value=self.retry_budget.exhausted)
+        yield CounterMetricFamily("balancer_route_costs_evicted",
+                                  "Learned routes dropped to make room (a steady rise: more "
+                                  "distinct routes than the cost table holds)",
+                                  value=self.costs.evictions)
         yield _counters("balancer_config_reloads", "Config reloads by result", ["result"],
                         metrics.reloads)
         yield GaugeMetricFamily("balancer_config_generation", "Config generation serving",

@@ -125,11 +125,6 @@ def _family_of(sample_name: str, families: dict[str, tuple[str, str]]) -> str:
     return sample_name
 
 
-def merge_expositions(texts: list[str]) -> list[Metric]:
-    """One scrape of workers that all answered (no memory of earlier scrapes)."""
-    return ExpositionMerge(len(texts)).merge(list(texts))
-
-
 def merge_history(documents: list[dict[str, Any] | None],
                   reloads: list[dict[str, Any]]) -> dict[str, Any]:
     """One `/status/history` for all workers: points aligned on the interval; requests,

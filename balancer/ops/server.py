@@ -117,7 +117,7 @@ class Balancer:
         self.registry = build_registry(MetricsCollector(
             self.metrics, runtime=lambda: self.runtime, backends=self._backend_table,
             clock=self._backend_table.loop.time, retry_budget=self._proxy.retry_budget,
-            discovered=self.discovery.states))
+            discovered=self.discovery.states, costs=self.costs))
         self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
 

@@ -16,6 +16,7 @@ EXPECTED_LABELS = {
     "balancer_learned_overrides": set(),
     "balancer_retries": {"reason"},
     "balancer_retry_budget_exhausted": set(),
+    "balancer_route_costs_evicted": set(),
     "balancer_config_reloads": {"result"},
     "balancer_config_generation": set(),
     "balancer_backend_weight": {"pool", "backend"},

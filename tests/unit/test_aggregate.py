@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from balancer.ops.aggregate import ExpositionMerge, merge_expositions, merge_status
+from balancer.ops.aggregate import ExpositionMerge, merge_status
 
 
 def exposition(requests: float, started: float, inflight: float = 0.0,
@@ -119,7 +119,7 @@ def test_merged_expositions_sum_counters_and_histograms_and_keep_gauges_per_work
             f'w{{backend="b"}} {weight}\n')
 
     merged = {family.name: family for family in
-              merge_expositions([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
+              ExpositionMerge(2).merge([exposition(3, 1, 0.5), exposition(4, 2, 0.7)])}
 
     def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
