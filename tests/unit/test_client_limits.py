@@ -12,6 +12,7 @@ from balancer.config.parse import parse_config
 from balancer.config.units import parse_rate
 from balancer.config.yamltree import ConfigError
 from balancer.http.body_rate import body_wait
+from balancer.proxy.client import connection_cap
 
 CONFIG = """\
 listen: 127.0.0.1:8080
@@ -31,7 +32,7 @@ def problems(limits: str) -> list[str]:
 def test_the_defaults_are_on_and_generous() -> None:
     limits = parse_config(CONFIG.removesuffix("limits:\n"), "b.yaml").limits
     assert limits.min_body_rate == 500  # Apache mod_reqtimeout's default MinRate
-    assert limits.max_client_connections == 10_000
+    assert limits.max_client_connections == 16_384
 
 
 @pytest.mark.parametrize(("raw", "rate"), [
@@ -89,3 +90,17 @@ def test_the_wait_is_never_over_idle_nor_negative_and_cuts_only_the_slow(
         assert by_rate and elapsed >= idle + received / rate - 1e-6
     if elapsed + idle <= idle + received / rate:  # ahead of the rate by idle or more
         assert (wait, by_rate) == (idle, False)
+
+
+@pytest.mark.parametrize(("configured", "open_files", "cap"), [
+    (16_384, None, 16_384),      # no open-files limit: as configured
+    (16_384, 1_048_576, 16_384),  # a container's usual limit: as configured
+    (16_384, 20_000, 15_000),     # a quarter left for backend connections, logs, listeners
+    (16_384, 1024, 768),          # a shell's usual limit
+    (16_384, 300, 44),            # at least 256 descriptors left
+    (3, 1024, 3),
+    (16_384, 1, 1),               # never 0: the balancer must admit someone
+])
+def test_the_connection_cap_leaves_descriptors_for_the_rest(
+        configured: int, open_files: int | None, cap: int) -> None:
+    assert connection_cap(configured, open_files) == cap
