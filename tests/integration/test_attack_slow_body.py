@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import time
 
+import pytest
+
 from tests.helpers import BalancerFactory, one_pool_config, wait_for
 from tests.recording import RecordingBackend, answer_echo, echo_body, parse_responses
 
 SIZE = 100_000  # over the 64 KiB held whole: streamed to the backend as it arrives
 HEAD = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % SIZE
+CHUNKED = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def config(url: str, extra: str = "") -> str:
@@ -33,18 +36,18 @@ async def read_all(reader: asyncio.StreamReader, timeout: float) -> bytes:
     return received
 
 
-async def trickle(url: str, every: float) -> bytes:
-    """The attacker: the head, then one byte of the body every `every` seconds until the
-    balancer answers or closes; what it got."""
+async def trickle(url: str, every: float, chunked: bool) -> bytes:
+    """The attacker: the head, then one byte of the body (a one-byte chunk) every `every`
+    seconds until the balancer answers or closes; what it got."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(HEAD)
+    writer.write(CHUNKED if chunked else HEAD)
     answer = asyncio.ensure_future(read_all(reader, 30))
     try:
         for _ in range(SIZE):
             if answer.done():
                 break
-            writer.write(b"x")
+            writer.write(b"1\r\nx\r\n" if chunked else b"x")
             await asyncio.sleep(every)  # the attack's pace (no test sleeps on a condition)
     except ConnectionError:
         pass
@@ -52,12 +55,13 @@ async def trickle(url: str, every: float) -> bytes:
     return await answer
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_a_trickled_upload_is_cut_and_frees_its_backend_connection(
-        balancer_factory: BalancerFactory) -> None:
+        balancer_factory: BalancerFactory, chunked: bool) -> None:
     backend = await RecordingBackend(answer_echo).start()
     try:
         lb = await balancer_factory(config(backend.url))
-        attacker = asyncio.ensure_future(trickle(lb.url, 0.4))  # 2.5 B/s, never 1s idle
+        attacker = asyncio.ensure_future(trickle(lb.url, 0.4, chunked))  # 2.5 B/s, never 1s idle
         await wait_for(lambda: len(backend.links) == 1, 5, "the upload reaching the backend")
         started = time.monotonic()
         # the pool's one connection is the attacker's: another client waits for it
@@ -80,7 +84,8 @@ async def test_a_trickled_upload_is_cut_and_frees_its_backend_connection(
         await wait_for(lambda: backend.links[0].closed, 5, "the upload's connection closed")
         head, _, body = bytes(backend.links[0].raw).partition(b"\r\n\r\n")
         assert head.startswith(b"POST /upload HTTP/1.1\r\n"), head
-        assert b"\r\nContent-Length: 100000" in head and 0 < len(body) < SIZE, len(body)
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100000"
+        assert b"\r\n" + framing in head and 0 < len(body) < SIZE, (head, len(body))
         assert [(r.method, r.target, r.connection) for r in backend.requests] \
             == [(b"GET", b"/victim", 1)]
     finally:
