@@ -66,6 +66,10 @@ class Metrics:
         self.bad_requests: defaultdict[int, int] = defaultdict(int)  # by status: 400, 408, ...
         self.spills: defaultdict[str, int] = defaultdict(int)  # by the pool that was full
         self.discovery_failures: defaultdict[str, int] = defaultdict(int)  # by name:port
+        self.refused_connections = 0  # past limits.max_client_connections
+
+    def refused_connection(self) -> None:
+        self.refused_connections += 1
 
     def bad_request(self, status: int) -> None:
         self.bad_requests[status] += 1
@@ -163,6 +167,10 @@ def _request_families(metrics: Metrics) -> Iterator[Metric]:
                               value=metrics.learned_overrides)
     yield _counters("balancer_bad_requests", "Malformed or too slow requests refused "
                     "before reaching the proxy", ["status"], metrics.bad_requests)
+    yield CounterMetricFamily("balancer_client_connections_refused",
+                              "Client connections answered 503 and closed at once: "
+                              "limits.max_client_connections were open",
+                              value=metrics.refused_connections)
     yield _counters("balancer_retries", "Requests sent again to another backend",
                     ["reason"], metrics.retries)
     yield _counters("balancer_spills", "Requests sent to a spill_to pool because every "

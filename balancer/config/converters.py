@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from balancer.config.addresses import Address, parse_backend, parse_listen
 from balancer.config.model import LOG_FORMATS, POLICIES, POOL_KINDS, Discover, IPNetwork, Timeouts
-from balancer.config.units import parse_duration, parse_size
+from balancer.config.units import parse_duration, parse_rate, parse_size
 from balancer.config.yamltree import Parsers, as_choice, as_int, as_number, as_ratio, as_str
 
 
@@ -129,6 +129,8 @@ LIMIT_PARSERS: Parsers = {
     "max_uri_size": parse_size,
     "max_headers": as_int(minimum=1),
     "max_head_size": parse_size,
+    "min_body_rate": parse_rate,
+    "max_client_connections": as_int(minimum=1),
 }
 HEALTH_PARSERS: Parsers = {
     "consecutive_failures": as_int(minimum=1),

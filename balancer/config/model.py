@@ -79,6 +79,13 @@ class Limits:
     max_uri_size: int = 8 * 1024
     max_headers: int = 100
     max_head_size: int = 64 * 1024  # the whole request head (line and headers) at most
+    # bytes a second a streamed request body must keep up on average, after `client_body`
+    # seconds of slack (0: no minimum); see balancer/http/body_rate.py
+    min_body_rate: int = 500
+    # open client connections per process at most (then new ones get 503 and are closed);
+    # the I/O shell lowers it to 3/4 of the open-files limit (balancer/proxy/client.py).
+    # Generous: tests/integration/test_hostile.py holds 10,000 idle ones, under 64 KiB each
+    max_client_connections: int = 16_384
 
 
 DEFAULT_INFLIGHT: dict[PoolKind | None, int] = {

@@ -40,7 +40,7 @@ from balancer.config.routing import (
     ROUTING_KEYS,
     RULE_KEYS,
 )
-from balancer.config.units import parse_duration, parse_size
+from balancer.config.units import parse_duration, parse_rate, parse_size
 from balancer.config.yamltree import Converter, as_bool, as_choice, as_int, as_ratio, as_str
 
 Schema = dict[str, Any]
@@ -59,6 +59,10 @@ SIZE = {"anyOf": [{"type": "number", "minimum": 0},
                   {"type": "string",
                    "pattern": r"^\s*\d+(\.\d+)?\s*([KkMmGgTt][Ii]?[Bb]|[Bb])?\s*$"}],
         "description": "a size: 16KiB, 10MiB, 512KB, or a number of bytes"}
+RATE = {"anyOf": [{"type": "integer", "minimum": 0},
+                  {"type": "string",
+                   "pattern": r"^\s*\d+(\.\d+)?\s*([KkMmGgTt][Ii]?[Bb]|[Bb])?(/s)?\s*$"}],
+        "description": "a rate: 500B/s, 10KiB/s, or a number of bytes a second"}
 UNIX = r"^unix:(//)?/"
 LISTEN = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 65535},
                     {"type": "string", "pattern": UNIX},
@@ -73,6 +77,7 @@ NETWORK = {"type": "string", "pattern": r"^[0-9A-Fa-f:.%]+(/[0-9.]+)?$",
 FUNCTION_SCHEMAS: dict[Callable[[object], object], Schema] = {
     parse_duration: DURATION,
     parse_size: SIZE,
+    parse_rate: RATE,
     parse_listen: LISTEN,
     parse_backend: BACKEND,
     as_path: {"type": "string", "pattern": r"^/[^ \r\n]*$", "description": "a path, e.g. /x"},

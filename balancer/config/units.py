@@ -1,4 +1,5 @@
-"""Durations ("250ms", "2s", "1m") and sizes ("10MiB", "512KB") as plain numbers.
+"""Durations ("250ms", "2s", "1m"), sizes ("10MiB", "512KB") and rates ("500B/s") as plain
+numbers.
 
 Pure: each parser takes the YAML scalar (str, int or float) and returns seconds or bytes,
 or raises ValueError with a message that says what would have been accepted.
@@ -11,6 +12,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?\s*(?:[KMGT]i?B|B)?)(?:/s)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
@@ -51,3 +53,16 @@ def parse_size(value: object) -> int:
         raise ValueError(f"{value!r} is negative (a size must be >= 0)")
     return size
 
+
+
+def parse_rate(value: object) -> int:
+    """Bytes a second from `500B/s`, `10KiB/s`, a size (`500B`: a second is understood), or a
+    bare number of bytes a second."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{value!r} is not a rate (expected e.g. 500B/s, 10KiB/s)")
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a rate (expected e.g. 500B/s, 10KiB/s)")
+        value = match.group(1)
+    return parse_size(value)

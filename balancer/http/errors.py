@@ -114,6 +114,13 @@ class InternalError(ProxyError):
     reason = "balancer internal error"
 
 
+class TooManyConnections(ProxyError):
+    """A new client connection past `limits.max_client_connections`; answered, then closed."""
+
+    status = 503
+    reason = "too many client connections"
+
+
 class QueueFull(ProxyError):
     status = 503
     reason = "pool queue full"

@@ -126,6 +126,7 @@ class Balancer:
         server = self._server = ProxyServer(
             self._proxy.handle, config,
             on_bad_request=self.metrics.bad_request,
+            on_refused=self.metrics.refused_connection,
             new_request_id=self._proxy.ids.new,
             handler_cancellation=True,
             access_log=None,

@@ -13,6 +13,14 @@ framing or smuggling-prone Transfer-Encoding gets through); this adds:
 - a request-head timeout (slowloris): from the first byte of a request until its head is
   complete, at most `timeouts.client_header`; then 408 and close. Idle keep-alive
   connections are governed by `client_idle` instead.
+- a cap on open client connections (`limits.max_client_connections`, lowered to three
+  quarters of the open-files limit: the rest is for backend connections, logs and listeners;
+  past the limit, accept fails and so do backend connects): past it, a new connection gets a 503
+  and is closed at once (counted); the open ones carry on. It is counted when aiohttp
+  registers a connection, so a burst accepted in one loop iteration may pass it by up to the
+  listen backlog. Idle keep-alive connections are not closed to make room: finding one is a
+  scan of every connection per refused accept (a cost an attacker would choose), and
+  `client_idle` bounds them.
 - a bound on the whole head (`limits.max_head_size`): the per-line and count limits alone let
   one head hold max_headers x max_header_size (1.6 MiB by default) in the parser's buffer, and
   100 such unfinished heads took 314 MiB of RSS; over it, 431 and close.
@@ -26,6 +34,7 @@ aiohttp's own (3.10 to 3.14); tests cover the behaviour.
 import asyncio
 import logging
 import re
+import resource
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -35,7 +44,14 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from balancer.config.model import Config
-from balancer.http.errors import BadRequest, HeadTimeout, HeadTooLarge, ProxyError, UriTooLong
+from balancer.http.errors import (
+    BadRequest,
+    HeadTimeout,
+    HeadTooLarge,
+    ProxyError,
+    TooManyConnections,
+    UriTooLong,
+)
 from balancer.proxy.replies import SentResponse, closing_reply
 
 log = logging.getLogger("balancer.client")
@@ -49,14 +65,24 @@ class ProxyServer(web.Server):
     for the connections accepted from then on."""
 
     def __init__(self, handler: Any, config: Config, *, on_bad_request: Callable[[int], None],
-                 new_request_id: Callable[[], str], **kwargs: Any) -> None:
+                 new_request_id: Callable[[], str], on_refused: Callable[[], None] = lambda: None,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.on_bad_request = on_bad_request
         self.new_request_id = new_request_id
+        self.on_refused = on_refused
         self.apply(config)
 
     def apply(self, config: Config) -> None:
         limits, timeouts = config.limits, config.timeouts
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = connection_cap(limits.max_client_connections,
+                             None if soft == resource.RLIM_INFINITY else soft)
+        if cap < limits.max_client_connections and cap != getattr(self, "max_connections", 0):
+            log.warning("limits.max_client_connections %d lowered to %d: three quarters of the "
+                        "open-files limit (ulimit -n %d)", limits.max_client_connections,
+                        cap, soft)
+        self.max_connections = cap
         self.header_timeout = timeouts.client_header
         self.max_uri_size = limits.max_uri_size
         self.max_head_size = limits.max_head_size
@@ -71,7 +97,33 @@ class ProxyServer(web.Server):
         )
 
     def __call__(self) -> web_protocol.RequestHandler:
+        if len(self._connections) >= self.max_connections:
+            self.on_refused()
+            return cast(web_protocol.RequestHandler, RefusedConnection(self.new_request_id()))
         return ClientConnection(self, loop=self._loop, **self._kwargs)
+
+
+def connection_cap(configured: int, open_files: int | None) -> int:
+    """The client connections a process admits: as configured, but leaving a quarter of its
+    open-files limit (`None`: unlimited), at least 256 descriptors, for the rest; at least 1."""
+    if open_files is None:
+        return configured
+    return max(1, min(configured, open_files - max(256, open_files // 4)))
+
+
+class RefusedConnection(asyncio.Protocol):
+    """A connection past `limits.max_client_connections`: a 503 and close, nothing read."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        head, body = closing_reply(
+            TooManyConnections("the balancer has its limits.max_client_connections open"),
+            self.request_id)
+        transport.write(head + body)
+        transport.close()
 
 
 class ClientConnection(web_protocol.RequestHandler):

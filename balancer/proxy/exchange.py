@@ -24,6 +24,7 @@ from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
 from balancer.config.model import Config, Limits, Timeouts
+from balancer.http.body_rate import body_wait
 from balancer.http.errors import (
     BackendClosed,
     BadRequest,
@@ -145,7 +146,8 @@ async def send_body(
         await request.writer.write(CONTINUE)
     total = 0
     frame = forwarded.chunked
-    while chunk := await _read_body_chunk(request, conn, timeouts):
+    started = asyncio.get_running_loop().time()
+    while chunk := await _read_body_chunk(request, conn, timeouts, limits, started, total):
         total += len(chunk)
         if total > limits.max_body_size:
             raise BodyTooLarge(f"body is over the {limits.max_body_size}-byte limit")
@@ -166,15 +168,24 @@ async def send_body(
 
 
 async def _read_body_chunk(request: web.BaseRequest, conn: UpstreamConnection,
-                           timeouts: Timeouts) -> bytes | None:
+                           timeouts: Timeouts, limits: Limits, started: float,
+                           received: int) -> bytes | None:
     """The next bytes of the client's body; b"" at its end, None when the backend has
-    answered meanwhile (nothing more is read)."""
+    answered meanwhile (nothing more is read). Waits at most `client_body`, and less when
+    the body is falling under `min_body_rate` (balancer/http/body_rate.py)."""
     if conn.answered():
         return None
+    wait, by_rate = body_wait(started, received, asyncio.get_running_loop().time(),
+                              timeouts.client_body, limits.min_body_rate)
     try:
-        async with asyncio.timeout(timeouts.client_body):
+        if by_rate and wait <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(wait):
             return await request.content.readany()
     except TimeoutError:
+        if by_rate:
+            raise BodyTimeout(f"the body came slower than {limits.min_body_rate} B/s on "
+                              "average (limits.min_body_rate)") from None
         raise BodyTimeout(f"nothing of the body for {timeouts.client_body:g}s") from None
 
 

@@ -75,7 +75,8 @@ class PlainStreamResponse(web.StreamResponse):
 
 # the reason phrases (RFC 9110) of the refusals written raw, by status
 PHRASES = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
-           431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
+           431: "Request Header Fields Too Large", 503: "Service Unavailable",
+           505: "HTTP Version Not Supported"}
 
 
 def closing_reply(error: ProxyError, request_id: str,
@@ -86,10 +87,11 @@ def closing_reply(error: ProxyError, request_id: str,
     request that may be a HEAD) the head says `Content-Length: 0`: right framing whatever the
     request's method turns out to have been."""
     body = error_text(error, request_id).encode() if with_body else b""
-    head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\nDate: %s\r\n"
+    retry = b"Retry-After: 1\r\n" if error.status == 503 else b""
+    head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\n%bDate: %s\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
             b"X-Request-Id: %s\r\n\r\n" % (error.status, PHRASES[error.status].encode(),
-                                           formatdate(usegmt=True).encode(), len(body),
+                                           retry, formatdate(usegmt=True).encode(), len(body),
                                            request_id.encode()))
     return head, body
 
