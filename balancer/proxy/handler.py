@@ -336,7 +336,8 @@ class Proxy:
             conns.to_tunnel(conn)
             return await tunnel(request, conn, response, forwarded.request_id,
                                 timeouts.tunnel_idle)
-        head = client_head(request, conns, conn, response, forwarded, ctx.explain_header(),
+        extra = ctx.explain_header() if ctx.explain else ()  # (no call for most requests)
+        head = client_head(request, conns, conn, response, forwarded, extra,
                            self.draining)
         self._learn(ctx, head.report, response.status)
         if head.body is not None:  # sent whole: no coroutine to await
