@@ -115,8 +115,10 @@ def forward_request(
     if authority is not None:
         out.target = target
     seen = _sort_headers(out, headers, authority, trusted_client=trusted_client, http10=http10)
-    _settle_framing_and_host(out, seen, authority, http10=http10)
-    _choose_upgrade(out, seen, upgrades)
+    if out.chunked or authority is not None or out.host is None:  # (else nothing to settle)
+        _settle_framing_and_host(out, seen, authority, http10=http10)
+    if seen.upgrade is not None:
+        _choose_upgrade(out, seen, upgrades)
     out.head = _upstream_head(out, seen, method, target, client_ip, new_request_id, proto)
     return out
 
@@ -151,6 +153,7 @@ def _sort_headers(
     and Host, take the headers the balancer writes itself, drop `_` aliases of those, keep
     the rest. Ordinary headers cost no call here: this loop runs for every request."""
     seen = _Sorted()
+    keep = seen.kept.append
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
@@ -165,11 +168,11 @@ def _sort_headers(
         elif lname == b"host":
             _host(out, value)
             if authority is None:  # else replaced by the absolute URI's authority
-                seen.kept.append((lname, name, value))
+                keep((lname, name, value))
         elif lname in _TAKEN:
             _take(out, seen, lname, value, trusted_client=trusted_client)
         elif b"_" not in lname or lname.replace(b"_", b"-") not in _NOT_WITH_UNDERSCORES:
-            seen.kept.append((lname, name, value))
+            keep((lname, name, value))
     return seen
 
 

@@ -1,6 +1,6 @@
-"""One exchange with a backend: read a small request body whole (`read_small_body`), send
-the request (head, then its body), read the response head, then give the client the response,
-whole or streamed (`client_head`, then `relay`).
+"""One exchange with a backend: read a small request body whole (`plan_body`, then
+`read_small_body`), send the request (head, then its body), read the response head, then give
+the client the response, whole or streamed (`client_head`, then `whole_response` or `relay`).
 
 I/O shell; the rules on sending a request again are pure functions (`replayable`,
 `retryable`, `replays_stale`), tested as a table. Rules this module keeps:
@@ -23,7 +23,7 @@ from typing import cast
 from aiohttp import HttpVersion11 as HTTP11
 from aiohttp import web
 
-from balancer.config.model import Config, Limits, Timeouts
+from balancer.config.model import Limits, Timeouts
 from balancer.http.body_rate import body_wait
 from balancer.http.errors import (
     BackendClosed,
@@ -73,29 +73,34 @@ def replays_stale(error: BackendClosed, reused: bool, streamed: bool, method: st
     return reused and error.before_response and not streamed and replayable(method, headers)
 
 
-async def read_small_body(request: web.BaseRequest, config: Config,
-                          forwarded: ForwardedRequest) -> tuple[bytes, bool]:
-    """The bytes to send (head, and a body up to REPLAY_LIMIT read whole, so that it can be
-    sent again) and whether the body is streamed instead (chunked or larger)."""
-    limits, timeouts = config.limits, config.timeouts
+def plan_body(request: web.BaseRequest, limits: Limits, forwarded: ForwardedRequest) -> bool:
+    """Whether the request body is streamed (chunked, or larger than REPLAY_LIMIT) rather than
+    read whole by `read_small_body`; refuses one over the size limit."""
     length = forwarded.content_length
     if length is not None and length > limits.max_body_size:
         raise BodyTooLarge(f"{length} bytes is over the {limits.max_body_size}-byte limit")
-    streamed = forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
-    payload = forwarded.head
     if request.version < HTTP11:
         forwarded.expect_continue = False  # no 1xx to HTTP/1.0 (RFC 9110 section 15.2)
-    if length and not streamed:
-        if forwarded.expect_continue:
-            await request.writer.write(CONTINUE)
-        try:
-            async with asyncio.timeout(timeouts.client_body):
-                payload += await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise BadRequest("client closed before sending the whole body") from None
-        except TimeoutError:
-            raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
-    return payload, streamed
+    return forwarded.chunked or (length is not None and length > REPLAY_LIMIT)
+
+
+async def read_small_body(request: web.BaseRequest, timeouts: Timeouts,
+                          forwarded: ForwardedRequest) -> bytes:
+    """The bytes to send: the head and the body (of `content_length` bytes, not streamed:
+    see `plan_body`) read whole, so that it can be sent again. Without a body, the head
+    alone: the caller skips this coroutine then (the common case costs no await)."""
+    length = forwarded.content_length
+    if not length:
+        return forwarded.head
+    if forwarded.expect_continue:
+        await request.writer.write(CONTINUE)
+    try:
+        async with asyncio.timeout(timeouts.client_body):
+            return forwarded.head + await request.content.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise BadRequest("client closed before sending the whole body") from None
+    except TimeoutError:
+        raise BodyTimeout(f"no whole body after {timeouts.client_body:g}s") from None
 
 
 async def exchange(
@@ -243,6 +248,14 @@ def client_head(request: web.BaseRequest, conns: Connections, conn: UpstreamConn
     return ClientHead(head, report, keep_alive, chunked, body)
 
 
+def whole_response(status: int, head: ClientHead, timeouts: Timeouts) -> web.StreamResponse:
+    """The response the backend sent whole (`head.body`), sent at once (no coroutine: the
+    common case)."""
+    assert head.body is not None
+    return cast(web.StreamResponse, SentResponse(
+        head.head + head.body, head.keep_alive, status, len(head.body), timeouts.client_send))
+
+
 async def relay(
     request: web.BaseRequest,
     conns: Connections,
@@ -252,11 +265,11 @@ async def relay(
     ctx: RequestContext,
     timeouts: Timeouts,
 ) -> web.StreamResponse:
-    """Send the response: at once when whole, else streamed as it arrives (with the client's
-    back-pressure); the connection goes back to its pool once the backend is done."""
+    """Send the response: at once when whole (`whole_response`), else streamed as it arrives
+    (with the client's back-pressure); the connection goes back to its pool once the backend
+    is done."""
     if head.body is not None:
-        return cast(web.StreamResponse, SentResponse(
-            head.head + head.body, head.keep_alive, status, len(head.body), timeouts.client_send))
+        return whole_response(status, head, timeouts)
     reply = StreamedResponse(head.head, chunked=head.chunked, keep_alive=head.keep_alive,
                              status=status)
     await reply.prepare(request)

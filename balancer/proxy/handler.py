@@ -1,11 +1,11 @@
 """The request handler: pick a backend, forward the request, stream the response back.
 
 A request goes through named steps (pingora's phases), each a method of `Proxy`, all sharing
-one `RequestContext`: `_admit` (check and rewrite the head), `_read_small_body`, `_route`
-(classify, pool, decision metrics), `_connect_with_retries` (choose, queue, exchange, retry
-budget), `_respond` (tunnel, or head, learning, body), then the metrics and the access-log
-line in `handle`. The exchange itself (sending, reading, streaming, when to send a request
-again) is `balancer.proxy.exchange`.
+one `RequestContext`: `_admit` (check and rewrite the head), the body (`plan_body`, then
+`read_small_body` when there is one), `_route` (classify, pool, decision metrics),
+`_connect_with_retries` (choose, queue, exchange, retry budget), `_respond` (tunnel, or head,
+learning, body), then the metrics and the access-log line in `handle`. The exchange itself
+(sending, reading, streaming, when to send a request again) is `balancer.proxy.exchange`.
 
 Rules this module keeps:
 - A client never hangs: every failure becomes a response from `error_response` (one line
@@ -49,7 +49,15 @@ from balancer.http.headers import ForwardedRequest, UnsupportedCoding, forward_r
 from balancer.metrics import Metrics
 from balancer.proxy.access_log import AccessLog, describe_request
 from balancer.proxy.context import RequestContext
-from balancer.proxy.exchange import client_head, exchange, read_small_body, relay, retryable
+from balancer.proxy.exchange import (
+    client_head,
+    exchange,
+    plan_body,
+    read_small_body,
+    relay,
+    retryable,
+    whole_response,
+)
 from balancer.proxy.replies import (
     RequestIds,
     SentResponse,
@@ -120,8 +128,9 @@ class Proxy:
         health = self.backend_table.health(address)
         may_eject = failed and runtime.may_eject(pool, self.backend_table, now)
         transition = health.observe(failed, now, runtime.health, may_eject)
-        self.backend_table.health_events.on_transition(address, transition, FAILURES,
-                                                       health, runtime.health, now)
+        if transition is not None:  # (most responses change nothing: no call)
+            self.backend_table.health_events.on_transition(address, transition, FAILURES,
+                                                           health, runtime.health, now)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """One request, from its head to its metrics and access-log line."""
@@ -210,7 +219,11 @@ class Proxy:
     async def _forward(self, request: web.BaseRequest, ctx: RequestContext,
                        forwarded: ForwardedRequest) -> web.StreamResponse:
         """The request's steps once admitted: body, route, backend, response."""
-        payload, streamed = await read_small_body(request, ctx.runtime.config, forwarded)
+        config = ctx.runtime.config
+        streamed = plan_body(request, config.limits, forwarded)
+        payload = forwarded.head
+        if forwarded.content_length and not streamed:
+            payload = await read_small_body(request, config.timeouts, forwarded)
         pool = self._route(request, ctx, forwarded)
         conns, conn, response = await self._connect_with_retries(
             request, ctx, forwarded, pool, payload, streamed)
@@ -253,7 +266,7 @@ class Proxy:
         runtime, backend_table = ctx.runtime, self.backend_table
         self.retry_budget.on_request(runtime.health)
         tried: list[Address] = []
-        last_error: ProxyError = NoBackend(f"pool {pool.name} has no backend left to try")
+        last_error: ProxyError | None = None  # (set with every address in `tried`)
         queueing = pool.config.max_queue > 0
         deadline = self.clock() + pool.config.queue_timeout
         while True:
@@ -261,7 +274,7 @@ class Proxy:
                                     over_cap=not queueing or bool(tried),
                                     request_class=ctx.request_class)
             if chosen is None:
-                if tried:  # every backend already tried by this request
+                if last_error is not None:  # every backend already tried by this request
                     raise _exhausted(pool, tried, last_error)
                 await self._queue(pool.name).wait(deadline, pool.config.max_queue)
                 continue
@@ -269,7 +282,7 @@ class Proxy:
             if spilled:
                 self.metrics.spills[pool.name] += 1
                 ctx.source = "spill"
-            if tried:
+            if last_error is not None:
                 self._spend_retry(ctx, tried[-1], last_error, address)
             ctx.use(used_pool, address, backend_table.stats(address), spilled)
             try:
@@ -323,9 +336,12 @@ class Proxy:
             conns.to_tunnel(conn)
             return await tunnel(request, conn, response, forwarded.request_id,
                                 timeouts.tunnel_idle)
-        head = client_head(request, conns, conn, response, forwarded, ctx.explain_header(),
+        extra = ctx.explain_header() if ctx.explain else ()  # (no call for most requests)
+        head = client_head(request, conns, conn, response, forwarded, extra,
                            self.draining)
         self._learn(ctx, head.report, response.status)
+        if head.body is not None:  # sent whole: no coroutine to await
+            return whole_response(response.status, head, timeouts)
         return await relay(request, conns, conn, response.status, head, ctx, timeouts)
 
     def _learn(self, ctx: RequestContext, report: bytes | None, status: int) -> None:
