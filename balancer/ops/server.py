@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +58,7 @@ class Balancer:
         self.costs = _cost_model(config)
         self.metrics = Metrics()
         self.registry: CollectorRegistry | None = None  # start() builds it
+        self.clock: Callable[[], float] = time.monotonic  # start(): the running loop's time
         self.history = History()
         self.admin_override = admin  # a worker's private admin socket, whatever the config says
         self.reloads = Reloads()
@@ -98,28 +100,29 @@ class Balancer:
         await self._start_servers(self.runtime.config)
 
     async def _start_data_path(self, config: Config) -> None:
+        loop = asyncio.get_running_loop()
+        self.clock = loop.time  # one clock for every part: the loop's (its timers use it)
         self._backend_table = BackendTable(
-            asyncio.get_running_loop(), self.metrics,
+            loop, self.metrics,
             on_connect=lambda address, seconds: self.metrics.connect_latency[
                 address.key].observe(seconds))
         self._backend_table.start()
-        self.discovery = DnsDiscovery(asyncio.get_running_loop(), self._rediscovered,
-                                      self.metrics)
+        self.discovery = DnsDiscovery(loop, self._rediscovered, self.metrics)
         self.discovery.configure(config)
         await self.discovery.resolve_new()
         self.runtime = self.runtime.rediscovered(self.discovery.discovered())
         self.discovery.start()
         self._access_log = _open_access_log(config)  # may raise ApplyError
         self._proxy = Proxy(self.runtime, self._backend_table, self.costs, self.metrics,
-                            self._access_log, clock=asyncio.get_running_loop().time)
+                            self._access_log, clock=self.clock)
         self._monitor = HealthMonitor(lambda: self.runtime, self._backend_table)
         self._monitor.start()
         self.registry = build_registry(MetricsCollector(
             self.metrics, runtime=lambda: self.runtime, backends=self._backend_table,
-            clock=self._backend_table.loop.time, retry_budget=self._proxy.retry_budget,
+            clock=self.clock, retry_budget=self._proxy.retry_budget,
             discovered=self.discovery.states, costs=self.costs))
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
-        self._sampler = asyncio.get_running_loop().create_task(self._sample_history())
+        self._flusher = loop.create_task(self._flush_access_log())
+        self._sampler = loop.create_task(self._sample_history())
 
     async def _start_servers(self, config: Config) -> None:
         assert self._proxy is not None
@@ -197,7 +200,7 @@ class Balancer:
 
     async def status_document(self) -> dict[str, Any]:
         return status_document(
-            self.runtime, self.backend_table, self.costs, now=self.backend_table.loop.time(),
+            self.runtime, self.backend_table, self.costs, now=self.clock(),
             listen=self.public_addresses, client_connections=self.client_connections,
             discovery=self.discovery.states() if self.discovery else [], reloads=self.reloads)
 
@@ -218,7 +221,7 @@ class Balancer:
         while True:
             self.history.add(take_snapshot(
                 time.time(), self.metrics, self.runtime, self.backend_table,
-                self.backend_table.loop.time(), self._proxy.queues if self._proxy else {},
+                self.clock(), self._proxy.queues if self._proxy else {},
                 self.costs, self.reloads))
             await asyncio.sleep(INTERVAL)
 

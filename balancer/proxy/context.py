@@ -23,7 +23,7 @@ class RequestContext:
     prints (the fields from `client` to `referer`, filled in only when there is a log)."""
 
     __slots__ = ("address", "bytes_sent", "client", "decision", "explain", "host", "method",
-                 "path", "pool", "protocol", "referer", "request_class", "request_id",
+                 "path", "peer", "pool", "protocol", "referer", "request_class", "request_id",
                  "runtime", "source", "spilled", "started", "stats", "status", "total_s",
                  "upstream_s", "user_agent", "wall_started")
 
@@ -31,6 +31,7 @@ class RequestContext:
         self.runtime = runtime    # the snapshot the request is served with, start to end
         self.started = started    # the proxy's clock (monotonic) when the handler began
         self.request_id = "-"
+        self.peer = "-"           # the client connection's peer address ("unix" on a socket)
         self.decision: Decision | None = None
         self.request_class = "none"
         self.source = "-"         # what decided the class: rule, learned, default, ... or spill

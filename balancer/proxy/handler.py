@@ -1,8 +1,8 @@
 """The request handler: pick a backend, forward the request, stream the response back.
 
-A request goes through named steps (pingora's phases), each a method of `Proxy`, all sharing
-one `RequestContext`: `_admit` (check and rewrite the head), the body (`plan_body`, then
-`read_small_body` when there is one), `_route` (classify, pool, decision metrics),
+A request goes through named steps (pingora's phases), all sharing one `RequestContext`:
+`_admit` (check and rewrite the head), the body (`exchange.plan_body`, then
+`exchange.read_small_body` when there is one), `_route` (classify, pool, decision metrics),
 `_connect_with_retries` (choose, queue, exchange, retry budget), `_respond` (tunnel, or head,
 learning, body), then the metrics and the access-log line in `handle`. The exchange itself
 (sending, reading, streaming, when to send a request again) is `balancer.proxy.exchange`.
@@ -126,8 +126,8 @@ class Proxy:
         stats.observe_outcome(failed, runtime.weight_policy)
         now = self.clock()
         health = self.backend_table.health(address)
-        may_eject = failed and runtime.may_eject(pool, self.backend_table, now)
-        transition = health.observe(failed, now, runtime.health, may_eject)
+        eject_allowed = failed and runtime.may_eject(pool, self.backend_table, now)
+        transition = health.observe(failed, now, runtime.health, eject_allowed)
         if transition is not None:  # (most responses change nothing: no call)
             self.backend_table.health_events.on_transition(address, transition, FAILURES,
                                                            health, runtime.health, now)
@@ -141,7 +141,7 @@ class Proxy:
         ctx.total_s = self.clock() - ctx.started
         self.metrics.request(ctx.pool_name, ctx.request_class, reply.status, ctx.total_s)
         if self.access_log is not None:
-            describe_request(ctx, request, _client_ip(request))
+            describe_request(ctx, request, ctx.peer)
             ctx.status = reply.status
             if isinstance(reply, SentResponse):
                 ctx.bytes_sent = reply.body_length
@@ -179,7 +179,7 @@ class Proxy:
         """The head checked and rewritten for the backend, or the response refusing it; sets
         the request id and whether the client may see the explain header."""
         runtime = ctx.runtime
-        client_ip = _client_ip(request)
+        client_ip = ctx.peer = _client_ip(request)
         if request.version.major != 1:
             ctx.request_id = self.ids.new()
             return version_not_supported(request, ctx.request_id)
@@ -371,7 +371,8 @@ class Proxy:
     def _queue(self, pool: str) -> WaitQueue:
         queue = self.queues.get(pool)
         if queue is None:
-            queue = self.queues[pool] = WaitQueue(self.backend_table.loop)
+            # the running loop's timers, on the clock the deadlines are computed with
+            queue = self.queues[pool] = WaitQueue(asyncio.get_running_loop())
         return queue
 
 
