@@ -5,6 +5,7 @@ import pytest
 from balancer.http.headers import (
     ForwardedRequest,
     UnsupportedCoding,
+    close_delimited_coding,
     forward_request,
     forward_response,
     origin_form,
@@ -303,3 +304,23 @@ def test_transfer_encoding_in_an_http10_request_is_refused(value: bytes) -> None
         forward_request("POST", b"/", [(b"Host", b"a"), (b"Transfer-Encoding", value)],
                         client_ip="1.2.3.4", trusted_client=False, new_request_id="r",
                         http10=True)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ([], None),                                                        # no Transfer-Encoding
+    ([(b"Transfer-Encoding", b"chunked")], None),                      # framed by chunks
+    ([(b"transfer-encoding", b"gzip, CHUNKED ")], None),               # chunked last, any case
+    ([(b"Transfer-Encoding", b"gzip,chunked")], None),                 # no space after a comma
+    ([(b"Transfer-Encoding", b"gzip, br, chunked")], None),            # three codings
+    ([(b"Transfer-Encoding", b"gzip")], b"gzip"),                      # ends with the connection
+    ([(b"Transfer-Encoding", b"chunked, gzip")], b"chunked, gzip"),    # chunked not last
+    ([(b"Transfer-Encoding", b"gzip"), (b"X", b"y"),
+      (b"TRANSFER-ENCODING", b"chunked")], None),                      # fields joined in order
+    ([(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"br")],
+     b"chunked, br"),
+    ([(b"Content-Length", b"5")], None),
+])
+def test_close_delimited_coding_is_a_transfer_encoding_that_does_not_end_in_chunked(
+        headers: list[tuple[bytes, bytes]], expected: bytes | None) -> None:
+    """RFC 9112 section 6.3: such a response's body ends when the connection closes."""
+    assert close_delimited_coding(headers) == expected
