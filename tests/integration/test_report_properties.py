@@ -127,7 +127,10 @@ async def test_lying_backends_cannot_crash_the_balancer_or_starve_the_pool(
     lying = await raw_backend_factory(liar)
     honest = await backend_factory(
         "honest", report="TEXT cpu_utilization=0.5, rps_fractional=100.0, eps=0.0")
-    running = await balancer_factory(one_pool_config(lying.url, honest.url))
+    # the policy whose weights come from reports: what a lie aims at (least_latency, the
+    # default, reads no report, so the faster raw liar would win nearly every pick there)
+    running = await balancer_factory(one_pool_config(lying.url, honest.url).replace(
+        "    backends:", "    policy: weighted_least_request\n    backends:"))
     served: Counter[str] = Counter()
     for _ in range(80):
         async with session.get(running.url + "/x") as resp:
