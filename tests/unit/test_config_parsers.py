@@ -133,3 +133,13 @@ def test_a_discovery_duration_at_its_floor_is_allowed() -> None:
     assert at_least(1.0, 1.0, "interval") == 1.0
     with pytest.raises(ValueError, match=r"^a discovery interval is at least 1s$"):
         at_least(0.999, 1.0, "interval")
+
+
+@pytest.mark.parametrize("checked", [listen_address, _resolvable(parse_listen)])
+def test_an_ipv6_address_whose_zone_a_resolver_cannot_take_is_refused(
+        checked: Callable[[object], Address]) -> None:
+    # uvloop's getaddrinfo IDNA-encodes the host: `fe80::1%a..b` raised UnicodeError at bind
+    assert checked("[fe80::1%eth0]:80") == Address("tcp", host="fe80::1%eth0", port=80)
+    with pytest.raises(ValueError) as info:
+        checked("[fe80::1%a..b]:80")
+    assert str(info.value) == "'fe80::1%a..b' is not a valid host name"
