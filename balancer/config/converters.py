@@ -93,9 +93,9 @@ def as_weight(raw: object) -> float:
 
 def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
     """An address parser that also refuses a host the resolver cannot take (`.0.0.1`,
-    `a..b`, control characters, an IPv6 zone such as `fe80::1%a..b`): uvloop's getaddrinfo
-    IDNA-encodes every host, IP literals too, and would raise UnicodeError at bind or
-    connect."""
+    `a..b`, control characters, an IPv6 zone such as `fe80::1%a..b`): getaddrinfo (socket's
+    and uvloop's) IDNA-encodes every host, IP literals too, and would raise UnicodeError at
+    bind or connect."""
     def checked(raw: object) -> Address:
         address = parse(raw)
         if address.kind == "tcp":

@@ -138,7 +138,7 @@ def test_a_discovery_duration_at_its_floor_is_allowed() -> None:
 @pytest.mark.parametrize("checked", [listen_address, _resolvable(parse_listen)])
 def test_an_ipv6_address_whose_zone_a_resolver_cannot_take_is_refused(
         checked: Callable[[object], Address]) -> None:
-    # uvloop's getaddrinfo IDNA-encodes the host: `fe80::1%a..b` raised UnicodeError at bind
+    # getaddrinfo IDNA-encodes the host: `fe80::1%a..b` raised UnicodeError at bind
     assert checked("[fe80::1%eth0]:80") == Address("tcp", host="fe80::1%eth0", port=80)
     with pytest.raises(ValueError) as info:
         checked("[fe80::1%a..b]:80")
