@@ -92,18 +92,17 @@ def as_weight(raw: object) -> float:
 
 
 def _resolvable(parse: Callable[[object], Address]) -> Callable[[object], Address]:
-    """An address parser that also refuses a host name the resolver cannot take (`.0.0.1`,
-    `a..b`, control characters): getaddrinfo would raise UnicodeError at bind or connect."""
+    """An address parser that also refuses a host the resolver cannot take (`.0.0.1`,
+    `a..b`, control characters, an IPv6 zone such as `fe80::1%a..b`): getaddrinfo (socket's
+    and uvloop's) IDNA-encodes every host, IP literals too, and would raise UnicodeError at
+    bind or connect."""
     def checked(raw: object) -> Address:
         address = parse(raw)
         if address.kind == "tcp":
             try:
-                ipaddress.ip_address(address.host)
-            except ValueError:
-                try:
-                    address.host.encode("idna")
-                except UnicodeError:
-                    raise ValueError(f"{address.host!r} is not a valid host name") from None
+                address.host.encode("idna")
+            except UnicodeError:
+                raise ValueError(f"{address.host!r} is not a valid host name") from None
         return address
     return checked
 

@@ -104,3 +104,15 @@ def test_the_wait_is_never_over_idle_nor_negative_and_cuts_only_the_slow(
 def test_the_connection_cap_leaves_descriptors_for_the_rest(
         configured: int, open_files: int | None, cap: int) -> None:
     assert connection_cap(configured, open_files) == cap
+
+
+def test_a_minimum_rate_of_one_byte_a_second_is_a_rate() -> None:
+    # 1 B/s, 10 s of slack, nothing received after 10 s: due now
+    assert body_wait(started=0, received=0, now=10.0, idle=10.0, min_rate=1) == (0.0, True)
+
+
+def test_a_body_exactly_on_its_allowance_waits_the_idle_bound_not_the_rate() -> None:
+    # nothing received yet at the start, or 5000 bytes at 500 B/s 10 s in: due in `idle`
+    assert body_wait(started=0, received=0, now=0.0, idle=10.0, min_rate=500) == (10.0, False)
+    assert body_wait(started=0, received=5000, now=10.0, idle=10.0, min_rate=500) \
+        == (10.0, False)
