@@ -6,7 +6,7 @@ supervisor's `/status` merges its workers' documents (balancer.ops.aggregate).
 """
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from balancer.balancing.costs import CostModel
 from balancer.balancing.discovery import NameState
@@ -15,17 +15,7 @@ from balancer.balancing.selection.pool import Pool
 from balancer.config.addresses import Address
 from balancer.ops.reloads import ReloadOutcome
 from balancer.upstream.backends import BackendTable
-
-
-class ConnectionCounts(Protocol):
-    """A backend's connections, as far as /status counts it."""
-
-    @property
-    def inflight(self) -> int: ...
-    @property
-    def open_count(self) -> int: ...
-    @property
-    def idle_count(self) -> int: ...
+from balancer.upstream.connections import Connections
 
 
 def status_document(runtime: Runtime, backends: BackendTable, costs: CostModel, *, now: float,
@@ -49,7 +39,7 @@ def status_document(runtime: Runtime, backends: BackendTable, costs: CostModel, 
 
 
 def pool_entry(pool: Pool, runtime: Runtime, backends: BackendTable,
-               connections: Mapping[Address, ConnectionCounts], now: float) -> dict[str, Any]:
+               connections: Mapping[Address, Connections], now: float) -> dict[str, Any]:
     weights = runtime.weights(pool, backends, now)
     return {"name": pool.name, "kind": pool.config.kind,
             "backends": [backend_entry(address, weight, backends, connections.get(address), now)
@@ -58,7 +48,7 @@ def pool_entry(pool: Pool, runtime: Runtime, backends: BackendTable,
 
 
 def backend_entry(address: Address, weight: float, backends: BackendTable,
-                  connections: ConnectionCounts | None, now: float) -> dict[str, Any]:
+                  connections: Connections | None, now: float) -> dict[str, Any]:
     health = backends.health(address)
     stats = backends.stats(address)
     report = stats.report

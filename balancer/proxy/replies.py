@@ -13,6 +13,7 @@ import itertools
 import logging
 import secrets
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import cast
 
 from aiohttp import web
@@ -74,9 +75,13 @@ class PlainStreamResponse(web.StreamResponse):
 
 
 # the reason phrases (RFC 9110) of the refusals written raw, by status
-PHRASES = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
-           431: "Request Header Fields Too Large", 503: "Service Unavailable",
-           505: "HTTP Version Not Supported"}
+# RFC 9110's phrases where Python's HTTPStatus still has an older one
+PHRASES = {414: "URI Too Long"}
+
+
+def phrase(status: int) -> str:
+    """The reason phrase of a status line the balancer writes itself."""
+    return PHRASES.get(status) or HTTPStatus(status).phrase
 
 
 def closing_reply(error: ProxyError, request_id: str,
@@ -90,7 +95,7 @@ def closing_reply(error: ProxyError, request_id: str,
     retry = b"Retry-After: 1\r\n" if error.status == 503 else b""
     head = (b"HTTP/1.1 %d %s\r\nConnection: close\r\n%bDate: %s\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"X-Request-Id: %s\r\n\r\n" % (error.status, PHRASES[error.status].encode(),
+            b"X-Request-Id: %s\r\n\r\n" % (error.status, phrase(error.status).encode(),
                                            retry, formatdate(usegmt=True).encode(), len(body),
                                            request_id.encode()))
     return head, body
